@@ -1,0 +1,64 @@
+# The commands the README names. Each target sets up what it needs (virtualenvs, models) first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+EVENT ?= events/summarize.json
+MODEL ?= phi-3-mini-4k-instruct-q4
+MODELS_DIR ?= models
+TEST_MODEL := $(MODELS_DIR)/test/tiny-phi3.gguf
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test lint format unit clean
+
+help:
+	@echo "make run   [EVENT=events/translate.json] [MODEL_PATH=/path/model.gguf]  invoke an event through the Lambda runtime emulator"
+	@echo "make test                                                              lint and the whole test suite"
+
+$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# llama-cpp-python compiles from source the first time (minutes); pip caches the wheel.
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(SAM_VENV)/.installed: requirements-sam.txt
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
+	touch $@
+
+setup: $(VENV)/.installed $(SAM_VENV)/.installed
+
+$(TEST_MODEL): scripts/make_test_model.py $(VENV)/.installed
+	$(PY) scripts/make_test_model.py --out $@
+
+# The model to serve: MODEL_PATH if given, else the manifest's model fetched into models/.
+ifdef MODEL_PATH
+SERVE_MODEL := $(MODEL_PATH)
+model: ;
+else
+SERVE_MODEL = $(shell $(PY) scripts/download_model.py --model $(MODEL) --out-dir $(MODELS_DIR) --print-path)
+model: setup
+	$(PY) scripts/download_model.py --model $(MODEL) --out-dir $(MODELS_DIR)
+endif
+.PHONY: model
+
+run: setup model
+	$(PY) scripts/local_invoke.py $(EVENT) --model "$(SERVE_MODEL)"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: setup $(TEST_MODEL) lint
+	TEST_MODEL_PATH=$(TEST_MODEL) $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) $(MODELS_DIR)/test .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,79 @@
+"""Settings of one execution environment, read from the environment once and validated."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from handler.errors import ConfigurationError, describe_validation_error
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (what Lambda grants), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Settings(BaseModel):
+    """Environment settings; each field names its variable in ``alias``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    model_path: Path = Field(alias="MODEL_PATH", description="GGUF file to serve.")
+    model_sha256: Sha256Hex | None = Field(
+        None,
+        alias="MODEL_SHA256",
+        description="sha256 of the GGUF; else read from '<MODEL_PATH>.sha256', else computed once.",
+    )
+    table_name: str | None = Field(
+        None, alias="TABLE_NAME", min_length=3, max_length=255, description="Results table; unset disables storing."
+    )
+    n_ctx: int = Field(4096, alias="N_CTX", ge=0, le=131072, description="Context length; 0 takes the model's own.")
+    n_threads: int = Field(default_factory=available_cpus, alias="N_THREADS", ge=1, le=256)
+    n_threads_batch: int | None = Field(
+        None, alias="N_THREADS_BATCH", ge=1, le=256, description="Defaults to n_threads."
+    )
+    n_batch: int = Field(512, alias="N_BATCH", ge=1, le=8192)
+    n_ubatch: int = Field(512, alias="N_UBATCH", ge=1, le=8192)
+    use_mmap: bool = Field(True, alias="USE_MMAP")
+    preload_model: bool = Field(
+        False, alias="PRELOAD_MODEL", description="Load the model during init instead of on the first generation."
+    )
+    result_ttl_days: int | None = Field(
+        None, alias="RESULT_TTL_DAYS", ge=1, le=3650, description="Expire stored results after this many days."
+    )
+
+    @field_validator("table_name", "model_sha256", "n_threads_batch", "result_ttl_days", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def threads_batch(self) -> int:
+        return self.n_threads_batch or self.n_threads
+
+
+def settings_from(environ: dict[str, str]) -> Settings:
+    """Validate settings from an environment mapping; errors name each variable."""
+    try:
+        return Settings.model_validate({k: v for k, v in environ.items() if k in _VARIABLES})
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid environment settings: {describe_validation_error(exc)}") from exc
+
+
+_VARIABLES = frozenset(field.alias for field in Settings.model_fields.values() if field.alias)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests clear the cache after changing the environment)."""
+    return settings_from(dict(os.environ))

@@ -1,0 +1,130 @@
+"""Request and answer types: the one definition of every shape the service accepts or returns."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+#: Phi-3's end-of-turn and end-of-text markers: generation stops on them by default.
+DEFAULT_STOP = ("<|end|>", "<|endoftext|>")
+DEFAULT_MAX_TOKENS = 512
+MAX_TOKENS_LIMIT = 4096
+MAX_TEXT_CHARS = 100_000
+MAX_MESSAGES = 64
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return value
+
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
+
+
+class _Strict(BaseModel):
+    # Strict: a number given as a string or a string given as a list is a type error, not a guess.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class GenerationOptions(_Strict):
+    """How to generate: defaults suit pre-generation (greedy, bounded, Phi-3's stops)."""
+
+    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_TOKENS_LIMIT, description="Most tokens to generate.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 is greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    repeat_penalty: float = Field(1.0, ge=0.5, le=2.0)
+    stop: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = Field(DEFAULT_STOP, max_length=8)
+    store: bool = Field(True, description="Store the result in the table (false: answer only).")
+
+    def identity(self) -> dict[str, Any]:
+        """The options that change the output (``store`` does not)."""
+        return self.model_dump(mode="json", exclude={"store"})
+
+
+class SummarizeRequest(_Strict):
+    """Summarize a text as bullet points (the first seed's use) or as one paragraph."""
+
+    task: Literal["summarize"]
+    text: Text
+    style: Literal["bullets", "paragraph"] = "bullets"
+    options: GenerationOptions = GenerationOptions()
+
+
+class TranslateRequest(_Strict):
+    """Translate a text into a language named in words."""
+
+    task: Literal["translate"]
+    text: Text
+    target_language: Annotated[
+        str,
+        Field(min_length=1, max_length=64, pattern=r"^[^\W\d_](?:[^\W\d_]|[ \-'(),.])*$"),
+        AfterValidator(_not_blank),
+    ] = "Japanese"
+    options: GenerationOptions = GenerationOptions()
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: Text
+
+
+class ChatRequest(_Strict):
+    """Answer a conversation (the second seed's use: a system prompt and a question)."""
+
+    task: Literal["chat"]
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    options: GenerationOptions = GenerationOptions()
+
+    @model_validator(mode="after")
+    def _has_user_turn(self) -> ChatRequest:
+        if not any(message.role == "user" for message in self.messages):
+            raise ValueError("messages must contain at least one message with role 'user'")
+        return self
+
+
+TextRequest = Annotated[SummarizeRequest | TranslateRequest | ChatRequest, Field(discriminator="task")]
+TASKS = ("summarize", "translate", "chat")
+request_adapter: TypeAdapter[SummarizeRequest | TranslateRequest | ChatRequest] = TypeAdapter(TextRequest)
+
+
+class ModelInfo(BaseModel):
+    """Which model produced a result."""
+
+    file: str
+    sha256: str
+    quantization: str | None = None
+    context_length: int | None = None
+
+
+class Metrics(BaseModel):
+    """Timings of one generation, named after llama.cpp's own timings."""
+
+    prompt_tokens: int = Field(description="Tokens in the prompt.")
+    prompt_eval_tokens: int = Field(description="Prompt tokens evaluated (the rest came from the reused KV cache).")
+    prompt_ms: float
+    prompt_tokens_per_s: float
+    completion_tokens: int
+    eval_ms: float
+    eval_tokens_per_s: float
+    total_ms: float
+    load_ms: float | None = Field(None, description="Model load time; only on the request that loaded the model.")
+    cold_start: bool = Field(description="First request of this execution environment.")
+    n_threads: int
+    peak_rss_mb: float
+
+
+class Answer(BaseModel):
+    """What a direct invocation returns."""
+
+    id: str
+    task: str
+    status: Literal["PENDING", "RUNNING", "DONE", "FAILED"]
+    output: str | None = None
+    finish_reason: str | None = None
+    cached: bool = False
+    stored: bool = False
+    metrics: Metrics | None = None
+    model: ModelInfo | None = None

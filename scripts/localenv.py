@@ -1,0 +1,503 @@
+"""Local stand-ins for the AWS pieces: the Lambda Runtime Interface Emulator and DynamoDB (moto).
+
+Importing this module has no side effects; everything starts inside the context managers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+DUMMY_CREDENTIALS: dict[str, str] = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+DEFAULT_REGION = "us-east-1"
+INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+
+_RIE_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+# create_table arguments whose CloudFormation shape is the same as the API's.
+_TABLE_KEYS = (
+    "AttributeDefinitions",
+    "KeySchema",
+    "GlobalSecondaryIndexes",
+    "LocalSecondaryIndexes",
+    "BillingMode",
+    "ProvisionedThroughput",
+    "OnDemandThroughput",
+    "TableClass",
+)
+_INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput", "OnDemandThroughput")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (another process may still take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rie_binary() -> Path:
+    """The Runtime Interface Emulator binary shipped in the aws-sam-cli wheel, made executable."""
+    machine = platform.machine().lower()
+    arch = _RIE_ARCH.get(machine)
+    if arch is None:
+        raise RuntimeError(f"no Lambda Runtime Interface Emulator build for machine type {machine!r}")
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError(f"the Lambda Runtime Interface Emulator binaries are Linux executables (this is {sys.platform})")
+    spec = importlib.util.find_spec("samcli")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    package = Path(locations[0]) if locations else Path("<samcli not installed>")
+    binary = package / "local" / "rapid" / f"aws-lambda-rie-{arch}"
+    if not binary.is_file():
+        raise RuntimeError(
+            f"Lambda Runtime Interface Emulator not found at {binary}; install requirements-dev.txt "
+            "(aws-sam-cli ships the emulator binaries)"
+        )
+    if not os.access(binary, os.X_OK):
+        try:
+            binary.chmod(binary.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        except OSError as exc:
+            raise RuntimeError(f"cannot make {binary} executable: {exc}") from exc
+    return binary
+
+
+# --- template -> create_table -------------------------------------------------------------------
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """SafeLoader that turns CloudFormation short tags (!Ref, !Sub, ...) into their long form."""
+
+
+def _construct_intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    if suffix == "Condition":
+        return {"Condition": value}
+    return {f"Fn::{suffix}": value}
+
+
+_CloudFormationLoader.add_multi_constructor("!", _construct_intrinsic)
+
+
+def _is_intrinsic(value: object) -> bool:
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    key = next(iter(value))
+    return isinstance(key, str) and (key in {"Ref", "Condition"} or key.startswith("Fn::"))
+
+
+def _literal(value: Any) -> Any:
+    """``value`` with intrinsic functions removed (None when it is one); list items that are go too."""
+    if _is_intrinsic(value):
+        return None
+    if isinstance(value, dict):
+        kept = {key: _literal(item) for key, item in value.items()}
+        return {key: item for key, item in kept.items() if item is not None}
+    if isinstance(value, list):
+        return [item for item in (_literal(element) for element in value) if item is not None]
+    return value
+
+
+def load_template(template_path: Path) -> dict[str, Any]:
+    """Parse a SAM/CloudFormation template, tolerating short-form intrinsic tags."""
+    with Path(template_path).open(encoding="utf-8") as stream:
+        document = yaml.load(stream, Loader=_CloudFormationLoader)  # noqa: S506 - a SafeLoader subclass
+    if not isinstance(document, dict):
+        raise ValueError(f"{template_path}: not a CloudFormation template (top level is not a mapping)")
+    return document
+
+
+def _table_properties(template_path: Path, logical_id: str) -> dict[str, Any]:
+    resources = load_template(template_path).get("Resources") or {}
+    resource = resources.get(logical_id)
+    if not isinstance(resource, dict) or resource.get("Type") != "AWS::DynamoDB::Table":
+        tables = sorted(name for name, res in resources.items() if isinstance(res, dict) and res.get("Type") == "AWS::DynamoDB::Table")
+        raise ValueError(f"{template_path}: no AWS::DynamoDB::Table resource {logical_id!r} (tables found: {tables or 'none'})")
+    properties = resource.get("Properties") or {}
+    if not isinstance(properties, dict):
+        raise ValueError(f"{template_path}: {logical_id}.Properties is not a mapping")
+    return properties
+
+
+def table_spec_from_template(template_path: Path, logical_id: str = "ResultsTable") -> dict[str, Any]:
+    """``create_table`` keyword arguments (without TableName) from the template's table resource.
+
+    Properties that are not ``create_table`` arguments (TTL, point-in-time recovery, SSE, tags) and values
+    that are intrinsic functions are left out; TTL comes from :func:`ttl_spec_from_template`.
+    """
+    properties = _table_properties(template_path, logical_id)
+    spec: dict[str, Any] = {}
+    for key in _TABLE_KEYS:
+        value = _literal(properties.get(key))
+        if value is None or value == []:
+            continue
+        if key in {"GlobalSecondaryIndexes", "LocalSecondaryIndexes"}:
+            value = [{k: v for k, v in index.items() if k in _INDEX_KEYS} for index in value]
+        spec[key] = value
+    for required in ("AttributeDefinitions", "KeySchema"):
+        if not spec.get(required):
+            raise ValueError(f"{template_path}: {logical_id} has no literal {required}")
+    return spec
+
+
+def ttl_spec_from_template(template_path: Path, logical_id: str = "ResultsTable") -> dict[str, Any] | None:
+    """The table's ``TimeToLiveSpecification`` (for ``update_time_to_live``), or None when it has none."""
+    ttl = _literal(_table_properties(template_path, logical_id).get("TimeToLiveSpecification"))
+    if not isinstance(ttl, dict) or "AttributeName" not in ttl:
+        return None
+    enabled = ttl.get("Enabled", False)
+    if isinstance(enabled, str):
+        enabled = enabled.strip().lower() == "true"
+    return {"AttributeName": str(ttl["AttributeName"]), "Enabled": bool(enabled)}
+
+
+def dynamodb_client(endpoint_url: str, region: str = DEFAULT_REGION) -> DynamoDBClient:
+    """A DynamoDB client for a local endpoint, with dummy credentials passed explicitly."""
+    import boto3
+
+    client: DynamoDBClient = boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
+    )
+    return client
+
+
+def create_table_from_template(
+    endpoint_url: str, table_name: str, template_path: Path, logical_id: str = "ResultsTable"
+) -> None:
+    """Create the template's table on ``endpoint_url`` (no error if it exists) and apply its TTL."""
+    spec = table_spec_from_template(template_path, logical_id)
+    ttl = ttl_spec_from_template(template_path, logical_id)
+    client = dynamodb_client(endpoint_url)
+    try:
+        client.create_table(TableName=table_name, **spec)
+    except client.exceptions.ResourceInUseException:
+        pass
+    client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    if ttl is None:
+        return
+    current = client.describe_time_to_live(TableName=table_name).get("TimeToLiveDescription", {})
+    enabled_now = current.get("TimeToLiveStatus") in {"ENABLED", "ENABLING"}
+    # DynamoDB rejects an update that does not change the TTL state.
+    if enabled_now == ttl["Enabled"] and (not enabled_now or current.get("AttributeName") == ttl["AttributeName"]):
+        return
+    client.update_time_to_live(TableName=table_name, TimeToLiveSpecification=ttl)  # type: ignore[arg-type]
+
+
+# --- DynamoDB -------------------------------------------------------------------------------------
+
+
+class MotoDynamoDB:
+    """moto in server mode on a free loopback port.
+
+    moto keeps its state per Python process, so two servers in one process share their tables.
+    """
+
+    def __init__(self, port: int | None = None, region: str = DEFAULT_REGION) -> None:
+        self.port = port or free_port()
+        self.region = region
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self._server: Any = None
+
+    def __enter__(self) -> MotoDynamoDB:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        _wait_for_port(self.port, timeout=30, alive=lambda: None)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def client(self) -> DynamoDBClient:
+        """A boto3 DynamoDB client for this server (dummy credentials)."""
+        return dynamodb_client(self.endpoint_url, self.region)
+
+
+# --- Lambda ---------------------------------------------------------------------------------------
+
+
+class LambdaEmulatorError(RuntimeError):
+    """The emulator failed to start, died, or answered something that is not a Lambda response."""
+
+
+class LambdaEmulator:
+    """The Lambda Runtime Interface Emulator running ``python -m awslambdaric <handler>``.
+
+    The runtime starts on the first invoke and stays warm: later invokes reach the same Python process.
+    Invocations are served one at a time.
+    """
+
+    def __init__(
+        self,
+        handler: str = "handler.app.lambda_handler",
+        env: Mapping[str, str] | None = None,
+        cwd: Path | str | None = None,
+        python: str = sys.executable,
+        log_path: Path | None = None,
+        timeout_s: int = 300,
+        *,
+        function_name: str = "function",
+        memory_mb: int = 3008,
+        region: str = DEFAULT_REGION,
+        startup_timeout: float = 30.0,
+        grace_s: float = 5.0,
+    ) -> None:
+        self.handler = handler
+        self.cwd = Path(cwd or Path.cwd()).resolve()
+        self.python = python
+        self.timeout_s = timeout_s
+        self.startup_timeout = startup_timeout
+        self.grace_s = grace_s
+        self.port = 0
+        self.runtime_api_port = 0
+        self._extra_env = dict(env or {})
+        self._lambda_env = {
+            "AWS_LAMBDA_FUNCTION_NAME": function_name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout_s),
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            "LAMBDA_TASK_ROOT": str(self.cwd),
+            **DUMMY_CREDENTIALS,
+        }
+        self._log_path_given = log_path
+        self.log_path: Path | None = log_path
+        self._log_cache: str | None = None
+        self._home: str | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        # Proxy variables of the caller must not route loopback requests elsewhere.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    @property
+    def endpoint_url(self) -> str:
+        """Base URL of the emulator's invoke API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def invoke_url(self) -> str:
+        return self.endpoint_url + INVOKE_PATH
+
+    def environment(self, home: str) -> dict[str, str]:
+        """The emulator's complete environment (the runtime inherits it, plus the Lambda variables RIE adds)."""
+        base = {"PATH": os.environ.get("PATH", os.defpath), "HOME": home, "LANG": "C.UTF-8"}
+        return {**base, **self._lambda_env, **self._extra_env}
+
+    def command(self) -> list[str]:
+        """The emulator command line; ``--`` keeps the runtime's own flags away from the RIE's parser."""
+        return [
+            str(rie_binary()),
+            "--runtime-interface-emulator-address",
+            f"127.0.0.1:{self.port}",
+            "--runtime-api-address",
+            f"127.0.0.1:{self.runtime_api_port}",
+            "--",
+            self.python,
+            "-m",
+            "awslambdaric",
+            self.handler,
+        ]
+
+    def __enter__(self) -> LambdaEmulator:
+        if not self.cwd.is_dir():
+            raise LambdaEmulatorError(f"task root {self.cwd} is not a directory")
+        self._home = tempfile.mkdtemp(prefix="lambda-home-")
+        if self.log_path is None:
+            handle, name = tempfile.mkstemp(prefix="lambda-emulator-", suffix=".log")
+            os.close(handle)
+            self.log_path = Path(name)
+        try:
+            self._start()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        assert self.log_path is not None and self._home is not None
+        attempts = 3  # a free port can be taken between choosing it and the emulator binding it
+        for attempt in range(1, attempts + 1):
+            self.port, self.runtime_api_port = free_port(), free_port()
+            while self.runtime_api_port == self.port:
+                self.runtime_api_port = free_port()
+            with self.log_path.open("ab") as log:
+                self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                    self.command(),
+                    cwd=self.cwd,
+                    env=self.environment(self._home),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            try:
+                for port in (self.port, self.runtime_api_port):
+                    _wait_for_port(port, timeout=self.startup_timeout, alive=self._check_alive)
+                return
+            except LambdaEmulatorError:
+                if attempt < attempts and "address already in use" in self.logs().lower():
+                    self._terminate()
+                    continue
+                raise
+
+    def _check_alive(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            raise LambdaEmulatorError(
+                f"Lambda emulator exited with status {self._process.returncode}; log tail:\n{self.log_tail()}"
+            )
+
+    def _terminate(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        # The RIE may start the runtime in a process group of its own, so signal the whole tree.
+        pids = [process.pid, *_descendants(process.pid)]
+        _signal_all(process.pid, pids, signal.SIGTERM)
+        try:
+            process.wait(timeout=self.grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_all(process.pid, pids, signal.SIGKILL)
+        process.wait()
+
+    def _stop(self) -> None:
+        self._terminate()
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+            self._home = None
+        if self._log_path_given is None and self.log_path is not None:
+            self._log_cache = self.logs()
+            self.log_path.unlink(missing_ok=True)
+
+    def logs(self) -> str:
+        """Everything the emulator and the runtime wrote so far (kept after exit)."""
+        if self._log_cache is not None:
+            return self._log_cache
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.logs().splitlines()[-lines:])
+
+    def invoke(self, event: Mapping[str, Any], timeout: float = 300) -> dict[str, Any]:
+        """Invoke the function with ``event``; returns its JSON response (a Lambda error object on failure)."""
+        if self._process is None:
+            raise LambdaEmulatorError("Lambda emulator is not running (use it as a context manager)")
+        self._check_alive()
+        request = urllib.request.Request(
+            self.invoke_url,
+            data=json.dumps(event).encode("utf-8"),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with self._opener.open(request, timeout=timeout) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            # Runtime crashes come back as 5xx with the Lambda error object as the body.
+            status, body = exc.code, exc.read()
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            self._check_alive()
+            raise LambdaEmulatorError(f"invoke failed: {exc}; log tail:\n{self.log_tail()}") from exc
+        return self._decode(status, body)
+
+    def _decode(self, status: int, body: bytes) -> dict[str, Any]:
+        text = body.decode("utf-8", errors="replace")
+        if text.startswith("Task timed out after"):
+            return {"errorType": "Sandbox.Timedout", "errorMessage": text}
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError:
+            self._check_alive()
+            raise LambdaEmulatorError(
+                f"emulator answered HTTP {status} with a non-JSON body {text[:500]!r}; log tail:\n{self.log_tail()}"
+            ) from None
+        if not isinstance(payload, dict):
+            raise LambdaEmulatorError(f"handler returned {type(payload).__name__}, not a JSON object: {text[:500]}")
+        return payload
+
+
+def _wait_for_port(port: int, timeout: float, alive: Callable[[], None]) -> None:
+    """Block until 127.0.0.1:port accepts connections; ``alive()`` raises if the server died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise LambdaEmulatorError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s") from None
+            time.sleep(0.05)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, recursively (Linux /proc; empty elsewhere)."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for children_file in Path(f"/proc/{parent}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                children = [int(child) for child in children_file.read_text().split()]
+                found.extend(children)
+                pending.extend(children)
+    return found
+
+
+def _signal_all(leader: int, pids: list[int], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(leader, sig)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)

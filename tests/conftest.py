@@ -1,0 +1,123 @@
+"""Shared fixtures: the tiny test model, a moto DynamoDB server, tables made from template.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import localenv  # noqa: E402
+import make_test_model  # noqa: E402
+
+TEMPLATE = ROOT / "template.yaml"
+EVENTS = ROOT / "events"
+DUMMY_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """An event from events/ as a dict."""
+    return dict(json.loads((EVENTS / name).read_text(encoding="utf-8")))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated tiny phi3 GGUF (TEST_MODEL_PATH when the Makefile made it already)."""
+    given = os.environ.get("TEST_MODEL_PATH")
+    if given and Path(given).is_file():
+        return Path(given).resolve()
+    return make_test_model.make_model(tmp_path_factory.mktemp("model") / "tiny-phi3.gguf")
+
+
+@pytest.fixture(scope="session")
+def dynamodb_endpoint() -> Iterator[str]:
+    """A moto DynamoDB server on a loopback port for the whole session."""
+    with localenv.MotoDynamoDB() as server:
+        yield server.endpoint_url
+
+
+@dataclass
+class Table:
+    name: str
+    endpoint_url: str
+
+    def client(self) -> Any:
+        return boto3.client("dynamodb", endpoint_url=self.endpoint_url, **_boto_credentials())
+
+    def items(self) -> list[dict[str, Any]]:
+        """Every item in the table, deserialized."""
+        deserializer = boto3.dynamodb.types.TypeDeserializer()
+        pages = self.client().get_paginator("scan").paginate(TableName=self.name, ConsistentRead=True)
+        return [{k: deserializer.deserialize(v) for k, v in item.items()} for page in pages for item in page["Items"]]
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": DUMMY_AWS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": DUMMY_AWS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": DUMMY_AWS["AWS_REGION"],
+    }
+
+
+@pytest.fixture
+def results_table(dynamodb_endpoint: str) -> Table:
+    """A fresh, empty results table created from template.yaml's definition."""
+    name = f"results-{uuid.uuid4().hex[:8]}"
+    localenv.create_table_from_template(dynamodb_endpoint, name, TEMPLATE)
+    return Table(name, dynamodb_endpoint)
+
+
+@pytest.fixture
+def service_env(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, results_table: Table) -> Table:
+    """Process environment for in-process handler calls: the tiny model and a fresh table."""
+    for key, value in DUMMY_AWS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", results_table.endpoint_url)
+    monkeypatch.setenv("MODEL_PATH", str(tiny_model))
+    monkeypatch.setenv("TABLE_NAME", results_table.name)
+    monkeypatch.setenv("N_THREADS", "2")
+    return results_table
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    """Settings and the service are read once per process; each test starts from its own environment."""
+    from handler import app, config
+
+    config.get_settings.cache_clear()
+    app.get_service.cache_clear()
+    yield
+    config.get_settings.cache_clear()
+    app.get_service.cache_clear()
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "generate"
+    memory_limit_in_mb: int = 10240
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:generate"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    return FakeLambdaContext()
