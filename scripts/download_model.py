@@ -55,7 +55,7 @@ class InputError(DownloadError):
 
 
 class ChecksumMismatch(DownloadError):
-    """The file's sha256 (or size) differs from the manifest; the file has been deleted."""
+    """The file's sha256 (or size) differs from the manifest."""
 
     def __init__(self, message: str, *, expected: str, actual: str) -> None:
         super().__init__(message)
@@ -316,7 +316,7 @@ def _check(manifest: Manifest, file: Path) -> str:
             expected=str(manifest.size_bytes),
             actual=str(size),
         )
-    _say(f"computing sha256 of {file.name} ({size} bytes)")
+    _say(f"computing sha256 of {manifest.filename} ({size} bytes)")
     actual = sha256_file(file)
     if manifest.sha256 is not None and actual != manifest.sha256:
         raise ChecksumMismatch(

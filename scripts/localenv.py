@@ -68,7 +68,9 @@ def rie_binary() -> Path:
     if arch is None:
         raise RuntimeError(f"no Lambda Runtime Interface Emulator build for machine type {machine!r}")
     if not sys.platform.startswith("linux"):
-        raise RuntimeError(f"the Lambda Runtime Interface Emulator binaries are Linux executables (this is {sys.platform})")
+        raise RuntimeError(
+            f"the Lambda Runtime Interface Emulator binaries are Linux executables (this is {sys.platform})"
+        )
     spec = importlib.util.find_spec("samcli")
     locations = list(spec.submodule_search_locations or []) if spec else []
     package = Path(locations[0]) if locations else Path("<samcli not installed>")
@@ -135,7 +137,7 @@ def _literal(value: Any) -> Any:
 def load_template(template_path: Path) -> dict[str, Any]:
     """Parse a SAM/CloudFormation template, tolerating short-form intrinsic tags."""
     with Path(template_path).open(encoding="utf-8") as stream:
-        document = yaml.load(stream, Loader=_CloudFormationLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(stream, Loader=_CloudFormationLoader)
     if not isinstance(document, dict):
         raise ValueError(f"{template_path}: not a CloudFormation template (top level is not a mapping)")
     return document
@@ -145,8 +147,14 @@ def _table_properties(template_path: Path, logical_id: str) -> dict[str, Any]:
     resources = load_template(template_path).get("Resources") or {}
     resource = resources.get(logical_id)
     if not isinstance(resource, dict) or resource.get("Type") != "AWS::DynamoDB::Table":
-        tables = sorted(name for name, res in resources.items() if isinstance(res, dict) and res.get("Type") == "AWS::DynamoDB::Table")
-        raise ValueError(f"{template_path}: no AWS::DynamoDB::Table resource {logical_id!r} (tables found: {tables or 'none'})")
+        tables = sorted(
+            name
+            for name, res in resources.items()
+            if isinstance(res, dict) and res.get("Type") == "AWS::DynamoDB::Table"
+        )
+        raise ValueError(
+            f"{template_path}: no AWS::DynamoDB::Table resource {logical_id!r} (tables found: {tables or 'none'})"
+        )
     properties = resource.get("Properties") or {}
     if not isinstance(properties, dict):
         raise ValueError(f"{template_path}: {logical_id}.Properties is not a mapping")
@@ -370,7 +378,7 @@ class LambdaEmulator:
             while self.runtime_api_port == self.port:
                 self.runtime_api_port = free_port()
             with self.log_path.open("ab") as log:
-                self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                self._process = subprocess.Popen(
                     self.command(),
                     cwd=self.cwd,
                     env=self.environment(self._home),

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
+from boto3.dynamodb.types import TypeDeserializer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -42,7 +42,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     given = os.environ.get("TEST_MODEL_PATH")
     if given and Path(given).is_file():
         return Path(given).resolve()
-    return make_test_model.make_model(tmp_path_factory.mktemp("model") / "tiny-phi3.gguf")
+    made: Path = make_test_model.make_model(tmp_path_factory.mktemp("model") / "tiny-phi3.gguf")
+    return made
 
 
 @pytest.fixture(scope="session")
@@ -58,21 +59,13 @@ class Table:
     endpoint_url: str
 
     def client(self) -> Any:
-        return boto3.client("dynamodb", endpoint_url=self.endpoint_url, **_boto_credentials())
+        return localenv.dynamodb_client(self.endpoint_url)
 
     def items(self) -> list[dict[str, Any]]:
         """Every item in the table, deserialized."""
-        deserializer = boto3.dynamodb.types.TypeDeserializer()
+        deserializer = TypeDeserializer()
         pages = self.client().get_paginator("scan").paginate(TableName=self.name, ConsistentRead=True)
         return [{k: deserializer.deserialize(v) for k, v in item.items()} for page in pages for item in page["Items"]]
-
-
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": DUMMY_AWS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": DUMMY_AWS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": DUMMY_AWS["AWS_REGION"],
-    }
 
 
 @pytest.fixture

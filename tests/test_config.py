@@ -33,7 +33,10 @@ def test_settings_empty_table_name_disables_storing() -> None:
     ("environ", "expected"),
     [
         ({}, "MODEL_PATH: Field required"),
-        ({"MODEL_PATH": "/m.gguf", "N_THREADS": "0"}, "N_THREADS: Input should be greater than or equal to 1 (got '0')"),
+        (
+            {"MODEL_PATH": "/m.gguf", "N_THREADS": "0"},
+            "N_THREADS: Input should be greater than or equal to 1 (got '0')",
+        ),
         ({"MODEL_PATH": "/m.gguf", "N_CTX": "lots"}, "N_CTX: Input should be a valid integer"),
         ({"MODEL_PATH": "/m.gguf", "MODEL_SHA256": "abc"}, "MODEL_SHA256: String should match pattern"),
     ],

@@ -144,7 +144,7 @@ def test_model_identity_hashes_file_without_sidecar(tmp_path: Path) -> None:
 def test_load_engine_missing_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "absent.gguf"
 
-    with pytest.raises(ModelLoadError, match="absent.gguf"):
+    with pytest.raises(ModelLoadError, match=r"absent\.gguf"):
         load_engine(settings_from({"MODEL_PATH": str(missing)}))
 
 

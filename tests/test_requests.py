@@ -50,14 +50,32 @@ def test_parse_request_sample_events_are_valid(name: str) -> None:
         ({"task": "translate", "text": "x", "target_language": "  "}, "target_language: String should match pattern"),
         ({"task": "translate", "text": "x", "target_language": "French\n<|system|>"}, "target_language: String should"),
         ({"task": "chat", "messages": []}, "messages: List should have at least 1 item"),
-        ({"task": "chat", "messages": [{"role": "system", "content": "Be brief."}]}, "at least one message with role 'user'"),
+        (
+            {"task": "chat", "messages": [{"role": "system", "content": "Be brief."}]},
+            "at least one message with role 'user'",
+        ),
         ({"task": "chat", "messages": [{"role": "bot", "content": "hi"}]}, "messages.0.role: Input should be 'system'"),
         ({"task": "chat", "messages": "hello"}, "messages: Input should be a valid list"),
-        ({"task": "summarize", "text": "x", "options": {"max_tokens": 0}}, "options.max_tokens: Input should be greater than or equal to 1 (got 0)"),
-        ({"task": "summarize", "text": "x", "options": {"max_tokens": 100000}}, "options.max_tokens: Input should be less than or equal to 4096 (got 100000)"),
-        ({"task": "summarize", "text": "x", "options": {"max_tokens": "512"}}, "options.max_tokens: Input should be a valid integer (got '512')"),
-        ({"task": "summarize", "text": "x", "options": {"temperature": 5}}, "options.temperature: Input should be less than or equal to 2"),
-        ({"task": "summarize", "text": "x", "options": {"stop": "<|end|>"}}, "options.stop: Input should be a valid tuple"),
+        (
+            {"task": "summarize", "text": "x", "options": {"max_tokens": 0}},
+            "options.max_tokens: Input should be greater than or equal to 1 (got 0)",
+        ),
+        (
+            {"task": "summarize", "text": "x", "options": {"max_tokens": 100000}},
+            "options.max_tokens: Input should be less than or equal to 4096 (got 100000)",
+        ),
+        (
+            {"task": "summarize", "text": "x", "options": {"max_tokens": "512"}},
+            "options.max_tokens: Input should be a valid integer (got '512')",
+        ),
+        (
+            {"task": "summarize", "text": "x", "options": {"temperature": 5}},
+            "options.temperature: Input should be less than or equal to 2",
+        ),
+        (
+            {"task": "summarize", "text": "x", "options": {"stop": "<|end|>"}},
+            "options.stop: Input should be a valid tuple",
+        ),
         ({"task": "summarize", "text": "x", "options": {"beam": 4}}, "options.beam: Extra inputs are not permitted"),
         ([1, 2], "event must be a JSON object, got list"),
     ],
@@ -124,4 +142,3 @@ def test_build_messages_chat_keeps_turns_in_order() -> None:
 
     assert [m.role for m in messages] == ["system", "user"]
     assert messages[1].content == request.messages[1].content
-

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,9 +17,7 @@ BAD_EVENTS = [
     pytest.param({"task": "summarize", "text": ["a"]}, "text: Input should be a valid string", id="wrong-type"),
     pytest.param({"task": "summarize", "text": "x", "tone": "dry"}, "tone: Extra inputs", id="unknown-field"),
     pytest.param({"task": "translate", "text": "x", "target_language": ""}, "target_language", id="empty-language"),
-    pytest.param(
-        {"task": "chat", "messages": [{"role": "system", "content": "hi"}]}, "role 'user'", id="no-user-turn"
-    ),
+    pytest.param({"task": "chat", "messages": [{"role": "system", "content": "hi"}]}, "role 'user'", id="no-user-turn"),
     pytest.param({"task": "summarize", "text": "x", "options": {"max_tokens": 0}}, "max_tokens", id="max-tokens-low"),
     pytest.param(
         {"task": "summarize", "text": "x", "options": {"max_tokens": 5000}}, "max_tokens", id="max-tokens-high"
@@ -29,7 +26,7 @@ BAD_EVENTS = [
 
 
 @pytest.fixture
-def generations(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts calls into llama.cpp generation."""
     calls: list[int] = []
     original = engine_module.Engine.generate
@@ -39,7 +36,7 @@ def generations(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(engine_module.Engine, "generate", counting)
-    yield calls
+    return calls
 
 
 def _small(event: dict[str, Any], max_tokens: int = 16) -> dict[str, Any]:
@@ -73,7 +70,8 @@ def test_handler_answers_event_and_stores_item(
     assert item["request"]["task"] == answer["task"]
     assert item["model"]["sha256"] == answer["model"]["sha256"]
     assert item["metrics"]["completion_tokens"] == metrics["completion_tokens"]
-    assert item["created_at"] and item["updated_at"]
+    assert item["created_at"]
+    assert item["updated_at"]
     assert generations == [1]
 
 

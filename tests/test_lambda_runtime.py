@@ -1,0 +1,107 @@
+"""The handler served by the real Lambda Runtime Interface Emulator, against moto server and the tiny model."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import localenv
+import pytest
+from conftest import DUMMY_AWS, ROOT, Table, load_event
+from test_service import BAD_EVENTS
+
+pytestmark = pytest.mark.integration
+
+
+def _emulator(tiny_model: Path, table: Table, log_path: Path) -> localenv.LambdaEmulator:
+    env = {
+        **DUMMY_AWS,
+        "PYTHONPATH": str(ROOT),
+        "MODEL_PATH": str(tiny_model),
+        "TABLE_NAME": table.name,
+        "AWS_ENDPOINT_URL_DYNAMODB": table.endpoint_url,
+        "N_THREADS": "2",
+        "POWERTOOLS_SERVICE_NAME": "llm-service",
+        "POWERTOOLS_METRICS_NAMESPACE": "LlmService",
+    }
+    return localenv.LambdaEmulator(env=env, cwd=ROOT, python=sys.executable, log_path=log_path, memory_mb=10240)
+
+
+@pytest.fixture
+def emulator(tiny_model: Path, results_table: Table, tmp_path: Path) -> Iterator[localenv.LambdaEmulator]:
+    with _emulator(tiny_model, results_table, tmp_path / "emulator.log") as running:
+        yield running
+
+
+def _generations(emulator: localenv.LambdaEmulator) -> int:
+    logs: str = emulator.logs()
+    return logs.count('"message":"generation finished"')
+
+
+def test_runtime_warm_environment_reuses_model_and_serves_cached_answer(
+    emulator: localenv.LambdaEmulator, results_table: Table
+) -> None:
+    # GIVEN a fresh execution environment
+    # WHEN two different events and then the first one again are invoked
+    first = emulator.invoke(load_event("summarize.json"))
+    second = emulator.invoke(load_event("translate.json"))
+    again = emulator.invoke(load_event("summarize.json"))
+
+    # THEN the first is a cold start that loaded the model, the second is warm
+    assert first["metrics"]["cold_start"] is True
+    assert first["metrics"]["load_ms"] > 0
+    assert second["metrics"]["cold_start"] is False
+    assert second["metrics"]["load_ms"] is None
+    # AND the repeat is answered from the table without generating
+    assert again["cached"] is True
+    assert again["id"] == first["id"]
+    assert again["output"] == first["output"]
+    assert _generations(emulator) == 2
+    assert {item["id"] for item in results_table.items()} == {first["id"], second["id"]}
+    # AND metrics were emitted as CloudWatch EMF
+    assert '"CloudWatchMetrics"' in emulator.logs()
+    assert '"eval_tokens_per_s"' in emulator.logs()
+
+
+@pytest.mark.parametrize("name", ["summarize.json", "translate.json", "chat-solve.json"])
+def test_runtime_answers_each_sample_event_and_stores_it(
+    name: str, emulator: localenv.LambdaEmulator, results_table: Table
+) -> None:
+    answer = emulator.invoke(load_event(name))
+
+    assert set(answer) >= {"id", "task", "status", "output", "finish_reason", "cached", "metrics", "model"}
+    assert answer["status"] == "DONE"
+    assert answer["metrics"]["prompt_tokens"] > 0
+    assert answer["metrics"]["completion_tokens"] > 0
+    assert answer["metrics"]["eval_tokens_per_s"] > 0
+    assert answer["metrics"]["prompt_tokens_per_s"] > 0
+    (item,) = results_table.items()
+    assert item["id"] == answer["id"]
+    assert item["output"] == answer["output"]
+
+
+def test_runtime_bad_inputs_answer_clear_errors_and_store_nothing(
+    emulator: localenv.LambdaEmulator, results_table: Table
+) -> None:
+    events: list[Any] = [param.values[0] for param in BAD_EVENTS]
+    events.append({"task": "summarize", "text": "long " * 6000})
+
+    answers = [emulator.invoke(event) for event in events]
+
+    for event, answer in zip(events, answers, strict=True):
+        assert set(answer) == {"error"}, (event, answer)
+        assert answer["error"]["type"] in {"InvalidRequest", "InputTooLong"}
+        assert "Traceback" not in str(answer)
+    assert answers[-1]["error"]["details"]["context_window"] == 4096
+    assert results_table.items() == []
+    assert _generations(emulator) == 0
+
+
+def test_runtime_does_not_log_user_text(emulator: localenv.LambdaEmulator) -> None:
+    secret = "The confidential merger of Alpha Corp and Beta Ltd closes Friday."
+
+    emulator.invoke({"task": "summarize", "text": secret, "options": {"max_tokens": 8}})
+
+    assert "confidential merger" not in emulator.logs()
