@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import platform
 import shutil
@@ -17,6 +18,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -62,23 +64,25 @@ def free_port() -> int:
 
 
 def rie_binary() -> Path:
-    """The Runtime Interface Emulator binary shipped in the aws-sam-cli wheel, made executable."""
+    """The Runtime Interface Emulator binary shipped in the aws-sam-cli wheel, made executable.
+
+    aws-sam-cli is looked up in this interpreter (without importing it), then in the repository's
+    ``.venv-sam``, where it lives when its pins clash with the service's.
+    """
     machine = platform.machine().lower()
     arch = _RIE_ARCH.get(machine)
     if arch is None:
         raise RuntimeError(f"no Lambda Runtime Interface Emulator build for machine type {machine!r}")
     if not sys.platform.startswith("linux"):
+        raise RuntimeError(f"the Lambda Runtime Interface Emulator binaries run on Linux only (this is {sys.platform})")
+    relative = Path("local", "rapid", f"aws-lambda-rie-{arch}")
+    candidates = [package / relative for package in _samcli_packages()]
+    binary = next((path for path in candidates if path.is_file()), None)
+    if binary is None:
+        expected = candidates[0] if candidates else Path("<site-packages>", "samcli", relative)
         raise RuntimeError(
-            f"the Lambda Runtime Interface Emulator binaries are Linux executables (this is {sys.platform})"
-        )
-    spec = importlib.util.find_spec("samcli")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    package = Path(locations[0]) if locations else Path("<samcli not installed>")
-    binary = package / "local" / "rapid" / f"aws-lambda-rie-{arch}"
-    if not binary.is_file():
-        raise RuntimeError(
-            f"Lambda Runtime Interface Emulator not found at {binary}; install requirements-dev.txt "
-            "(aws-sam-cli ships the emulator binaries)"
+            f"Lambda Runtime Interface Emulator not found at {expected}; install requirements-dev.txt "
+            "(`make setup`: aws-sam-cli, from requirements-sam.txt into .venv-sam, ships the emulator binaries)"
         )
     if not os.access(binary, os.X_OK):
         try:
@@ -86,6 +90,16 @@ def rie_binary() -> Path:
         except OSError as exc:
             raise RuntimeError(f"cannot make {binary} executable: {exc}") from exc
     return binary
+
+
+def _samcli_packages() -> list[Path]:
+    packages: list[Path] = []
+    spec = importlib.util.find_spec("samcli")
+    if spec is not None and spec.submodule_search_locations:
+        packages.append(Path(next(iter(spec.submodule_search_locations))))
+    repo = Path(__file__).resolve().parent.parent
+    packages.extend(sorted(repo.glob(".venv-sam/lib/python3*/site-packages/samcli")))
+    return packages
 
 
 # --- template -> create_table -------------------------------------------------------------------
@@ -101,8 +115,10 @@ def _construct_intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) 
         value = loader.construct_scalar(node)
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        raise yaml.constructor.ConstructorError(None, None, f"unexpected node for !{suffix}", node.start_mark)
     if suffix == "Ref":
         return {"Ref": value}
     if suffix == "GetAtt" and isinstance(value, str):
@@ -122,15 +138,22 @@ def _is_intrinsic(value: object) -> bool:
     return isinstance(key, str) and (key in {"Ref", "Condition"} or key.startswith("Fn::"))
 
 
+_DROPPED = object()
+
+
 def _literal(value: Any) -> Any:
-    """``value`` with intrinsic functions removed (None when it is one); list items that are go too."""
+    """``value`` when it is plain data, else ``_DROPPED``.
+
+    A mapping with an intrinsic function anywhere inside is dropped whole (half a spec is worse than
+    none); list items that are dropped leave the rest of the list (a conditional index, say).
+    """
     if _is_intrinsic(value):
-        return None
+        return _DROPPED
     if isinstance(value, dict):
         kept = {key: _literal(item) for key, item in value.items()}
-        return {key: item for key, item in kept.items() if item is not None}
+        return _DROPPED if any(item is _DROPPED for item in kept.values()) else kept
     if isinstance(value, list):
-        return [item for item in (_literal(element) for element in value) if item is not None]
+        return [item for item in (_literal(element) for element in value) if item is not _DROPPED]
     return value
 
 
@@ -171,7 +194,7 @@ def table_spec_from_template(template_path: Path, logical_id: str = "ResultsTabl
     spec: dict[str, Any] = {}
     for key in _TABLE_KEYS:
         value = _literal(properties.get(key))
-        if value is None or value == []:
+        if value is None or value is _DROPPED or value == []:
             continue
         if key in {"GlobalSecondaryIndexes", "LocalSecondaryIndexes"}:
             value = [{k: v for k, v in index.items() if k in _INDEX_KEYS} for index in value]
@@ -215,10 +238,8 @@ def create_table_from_template(
     spec = table_spec_from_template(template_path, logical_id)
     ttl = ttl_spec_from_template(template_path, logical_id)
     client = dynamodb_client(endpoint_url)
-    try:
+    with contextlib.suppress(client.exceptions.ResourceInUseException):
         client.create_table(TableName=table_name, **spec)
-    except client.exceptions.ResourceInUseException:
-        pass
     client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     if ttl is None:
         return
@@ -227,7 +248,10 @@ def create_table_from_template(
     # DynamoDB rejects an update that does not change the TTL state.
     if enabled_now == ttl["Enabled"] and (not enabled_now or current.get("AttributeName") == ttl["AttributeName"]):
         return
-    client.update_time_to_live(TableName=table_name, TimeToLiveSpecification=ttl)  # type: ignore[arg-type]
+    client.update_time_to_live(
+        TableName=table_name,
+        TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": ttl["Enabled"]},
+    )
 
 
 # --- DynamoDB -------------------------------------------------------------------------------------
@@ -239,18 +263,34 @@ class MotoDynamoDB:
     moto keeps its state per Python process, so two servers in one process share their tables.
     """
 
-    def __init__(self, port: int | None = None, region: str = DEFAULT_REGION) -> None:
-        self.port = port or free_port()
+    def __init__(self, port: int = 0, region: str = DEFAULT_REGION, *, quiet: bool = True) -> None:
+        self.port = port
         self.region = region
-        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.quiet = quiet
         self._server: Any = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> MotoDynamoDB:
         from moto.server import ThreadedMotoServer
 
+        if self.port:
+            # ThreadedMotoServer.start() waits forever when its thread cannot bind, so check first.
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind(("127.0.0.1", self.port))
+                except OSError as exc:
+                    raise RuntimeError(f"cannot start moto on 127.0.0.1:{self.port}: {exc}") from exc
+        werkzeug_log = logging.getLogger("werkzeug")
+        if self.quiet and werkzeug_log.level == logging.NOTSET:
+            # Otherwise werkzeug prints a line on stderr for every request.
+            werkzeug_log.setLevel(logging.WARNING)
+        # Port 0 lets the server bind a free port itself: no window for another process to take it.
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
-        _wait_for_port(self.port, timeout=30, alive=lambda: None)
+        self.port = int(self._server.get_host_and_port()[1])
         return self
 
     def __exit__(
@@ -276,7 +316,7 @@ class LambdaEmulator:
     """The Lambda Runtime Interface Emulator running ``python -m awslambdaric <handler>``.
 
     The runtime starts on the first invoke and stays warm: later invokes reach the same Python process.
-    Invocations are served one at a time.
+    Invocations are served one at a time (concurrent calls wait), as in one Lambda execution environment.
     """
 
     def __init__(
@@ -320,6 +360,7 @@ class LambdaEmulator:
         self._process: subprocess.Popen[bytes] | None = None
         # Proxy variables of the caller must not route loopback requests elsewhere.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._invoke_lock = threading.Lock()
 
     @property
     def endpoint_url(self) -> str:
@@ -330,20 +371,21 @@ class LambdaEmulator:
     def invoke_url(self) -> str:
         return self.endpoint_url + INVOKE_PATH
 
-    def environment(self, home: str) -> dict[str, str]:
+    def environment(self, home: str | None = None) -> dict[str, str]:
         """The emulator's complete environment (the runtime inherits it, plus the Lambda variables RIE adds)."""
+        home = home or self._home or tempfile.gettempdir()
         base = {"PATH": os.environ.get("PATH", os.defpath), "HOME": home, "LANG": "C.UTF-8"}
         return {**base, **self._lambda_env, **self._extra_env}
 
     def command(self) -> list[str]:
-        """The emulator command line; ``--`` keeps the runtime's own flags away from the RIE's parser."""
+        """The emulator command line: RIE flags, then the runtime command (its last word is the handler)."""
+        # No "--" separator: the RIE would take it as the command to run.
         return [
             str(rie_binary()),
             "--runtime-interface-emulator-address",
             f"127.0.0.1:{self.port}",
             "--runtime-api-address",
             f"127.0.0.1:{self.runtime_api_port}",
-            "--",
             self.python,
             "-m",
             "awslambdaric",
@@ -358,6 +400,8 @@ class LambdaEmulator:
             handle, name = tempfile.mkstemp(prefix="lambda-emulator-", suffix=".log")
             os.close(handle)
             self.log_path = Path(name)
+        else:
+            self.log_path.write_bytes(b"")  # this run's log only
         try:
             self._start()
         except BaseException:
@@ -371,7 +415,8 @@ class LambdaEmulator:
         self._stop()
 
     def _start(self) -> None:
-        assert self.log_path is not None and self._home is not None
+        assert self.log_path is not None
+        assert self._home is not None
         attempts = 3  # a free port can be taken between choosing it and the emulator binding it
         for attempt in range(1, attempts + 1):
             self.port, self.runtime_api_port = free_port(), free_port()
@@ -407,15 +452,21 @@ class LambdaEmulator:
         process, self._process = self._process, None
         if process is None:
             return
-        # The RIE may start the runtime in a process group of its own, so signal the whole tree.
-        pids = [process.pid, *_descendants(process.pid)]
-        _signal_all(process.pid, pids, signal.SIGTERM)
+        # The RIE starts the runtime in a process group of its own; it kills it on SIGTERM, but a
+        # wedged emulator would leave it behind, so remember the whole tree first.
+        tree = _descendants(process.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=self.grace_s)
         except subprocess.TimeoutExpired:
-            pass
-        _signal_all(process.pid, pids, signal.SIGKILL)
-        process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        for pid, started in tree:
+            if _start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
 
     def _stop(self) -> None:
         self._terminate()
@@ -437,8 +488,16 @@ class LambdaEmulator:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.logs().splitlines()[-lines:])
 
-    def invoke(self, event: Mapping[str, Any], timeout: float = 300) -> dict[str, Any]:
-        """Invoke the function with ``event``; returns its JSON response (a Lambda error object on failure)."""
+    def invoke(self, event: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Invoke the function with ``event``; returns its JSON response (a Lambda error object on failure).
+
+        ``timeout`` (seconds) bounds the HTTP call; by default the function timeout plus a margin, so the
+        emulator's own timeout answer arrives first.
+        """
+        with self._invoke_lock:
+            return self._invoke(event, self.timeout_s + 30 if timeout is None else timeout)
+
+    def _invoke(self, event: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         if self._process is None:
             raise LambdaEmulatorError("Lambda emulator is not running (use it as a context manager)")
         self._check_alive()
@@ -489,23 +548,26 @@ def _wait_for_port(port: int, timeout: float, alive: Callable[[], None]) -> None
             time.sleep(0.05)
 
 
-def _descendants(pid: int) -> list[int]:
-    """Child processes of ``pid``, recursively (Linux /proc; empty elsewhere)."""
-    found: list[int] = []
+def _start_time(pid: int) -> str | None:
+    """Start time of ``pid`` from /proc (tells a process from a later one that reuses its id)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat_line.rsplit(")", 1)[-1].split()[19]
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """Child processes of ``pid``, recursively, with their start times (Linux /proc; empty elsewhere)."""
+    found: list[tuple[int, str]] = []
     pending = [pid]
     while pending:
         parent = pending.pop()
         for children_file in Path(f"/proc/{parent}/task").glob("*/children"):
             with contextlib.suppress(OSError, ValueError):
-                children = [int(child) for child in children_file.read_text().split()]
-                found.extend(children)
-                pending.extend(children)
+                for child in (int(word) for word in children_file.read_text().split()):
+                    started = _start_time(child)
+                    if started is not None:
+                        found.append((child, started))
+                        pending.append(child)
     return found
-
-
-def _signal_all(leader: int, pids: list[int], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(leader, sig)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
