@@ -1,0 +1,60 @@
+"""template.yaml is the one definition of the table and the function's permissions: the code must agree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from conftest import ROOT, TEMPLATE
+
+import localenv
+from handler import store
+
+
+def _resource(logical_id: str) -> dict[str, Any]:
+    resource: dict[str, Any] = localenv.load_template(TEMPLATE)["Resources"][logical_id]
+    return resource
+
+
+def test_template_table_key_is_the_store_key() -> None:
+    spec = localenv.table_spec_from_template(TEMPLATE)
+
+    assert spec["KeySchema"] == [{"AttributeName": store.KEY, "KeyType": "HASH"}]
+
+
+def test_template_status_index_matches_the_store() -> None:
+    spec = localenv.table_spec_from_template(TEMPLATE)
+
+    (index,) = spec["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == store.STATUS_INDEX
+    assert index["KeySchema"] == [
+        {"AttributeName": store.STATUS, "KeyType": "HASH"},
+        {"AttributeName": store.CREATED_AT, "KeyType": "RANGE"},
+    ]
+    assert index["Projection"] == {"ProjectionType": "ALL"}
+
+
+def test_template_key_attributes_are_strings_as_the_store_writes_them() -> None:
+    spec = localenv.table_spec_from_template(TEMPLATE)
+
+    types = {a["AttributeName"]: a["AttributeType"] for a in spec["AttributeDefinitions"]}
+    assert types == {store.KEY: "S", store.STATUS: "S", store.CREATED_AT: "S"}
+
+
+def test_template_ttl_attribute_is_the_one_the_store_sets() -> None:
+    assert localenv.ttl_spec_from_template(TEMPLATE) == {"AttributeName": store.EXPIRES_AT, "Enabled": True}
+
+
+def _table_calls(source: Path) -> set[str]:
+    # Every call the store makes on its table, e.g. self._table.put_item( -> PutItem.
+    calls = re.findall(r"self\._table\.(\w+)\(", source.read_text(encoding="utf-8"))
+    return {"".join(part.capitalize() for part in call.split("_")) for call in calls}
+
+
+def test_template_grants_exactly_the_dynamodb_actions_the_code_uses() -> None:
+    statements = _resource("GenerateFunction")["Properties"]["Policies"][0]["Statement"]
+
+    granted = {action.removeprefix("dynamodb:") for s in statements for action in s["Action"]}
+    assert granted == _table_calls(ROOT / "handler" / "store.py")
+    assert all(s["Resource"] == {"Fn::GetAtt": ["ResultsTable", "Arn"]} for s in statements)
