@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 SAM_VENV := .venv-sam
+LINT_VENV := .venv-lint
 PY := $(VENV)/bin/python
 EVENT ?= events/summarize.json
 MODEL ?= phi-3-mini-4k-instruct-q4
@@ -29,7 +30,13 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
 	touch $@
 
-setup: $(VENV)/.installed $(SAM_VENV)/.installed
+$(LINT_VENV)/.installed: requirements-lint.txt
+	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LINT_VENV)/bin/python -m pip install --quiet -r requirements-lint.txt
+	touch $@
+
+setup: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed
 
 $(TEST_MODEL): scripts/make_test_model.py $(VENV)/.installed
 	$(PY) scripts/make_test_model.py --out $@
@@ -48,10 +55,16 @@ endif
 run: setup model
 	$(PY) scripts/local_invoke.py $(EVENT) --model "$(SERVE_MODEL)"
 
-lint: $(VENV)/.installed
+lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
+	$(SAM_VENV)/bin/cfn-lint template.yaml
+	$(LINT_VENV)/bin/hadolint Dockerfile
+	# Skipped checks are justified where they are skipped (template Metadata, Dockerfile comments).
+	$(LINT_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
+	$(LINT_VENV)/bin/checkov --quiet --compact --skip-download --framework dockerfile -f Dockerfile
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
@@ -61,4 +74,4 @@ test: setup $(TEST_MODEL) lint
 	TEST_MODEL_PATH=$(TEST_MODEL) $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(MODELS_DIR)/test .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) $(MODELS_DIR)/test .pytest_cache .mypy_cache .ruff_cache
