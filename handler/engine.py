@@ -6,6 +6,7 @@ results table never pays for it.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import re
 import resource
@@ -22,7 +23,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from handler.config import Settings
-from handler.errors import GenerationError, InputTooLong, InvalidRequest, ModelLoadError
+from handler.errors import DeadlineReached, GenerationError, InputTooLong, InvalidRequest, ModelLoadError
 from handler.schemas import GenerationOptions, ModelInfo
 from handler.tasks import Message
 
@@ -138,6 +139,14 @@ class Engine:
         self._special_pattern = re.compile(
             "|".join(re.escape(text) for text in sorted(self._specials, key=len, reverse=True))
         )
+        self._ctx = llama._ctx.ctx
+        self.n_batch: int = llama.n_batch
+        self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._eog_ids = frozenset(
+            token for token in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, token)
+        )
+        self._kv_tokens: list[int] = []
+        self._piece_buffer = ctypes.create_string_buffer(64)
         self._bos = llama_cpp.llama_vocab_bos(self._vocab)
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
         self.info = ModelInfo(
@@ -272,39 +281,139 @@ class Engine:
 
     # -- generation ----------------------------------------------------------------------------
 
-    def generate(self, prompt: PromptTokens, options: GenerationOptions) -> Completion:
-        """Generate greedily or by sampling, stopping on end-of-generation tokens, stop strings or max_tokens."""
+    def generate(
+        self,
+        prompt: PromptTokens,
+        options: GenerationOptions,
+        deadline: float | None = None,
+        ignore_eos: bool = False,
+    ) -> Completion:
+        """Generate until an end-of-generation token, a stop string, ``max_tokens`` or the deadline.
+
+        ``deadline`` is a ``time.monotonic()`` value: a generation still running then ends with
+        ``finish_reason="deadline"`` (or raises DeadlineReached while still reading the prompt).
+        ``ignore_eos`` keeps generating past end-of-generation tokens (benchmarks on random weights).
+        Sampling runs in llama.cpp's own sampler chain: no logits cross into Python.
+        """
         self.check_fits(prompt, options.max_tokens)
+        lib = self._lib
         with self._lock:
-            context = self._llama._ctx.ctx
-            self._lib.llama_perf_context_reset(context)
+            lib.llama_perf_context_reset(self._ctx)
             started = time.perf_counter()
+            sampler = self._sampler(options, ignore_eos)
             try:
-                result: Any = self._llama.create_completion(
-                    prompt=list(prompt.tokens),
-                    max_tokens=options.max_tokens,
-                    temperature=options.temperature,
-                    top_p=options.top_p,
-                    repeat_penalty=options.repeat_penalty,
-                    seed=options.seed,
-                    stop=list(options.stop),
-                )
-            except (RuntimeError, ValueError) as exc:
-                raise GenerationError(f"llama.cpp failed to generate: {exc}") from exc
+                self._evaluate_prompt(prompt.tokens, deadline)
+                text, generated, finish_reason = self._decode(sampler, options, deadline, ignore_eos)
+            finally:
+                lib.llama_sampler_free(sampler)
             total_ms = (time.perf_counter() - started) * 1000.0
-            perf = self._lib.llama_perf_context(context)
-        choice = result["choices"][0]
+            perf = lib.llama_perf_context(self._ctx)
         return Completion(
-            text=choice["text"],
-            finish_reason=choice["finish_reason"] or "length",
+            text=text,
+            finish_reason=finish_reason,
             prompt_tokens=len(prompt.tokens),
             prompt_eval_tokens=int(perf.n_p_eval),
             prompt_ms=round(perf.t_p_eval_ms, 3),
-            completion_tokens=int(result["usage"]["completion_tokens"]),
+            completion_tokens=generated,
             eval_runs=int(perf.n_eval),
             eval_ms=round(perf.t_eval_ms, 3),
             total_ms=round(total_ms, 3),
         )
+
+    def _sampler(self, options: GenerationOptions, ignore_eos: bool) -> Any:
+        lib = self._lib
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if ignore_eos:
+            biases = (lib.llama_logit_bias * len(self._eog_ids))(
+                *(lib.llama_logit_bias(token, float("-inf")) for token in self._eog_ids)
+            )
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_logit_bias(self.n_vocab, len(biases), biases))
+        if options.repeat_penalty != 1.0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(64, options.repeat_penalty, 0.0, 0.0))
+        if options.temperature == 0.0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        else:
+            # llama-cpp-python's defaults around temperature and top_p, so sampled output is comparable.
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(40))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(options.top_p, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(0.05, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(options.temperature))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(options.seed))
+        return chain
+
+    def _evaluate_prompt(self, tokens: list[int], deadline: float | None) -> None:
+        """Bring the KV cache to ``tokens``, reusing the longest prefix already there (same instruction)."""
+        lib = self._lib
+        reuse = 0
+        for cached, token in zip(self._kv_tokens, tokens, strict=False):
+            if cached != token:
+                break
+            reuse += 1
+        reuse = min(reuse, len(tokens) - 1)  # the last prompt token is always evaluated: its logits start decoding
+        memory = lib.llama_get_memory(self._ctx)
+        if not lib.llama_memory_seq_rm(memory, 0, reuse, -1):
+            lib.llama_memory_clear(memory, True)
+            reuse = 0
+        self._kv_tokens = tokens[:reuse]
+        for start in range(reuse, len(tokens), self.n_batch):
+            if deadline is not None and start > reuse and time.monotonic() >= deadline:
+                raise DeadlineReached(
+                    f"the deadline passed while reading the prompt ({start} of {len(tokens)} tokens)",
+                    prompt_tokens=len(tokens),
+                )
+            chunk = tokens[start : start + self.n_batch]
+            self._decode_tokens(chunk)
+
+    def _decode_tokens(self, tokens: list[int]) -> None:
+        array = (self._lib.llama_token * len(tokens))(*tokens)
+        status = self._lib.llama_decode(self._ctx, self._lib.llama_batch_get_one(array, len(tokens)))
+        if status != 0:
+            self._kv_tokens = []
+            self._lib.llama_memory_clear(self._lib.llama_get_memory(self._ctx), True)
+            raise GenerationError(f"llama_decode failed with status {status} on a batch of {len(tokens)} tokens")
+        self._kv_tokens.extend(tokens)
+
+    def _decode(
+        self, sampler: Any, options: GenerationOptions, deadline: float | None, ignore_eos: bool
+    ) -> tuple[str, int, str]:
+        lib = self._lib
+        stops = [stop.encode("utf-8") for stop in options.stop]
+        longest_stop = max((len(stop) for stop in stops), default=0)
+        output = bytearray()
+        generated = 0
+        finish_reason = "length"
+        while generated < options.max_tokens:
+            token = lib.llama_sampler_sample(sampler, self._ctx, -1)
+            if not ignore_eos and token in self._eog_ids:
+                finish_reason = "stop"
+                break
+            generated += 1
+            piece = self._piece(token)
+            output += piece
+            if stops:
+                window = max(0, len(output) - len(piece) - longest_stop + 1)
+                found = [i for i in (output.find(stop, window) for stop in stops) if i >= 0]
+                if found:
+                    del output[min(found) :]
+                    finish_reason = "stop"
+                    break
+            if generated == options.max_tokens:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                finish_reason = "deadline"
+                break
+            self._decode_tokens([token])
+        return output.decode("utf-8", errors="ignore").strip(), generated, finish_reason
+
+    def _piece(self, token: int) -> bytes:
+        """The token's text as bytes (control tokens render as nothing)."""
+        length = self._lib.llama_token_to_piece(
+            self._vocab, token, self._piece_buffer, len(self._piece_buffer), 0, False
+        )
+        if length < 0:  # the buffer is too small: llama.cpp says how big it must be
+            self._piece_buffer = ctypes.create_string_buffer(-length)
+            length = self._lib.llama_token_to_piece(self._vocab, token, self._piece_buffer, -length, 0, False)
+        return self._piece_buffer.raw[:length]
 
 
 def _compile_template(source: str) -> jinja2.Template:

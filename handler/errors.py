@@ -6,6 +6,7 @@ ServiceError
 ├── ConfigurationError  the environment settings are invalid
 ├── ModelLoadError      the GGUF could not be loaded
 ├── GenerationError     llama.cpp failed while generating
+├── DeadlineReached     the generation could not finish before its deadline
 └── StoreError          the results table could not be read or written
 """
 
@@ -65,6 +66,12 @@ class GenerationError(ServiceError):
     """llama.cpp failed while generating."""
 
     error_type = "GenerationError"
+
+
+class DeadlineReached(ServiceError):
+    """The generation could not finish before its deadline (the request is queued, not lost)."""
+
+    error_type = "DeadlineReached"
 
 
 class StoreError(ServiceError):

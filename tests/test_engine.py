@@ -154,3 +154,46 @@ def test_load_engine_not_a_gguf_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(ModelLoadError, match=r"could not load bogus\.gguf"):
         load_engine(settings_from({"MODEL_PATH": str(bogus)}))
+
+
+def test_generate_matches_llama_cpp_python_greedy_completion(engine: Engine) -> None:
+    prompt = engine.build_prompt([Message("user", "Summarize the following sentences with bullet points:\n\nCats.")])
+
+    ours = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=()))
+    reference = engine._llama.create_completion(prompt=list(prompt.tokens), max_tokens=40, temperature=0.0)
+    engine._kv_tokens = []  # the reference call moved the KV cache behind the engine's back
+
+    assert ours.text == reference["choices"][0]["text"].strip()
+    assert ours.completion_tokens == reference["usage"]["completion_tokens"]
+
+
+def test_generate_cuts_output_at_a_stop_string(engine: Engine) -> None:
+    prompt = engine.build_prompt([Message("user", "Write anything.")])
+    free = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=()))
+    stop = free.text.split()[2]
+
+    stopped = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=(stop,)))
+
+    assert stopped.finish_reason == "stop"
+    assert stop not in stopped.text
+    assert free.text.startswith(stopped.text)
+
+
+def test_generate_ends_at_the_deadline(engine: Engine) -> None:
+    import time
+
+    prompt = engine.build_prompt([Message("user", "Go on.")])
+
+    completion = engine.generate(prompt, GenerationOptions(max_tokens=400), deadline=time.monotonic())
+
+    assert completion.finish_reason == "deadline"
+    assert completion.completion_tokens < 400
+
+
+def test_generate_ignore_eos_always_reaches_max_tokens(engine: Engine) -> None:
+    prompt = engine.build_prompt([Message("user", "Stop early if you can.")])
+
+    completion = engine.generate(prompt, GenerationOptions(max_tokens=300, temperature=1.5, seed=3), ignore_eos=True)
+
+    assert completion.completion_tokens == 300
+    assert completion.finish_reason == "length"
