@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,7 +161,7 @@ def test_generate_matches_llama_cpp_python_greedy_completion(engine: Engine) -> 
     prompt = engine.build_prompt([Message("user", "Summarize the following sentences with bullet points:\n\nCats.")])
 
     ours = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=()))
-    reference = engine._llama.create_completion(prompt=list(prompt.tokens), max_tokens=40, temperature=0.0)
+    reference: Any = engine._llama.create_completion(prompt=list(prompt.tokens), max_tokens=40, temperature=0.0)
     engine._kv_tokens = []  # the reference call moved the KV cache behind the engine's back
 
     assert ours.text == reference["choices"][0]["text"].strip()

@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import localenv
 from conftest import ROOT, TEMPLATE
 
-import localenv
 from handler import store
 
 
