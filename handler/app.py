@@ -1,10 +1,19 @@
-"""Lambda entry point: Powertools decorators, parse, dispatch; errors become one answer shape."""
+"""Lambda entry points: Powertools decorators, then one call each. Errors become one answer shape.
+
+- ``lambda_handler``: direct invocations (``sam local invoke``, the SDK) with a request event;
+- ``worker_handler``: SQS batches of queued request ids (partial batch failures reported);
+- ``api.lambda_handler``: API Gateway (see handler/api.py).
+"""
 
 from __future__ import annotations
 
+import json
+import time
 from functools import lru_cache
 from typing import Any
 
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler.config import get_settings
@@ -13,6 +22,7 @@ from handler.errors import ServiceError
 from handler.observability import logger, metrics
 from handler.service import TextService, parse_request
 from handler.store import ResultStore
+from handler.workqueue import WorkQueue
 
 
 @lru_cache(maxsize=1)
@@ -20,7 +30,25 @@ def get_service() -> TextService:
     """The process-wide service, built from the settings on first use."""
     settings = get_settings()
     store = ResultStore(settings.table_name, ttl_days=settings.result_ttl_days) if settings.table_name else None
-    return TextService(settings, store)
+    queue = WorkQueue(settings.work_queue_url) if settings.work_queue_url else None
+    return TextService(settings, store, queue)
+
+
+def deadline_of(context: LambdaContext, budget_s: float | None = None) -> float:
+    """A ``time.monotonic()`` deadline: the invocation's remaining time (or a smaller budget) less the margin."""
+    available = context.get_remaining_time_in_millis() / 1000.0
+    if budget_s is not None:
+        available = min(available, budget_s)
+    return time.monotonic() + max(available - get_settings().safety_margin_s, 0.0)
+
+
+def error_answer(exc: Exception) -> dict[str, Any]:
+    """The one error shape; unforeseen failures are logged with their traceback and answered without it."""
+    if isinstance(exc, ServiceError):
+        logger.warning("request failed", error_type=exc.error_type, error=exc.message)
+        return exc.to_answer()
+    logger.exception("unexpected failure")
+    return {"error": {"type": "InternalError", "message": "internal error; see the function's logs"}}
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -29,14 +57,37 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Answer a direct-invoke request: ``{"task": "summarize" | "translate" | "chat", ...}``."""
     try:
         request = parse_request(event)
-        return get_service().answer(request).model_dump(mode="json")
-    except ServiceError as exc:
-        logger.warning("request failed", error_type=exc.error_type, error=exc.message)
-        return exc.to_answer()
-    except Exception:
-        # Anything unforeseen is logged with its traceback here and answered without it.
-        logger.exception("unexpected failure")
-        return {"error": {"type": "InternalError", "message": "internal error; see the function's logs"}}
+        return get_service().answer(request, deadline_of(context)).model_dump(mode="json")
+    except Exception as exc:  # every failure is answered in the one error shape, never as a traceback
+        return error_answer(exc)
+
+
+class QueuedWorkFailed(Exception):
+    """A queued request was not finished in this invocation; SQS delivers it again."""
+
+
+def _process_record(record: SQSRecord, context: LambdaContext) -> str:
+    item_id = json.loads(record.body)["id"]
+    outcome = get_service().process(
+        item_id, owner=f"{context.function_name}:{context.aws_request_id}", deadline=deadline_of(context)
+    )
+    logger.info("queued request processed", id=item_id, outcome=outcome)
+    if outcome == "requeued":
+        raise QueuedWorkFailed(f"request {item_id} was requeued")
+    return outcome
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Process an SQS batch of queued request ids; failures are reported per message."""
+    processor = BatchProcessor(event_type=EventType.SQS)
+    return process_partial_response(  # type: ignore[return-value]
+        event=event,
+        record_handler=lambda record: _process_record(record, context),
+        processor=processor,
+        context=context,
+    )
 
 
 def _preload() -> None:

@@ -48,11 +48,32 @@ class Settings(BaseModel):
     preload_model: bool = Field(
         False, alias="PRELOAD_MODEL", description="Load the model during init instead of on the first generation."
     )
+    work_queue_url: str | None = Field(
+        None, alias="WORK_QUEUE_URL", description="SQS queue that fans queued requests out to workers."
+    )
+    max_attempts: int = Field(3, alias="MAX_ATTEMPTS", ge=1, le=20, description="Tries before a request is FAILED.")
+    api_budget_s: float = Field(
+        29.0, alias="API_BUDGET_S", gt=0, le=900, description="Time an API caller waits (REST API default: 29 s)."
+    )
+    safety_margin_s: float = Field(
+        3.0, alias="SAFETY_MARGIN_S", ge=0, le=60, description="Time kept back for storing and answering."
+    )
+    expected_prompt_tokens_per_s: float = Field(
+        25.0, alias="EXPECTED_PROMPT_TOKENS_PER_S", gt=0, description="Prompt speed assumed until one is measured."
+    )
+    expected_eval_tokens_per_s: float = Field(
+        8.5, alias="EXPECTED_EVAL_TOKENS_PER_S", gt=0, description="Decode speed assumed until one is measured."
+    )
+    expected_load_s: float = Field(
+        15.0, alias="EXPECTED_LOAD_S", ge=0, description="Model load time assumed when the model is not loaded yet."
+    )
     result_ttl_days: int | None = Field(
         None, alias="RESULT_TTL_DAYS", ge=1, le=3650, description="Expire stored results after this many days."
     )
 
-    @field_validator("table_name", "model_sha256", "n_threads_batch", "result_ttl_days", mode="before")
+    @field_validator(
+        "table_name", "model_sha256", "n_threads_batch", "result_ttl_days", "work_queue_url", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

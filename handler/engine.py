@@ -146,6 +146,9 @@ class Engine:
             token for token in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, token)
         )
         self._kv_tokens: list[int] = []
+        #: Speeds measured on this machine, for predicting whether a request fits a time budget.
+        self.measured_prompt_tokens_per_s: float | None = None
+        self.measured_eval_tokens_per_s: float | None = None
         self._piece_buffer = ctypes.create_string_buffer(64)
         self._bos = llama_cpp.llama_vocab_bos(self._vocab)
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
@@ -308,7 +311,7 @@ class Engine:
                 lib.llama_sampler_free(sampler)
             total_ms = (time.perf_counter() - started) * 1000.0
             perf = lib.llama_perf_context(self._ctx)
-        return Completion(
+        completion = Completion(
             text=text,
             finish_reason=finish_reason,
             prompt_tokens=len(prompt.tokens),
@@ -319,6 +322,12 @@ class Engine:
             eval_ms=round(perf.t_eval_ms, 3),
             total_ms=round(total_ms, 3),
         )
+        # Short runs time mostly overhead; only runs long enough to be representative update the estimate.
+        if completion.prompt_eval_tokens >= 16:
+            self.measured_prompt_tokens_per_s = completion.prompt_tokens_per_s
+        if completion.eval_runs >= 8:
+            self.measured_eval_tokens_per_s = completion.eval_tokens_per_s
+        return completion
 
     def _sampler(self, options: GenerationOptions, ignore_eos: bool) -> Any:
         lib = self._lib

@@ -39,21 +39,27 @@ class GenerationOptions(_Strict):
     stop: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = Field(DEFAULT_STOP, max_length=8)
     store: bool = Field(True, description="Store the result in the table (false: answer only).")
 
+
+class _Request(_Strict):
+    options: GenerationOptions = GenerationOptions()
+    mode: Literal["sync", "async"] = Field(
+        "sync", description="async: queue the request and answer at once with its id (API: 202)."
+    )
+
     def identity(self) -> dict[str, Any]:
-        """The options that change the output (``store`` does not)."""
-        return self.model_dump(mode="json", exclude={"store"})
+        """What makes two requests the same request: everything but how and whether it is answered."""
+        return self.model_dump(mode="json", exclude={"mode": True, "options": {"store"}})
 
 
-class SummarizeRequest(_Strict):
+class SummarizeRequest(_Request):
     """Summarize a text as bullet points (the first seed's use) or as one paragraph."""
 
     task: Literal["summarize"]
     text: Text
     style: Literal["bullets", "paragraph"] = "bullets"
-    options: GenerationOptions = GenerationOptions()
 
 
-class TranslateRequest(_Strict):
+class TranslateRequest(_Request):
     """Translate a text into a language named in words."""
 
     task: Literal["translate"]
@@ -63,7 +69,6 @@ class TranslateRequest(_Strict):
         Field(min_length=1, max_length=64, pattern=r"^[^\W\d_](?:[^\W\d_]|[ \-'(),.])*$"),
         AfterValidator(_not_blank),
     ] = "Japanese"
-    options: GenerationOptions = GenerationOptions()
 
 
 class ChatMessage(_Strict):
@@ -71,12 +76,11 @@ class ChatMessage(_Strict):
     content: Text
 
 
-class ChatRequest(_Strict):
+class ChatRequest(_Request):
     """Answer a conversation (the second seed's use: a system prompt and a question)."""
 
     task: Literal["chat"]
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
-    options: GenerationOptions = GenerationOptions()
 
     @model_validator(mode="after")
     def _has_user_turn(self) -> ChatRequest:
@@ -116,15 +120,20 @@ class Metrics(BaseModel):
     peak_rss_mb: float
 
 
-class Answer(BaseModel):
-    """What a direct invocation returns."""
+Status = Literal["PENDING", "RUNNING", "DONE", "FAILED"]
 
-    id: str
-    task: str
-    status: Literal["PENDING", "RUNNING", "DONE", "FAILED"]
+
+class Answer(BaseModel):
+    """A request's result: finished (DONE), queued or in progress, or FAILED with its error."""
+
+    id: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the request, the model and the prompt version.")
+    task: Literal["summarize", "translate", "chat"]
+    status: Status
     output: str | None = None
-    finish_reason: str | None = None
-    cached: bool = False
-    stored: bool = False
+    finish_reason: Literal["stop", "length"] | None = None
+    cached: bool = Field(False, description="Answered from the results table without generating.")
+    stored: bool = Field(False, description="The result is in the results table.")
     metrics: Metrics | None = None
     model: ModelInfo | None = None
+    last_error: str | None = Field(None, description="Why the last attempt failed (FAILED requests, retried ones).")
+    attempts: int | None = None

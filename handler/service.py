@@ -1,17 +1,23 @@
-"""The request path: parse, answer from the table when done, else generate, store and answer."""
+"""The request path: answer from the table when done, else generate within a deadline, or queue the work.
+
+Nothing is lost: a request that cannot finish in time becomes a PENDING item (and a message on the
+work queue when one is configured); a worker claims it, generates and completes it under a lease.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from handler.config import Settings
-from handler.engine import Completion, Engine, get_engine, model_identity, peak_rss_mb
-from handler.errors import InvalidRequest, describe_validation_error
+from handler.engine import Completion, Engine, get_engine, loaded_engine, model_identity, peak_rss_mb
+from handler.errors import DeadlineReached, InputTooLong, InvalidRequest, ServiceError, describe_validation_error
 from handler.observability import emit_cached, emit_generation, logger
 from handler.schemas import (
     TASKS,
@@ -23,15 +29,17 @@ from handler.schemas import (
     TranslateRequest,
     request_adapter,
 )
-from handler.store import DONE, ResultStore
+from handler.store import DONE, MAX_ITEM_BYTES, PENDING, ResultStore, to_dynamo
 from handler.tasks import PROMPT_VERSION, build_messages
+from handler.workqueue import WorkQueue
 
 TextRequest = SummarizeRequest | TranslateRequest | ChatRequest
 EngineProvider = Callable[[Settings], tuple[Engine, bool]]
+Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease"]
 
 
 def parse_request(event: Any) -> TextRequest:
-    """A typed request from a direct-invoke event; errors name every bad field."""
+    """A typed request from a direct-invoke event or API body; errors name every bad field."""
     if not isinstance(event, dict):
         raise InvalidRequest(f"event must be a JSON object, got {type(event).__name__}")
     try:
@@ -42,11 +50,7 @@ def parse_request(event: Any) -> TextRequest:
 
 def request_id(request: TextRequest, model_sha256: str) -> str:
     """Deterministic id of a request: task, inputs, output-changing options, model and prompt version."""
-    identity = {
-        "prompt_version": PROMPT_VERSION,
-        "model_sha256": model_sha256,
-        "request": request.model_dump(mode="json", exclude={"options": {"store"}}),
-    }
+    identity = {"prompt_version": PROMPT_VERSION, "model_sha256": model_sha256, "request": request.identity()}
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -59,38 +63,119 @@ def answer_from_item(item: dict[str, Any], cached: bool) -> Answer:
         status=item["status"],
         output=item.get("output"),
         finish_reason=item.get("finish_reason"),
-        cached=cached,
+        cached=cached and item["status"] == DONE,
         stored=True,
         metrics=Metrics.model_validate(item["metrics"]) if item.get("metrics") else None,
         model=ModelInfo.model_validate(item["model"]) if item.get("model") else None,
+        last_error=item.get("error"),
+        attempts=item.get("attempts"),
     )
 
 
-class TextService:
-    """Answers requests with one engine per process and one results table."""
+@dataclass(frozen=True)
+class Generated:
+    """A finished generation, ready to answer and to store."""
 
-    def __init__(self, settings: Settings, store: ResultStore | None, engine_provider: EngineProvider = get_engine):
+    answer: Answer
+    fields: dict[str, Any]
+
+
+class TextService:
+    """Answers requests with one engine per process, one results table and an optional work queue."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ResultStore | None,
+        queue: WorkQueue | None = None,
+        engine_provider: EngineProvider = get_engine,
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.queue = queue
         self._engine_provider = engine_provider
         self._served_first = False
 
-    def answer(self, request: TextRequest) -> Answer:
-        """Answer from the table when the result is done; otherwise generate and store it."""
-        cold_start, self._served_first = not self._served_first, True
-        identity = model_identity(self.settings.model_path, self.settings.model_sha256)
-        item_id = request_id(request, identity.sha256)
-        if self.store is not None:
-            item = self.store.get(item_id)
-            if item is not None and item["status"] == DONE:
-                emit_cached(request.task)
-                logger.info("answered from table", id=item_id, task=request.task)
-                return answer_from_item(item, cached=True)
+    # -- lookups ---------------------------------------------------------------------------------
 
+    def request_id(self, request: TextRequest) -> str:
+        """The request's id (hashes the model file once per process unless its hash is given)."""
+        identity = model_identity(self.settings.model_path, self.settings.model_sha256)
+        return request_id(request, identity.sha256)
+
+    def lookup(self, item_id: str) -> Answer | None:
+        """The stored state of a request, or None; never loads the model."""
+        if self.store is None:
+            return None
+        item = self.store.get(item_id)
+        return answer_from_item(item, cached=True) if item is not None else None
+
+    def predicted_seconds(self, request: TextRequest) -> float:
+        """How long generating this request should take here, from token counts and measured speeds."""
+        engine = loaded_engine()
+        settings = self.settings
+        if engine is None:
+            # Without the model no tokens can be counted: about 3 bytes of English per token, plus the load.
+            size = len(json.dumps([m.content for m in build_messages(request)], ensure_ascii=False).encode())
+            prompt_tokens, load_s = size / 3.0, settings.expected_load_s
+            prompt_speed, eval_speed = settings.expected_prompt_tokens_per_s, settings.expected_eval_tokens_per_s
+        else:
+            prompt_tokens, load_s = float(len(engine.build_prompt(build_messages(request)).tokens)), 0.0
+            prompt_speed = engine.measured_prompt_tokens_per_s or settings.expected_prompt_tokens_per_s
+            eval_speed = engine.measured_eval_tokens_per_s or settings.expected_eval_tokens_per_s
+        return load_s + prompt_tokens / prompt_speed + request.options.max_tokens / eval_speed
+
+    # -- answering -------------------------------------------------------------------------------
+
+    def answer(self, request: TextRequest, deadline: float | None = None) -> Answer:
+        """Answer from the table when done; otherwise generate (queueing the work if the deadline comes first)."""
+        cold_start, self._served_first = not self._served_first, True
+        item_id = self.request_id(request)
+        stored = self.lookup(item_id)
+        if stored is not None and stored.status == DONE:
+            emit_cached(request.task)
+            logger.info("answered from table", id=item_id, task=request.task)
+            return stored
+        if request.mode == "async":
+            return self.enqueue(item_id, request)
+        try:
+            generated = self.generate(item_id, request, cold_start, deadline)
+        except DeadlineReached:
+            generated = None
+        if generated is None:
+            logger.info("deadline reached; request queued", id=item_id, task=request.task)
+            return self.enqueue(item_id, request)
+        if self.store is None or not request.options.store:
+            return generated.answer
+        if self.store.put_done(item_id, generated.fields):
+            return generated.answer.model_copy(update={"stored": True})
+        # Another writer finished the same request first: its item is the one answer for this id.
+        logger.info("result already stored by another writer", id=item_id)
+        return self.lookup(item_id) or generated.answer
+
+    def enqueue(self, item_id: str, request: TextRequest) -> Answer:
+        """Queue a request for a worker: a PENDING item, and its id on the work queue when there is one."""
+        if self.store is None:
+            raise DeadlineReached("the request cannot finish in time and there is no results table to queue it in")
+        created = self.store.put_pending(item_id, {"task": request.task, "request": request.model_dump(mode="json")})
+        if created and self.queue is not None:
+            self.queue.send([item_id])
+        if not created:
+            existing = self.lookup(item_id)
+            if existing is not None:
+                return existing
+        return Answer(id=item_id, task=request.task, status=PENDING, stored=True)
+
+    def generate(
+        self, item_id: str, request: TextRequest, cold_start: bool, deadline: float | None
+    ) -> Generated | None:
+        """Generate an answer; None when the deadline came first (no partial result is kept)."""
         engine, loaded_now = self._engine_provider(self.settings)
         prompt = engine.build_prompt(build_messages(request))
         engine.check_fits(prompt, request.options.max_tokens)
-        completion = engine.generate(prompt, request.options)
+        completion = engine.generate(prompt, request.options, deadline=deadline)
+        if completion.finish_reason == "deadline":
+            return None
         metrics = generation_metrics(completion, engine, loaded_now, cold_start)
         emit_generation(request.task, metrics)
         logger.info(
@@ -111,8 +196,6 @@ class TextService:
             metrics=metrics,
             model=engine.info,
         )
-        if self.store is None or not request.options.store:
-            return answer
         fields = {
             "task": request.task,
             "request": request.model_dump(mode="json"),
@@ -121,14 +204,48 @@ class TextService:
             "metrics": metrics.model_dump(mode="json"),
             "model": engine.info.model_dump(mode="json"),
             "prompt_version": PROMPT_VERSION,
-            "attempts": 1,
         }
-        if self.store.put_done(item_id, fields):
-            return answer.model_copy(update={"stored": True})
-        # Another writer finished the same request first: its item is the one answer for this id.
-        logger.info("result already stored by another writer", id=item_id)
-        existing = self.store.get(item_id)
-        return answer_from_item(existing, cached=True) if existing else answer
+        return Generated(answer, fields)
+
+    # -- queued work -----------------------------------------------------------------------------
+
+    def process(self, item_id: str, owner: str, deadline: float) -> Outcome:
+        """Claim a queued item, generate it before ``deadline`` and complete it while holding the lease."""
+        if self.store is None:
+            raise ServiceError("queued work needs TABLE_NAME")
+        lease_s = max(deadline - time.monotonic(), 0.0) + self.settings.safety_margin_s
+        item = self.store.claim(item_id, owner, lease_s)
+        if item is None:
+            return "skipped"
+        cold_start, self._served_first = not self._served_first, True
+        try:
+            request = parse_request(item["request"])
+            generated = self.generate(item_id, request, cold_start, deadline)
+        except DeadlineReached:
+            generated = None
+        except (InvalidRequest, InputTooLong) as exc:
+            # The request itself is wrong: retrying cannot help.
+            return self._release(item_id, owner, exc.message, permanent=True)
+        except ServiceError as exc:
+            return self._release(item_id, owner, exc.message, permanent=False)
+        if generated is None:
+            return self._release(item_id, owner, "did not finish within one invocation", permanent=False)
+        fields = generated.fields
+        size = len(json.dumps(to_dynamo(fields), default=str).encode("utf-8"))
+        if size > MAX_ITEM_BYTES - 4096:
+            return self._release(
+                item_id, owner, f"result is {size} bytes, over DynamoDB's 400 KB item limit", permanent=True
+            )
+        if not self.store.complete(item_id, owner, fields):
+            logger.warning("lease lost before the result was written", id=item_id, owner=owner)
+            return "lost-lease"
+        return "done"
+
+    def _release(self, item_id: str, owner: str, error: str, permanent: bool) -> Outcome:
+        assert self.store is not None
+        logger.warning("queued request failed", id=item_id, error=error, permanent=permanent)
+        status = self.store.release(item_id, owner, error, 0 if permanent else self.settings.max_attempts)
+        return "failed" if status == "FAILED" else "requeued"
 
 
 def generation_metrics(completion: Completion, engine: Engine, loaded_now: bool, cold_start: bool) -> Metrics:

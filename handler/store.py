@@ -1,18 +1,24 @@
-"""The DynamoDB results table: one item per request id, written only by conditional writes.
+"""The DynamoDB results table: one item per request id, changed only by conditional writes.
 
-boto3 lives here and nowhere else. The endpoint comes from the SDK's own configuration
-(``AWS_ENDPOINT_URL_DYNAMODB`` for a local table), so the same code runs against AWS,
+boto3 lives here and in the work queue, nowhere else. The endpoint comes from the SDK's own
+configuration (``AWS_ENDPOINT_URL_DYNAMODB`` for a local table), so the same code runs against AWS,
 DynamoDB Local and moto.
+
+An item's life: PENDING (queued) -> RUNNING (claimed: lease owner and expiry) -> DONE, or back to
+PENDING when its work failed or was given back, or FAILED after too many attempts. A RUNNING item
+whose lease expired may be claimed again; a writer that lost its lease cannot finish the item.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import boto3
+from boto3.dynamodb.conditions import Attr, Key
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -26,6 +32,9 @@ EXPIRES_AT = "expires_at"
 STATUS_INDEX = "status-created_at-index"
 
 PENDING, RUNNING, DONE, FAILED = "PENDING", "RUNNING", "DONE", "FAILED"
+#: DynamoDB's item size limit; an output that would not fit fails cleanly instead of staying RUNNING.
+MAX_ITEM_BYTES = 400 * 1024
+_THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 
 
 def utc_now() -> datetime:
@@ -60,42 +69,164 @@ class ResultStore:
         self._table = table
         self._ttl_days = ttl_days
 
+    def _call(self, what: str, operation: Callable[[], Any], conditional: bool = False) -> Any:
+        """Run one table operation; errors become StoreError, a failed condition (when expected) None."""
+        try:
+            return operation()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if conditional and code == "ConditionalCheckFailedException":
+                return None
+            raise StoreError(
+                f"cannot {what} in table {self.table_name}: {_reason(exc)}", throttled=code in _THROTTLING
+            ) from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"cannot {what} in table {self.table_name}: {exc}") from exc
+
     def get(self, item_id: str) -> dict[str, Any] | None:
         """The item with this id, read consistently, or None."""
-        try:
-            response = self._table.get_item(Key={KEY: item_id}, ConsistentRead=True)
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"cannot read result {item_id} from table {self.table_name}: {_reason(exc)}") from exc
+        response = self._call(
+            f"read result {item_id}", lambda: self._table.get_item(Key={KEY: item_id}, ConsistentRead=True)
+        )
         item = response.get("Item")
         return from_dynamo(item) if item is not None else None
+
+    def _new_item(self, item_id: str, status: str, fields: dict[str, Any]) -> dict[str, Any]:
+        now = utc_now()
+        item = {KEY: item_id, STATUS: status, CREATED_AT: now.isoformat(), "updated_at": now.isoformat(), **fields}
+        if self._ttl_days:
+            item[EXPIRES_AT] = int((now + timedelta(days=self._ttl_days)).timestamp())
+        return dict(to_dynamo(item))
 
     def put_done(self, item_id: str, fields: dict[str, Any]) -> bool:
         """Write a finished result unless the table already holds a finished one for this id.
 
         Returns False when another writer's DONE item is already there (it is kept, not overwritten).
         """
-        now = utc_now()
-        item = {KEY: item_id, STATUS: DONE, CREATED_AT: now.isoformat(), "updated_at": now.isoformat(), **fields}
-        if self._ttl_days:
-            item[EXPIRES_AT] = int((now + timedelta(days=self._ttl_days)).timestamp())
-        try:
-            self._table.put_item(
-                Item=to_dynamo(item),
+        item = self._new_item(item_id, DONE, fields)
+        written = self._call(
+            f"write result {item_id}",
+            lambda: self._table.put_item(
+                Item=item,
                 ConditionExpression="attribute_not_exists(#id) OR #status <> :done",
                 ExpressionAttributeNames={"#id": KEY, "#status": STATUS},
                 ExpressionAttributeValues={":done": DONE},
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise StoreError(f"cannot write result {item_id} to table {self.table_name}: {_reason(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"cannot write result {item_id} to table {self.table_name}: {_reason(exc)}") from exc
-        return True
+            ),
+            conditional=True,
+        )
+        return written is not None
+
+    def put_pending(self, item_id: str, fields: dict[str, Any]) -> bool:
+        """Queue a request as a PENDING item; False when an item for this id already exists."""
+        item = self._new_item(item_id, PENDING, {"attempts": 0, **fields})
+        written = self._call(
+            f"queue request {item_id}",
+            lambda: self._table.put_item(
+                Item=item, ConditionExpression="attribute_not_exists(#id)", ExpressionAttributeNames={"#id": KEY}
+            ),
+            conditional=True,
+        )
+        return written is not None
+
+    def claim(self, item_id: str, owner: str, lease_s: float) -> dict[str, Any] | None:
+        """Take a PENDING item, or a RUNNING one whose lease expired; None if it is held or finished."""
+        now = utc_now()
+        response = self._call(
+            f"claim {item_id}",
+            lambda: self._table.update_item(
+                Key={KEY: item_id},
+                UpdateExpression=(
+                    "SET #status = :running, lease_owner = :owner, lease_until = :until, updated_at = :now "
+                    "ADD attempts :one"
+                ),
+                ConditionExpression="#status = :pending OR (#status = :running AND lease_until < :now)",
+                ExpressionAttributeNames={"#status": STATUS},
+                ExpressionAttributeValues={
+                    ":running": RUNNING,
+                    ":pending": PENDING,
+                    ":owner": owner,
+                    ":until": (now + timedelta(seconds=lease_s)).isoformat(),
+                    ":now": now.isoformat(),
+                    ":one": 1,
+                },
+                ReturnValues="ALL_NEW",
+            ),
+            conditional=True,
+        )
+        return from_dynamo(response["Attributes"]) if response is not None else None
+
+    def complete(self, item_id: str, owner: str, fields: dict[str, Any]) -> bool:
+        """Mark a claimed item DONE with its result, only while ``owner`` still holds its lease."""
+        names = {"#status": STATUS, **{f"#f{i}": name for i, name in enumerate(fields)}}
+        values = {":done": DONE, ":running": RUNNING, ":owner": owner, ":now": utc_now().isoformat()}
+        values.update({f":f{i}": value for i, value in enumerate(fields.values())})
+        assignments = ", ".join(f"#f{i} = :f{i}" for i in range(len(fields)))
+        response = self._call(
+            f"finish {item_id}",
+            lambda: self._table.update_item(
+                Key={KEY: item_id},
+                UpdateExpression=f"SET #status = :done, updated_at = :now, {assignments} "
+                "REMOVE lease_owner, lease_until",
+                ConditionExpression="#status = :running AND lease_owner = :owner",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_dynamo(values),
+            ),
+            conditional=True,
+        )
+        return response is not None
+
+    def release(self, item_id: str, owner: str, error: str | None, max_attempts: int) -> str | None:
+        """Give a claimed item back: PENDING again, or FAILED with its error after ``max_attempts``.
+
+        Returns the new status, or None when ``owner`` no longer held the lease.
+        """
+        item = self.get(item_id)
+        if item is None or item.get(STATUS) != RUNNING or item.get("lease_owner") != owner:
+            return None
+        attempts = int(item.get("attempts", 0))
+        status = FAILED if error is not None and attempts >= max_attempts else PENDING
+        values: dict[str, Any] = {":status": status, ":running": RUNNING, ":owner": owner}
+        values[":now"] = utc_now().isoformat()
+        update = "SET #status = :status, updated_at = :now"
+        if error is not None:
+            update += ", #error = :error"
+            values[":error"] = error[:2000]
+        response = self._call(
+            f"release {item_id}",
+            lambda: self._table.update_item(
+                Key={KEY: item_id},
+                UpdateExpression=update + " REMOVE lease_owner, lease_until",
+                ConditionExpression="#status = :running AND lease_owner = :owner",
+                ExpressionAttributeNames={"#status": STATUS, **({"#error": "error"} if error else {})},
+                ExpressionAttributeValues=values,
+            ),
+            conditional=True,
+        )
+        return status if response is not None else None
+
+    def ids_with_status(self, status: str, limit: int | None = None) -> Iterator[str]:
+        """Ids of items in a status, oldest first, through the status index (eventually consistent)."""
+        kwargs: dict[str, Any] = {
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": Key(STATUS).eq(status),
+            "ProjectionExpression": "#id",
+            "ExpressionAttributeNames": {"#id": KEY},
+        }
+        if status == RUNNING:
+            kwargs["FilterExpression"] = Attr("lease_until").lt(utc_now().isoformat())
+        returned = 0
+        while True:
+            page = self._call(f"list {status} items", lambda: self._table.query(**kwargs))
+            for item in page.get("Items", []):
+                yield str(item[KEY])
+                returned += 1
+                if limit is not None and returned >= limit:
+                    return
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-    return str(exc)
+def _reason(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")

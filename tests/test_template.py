@@ -57,4 +57,8 @@ def test_template_grants_exactly_the_dynamodb_actions_the_code_uses() -> None:
 
     granted = {action.removeprefix("dynamodb:") for s in statements for action in s["Action"]}
     assert granted == _table_calls(ROOT / "handler" / "store.py")
-    assert all(s["Resource"] == {"Fn::GetAtt": ["ResultsTable", "Arn"]} for s in statements)
+    for statement in statements:
+        if statement["Action"] == ["dynamodb:Query"]:
+            assert statement["Resource"] == {"Fn::Sub": "${ResultsTable.Arn}/index/" + store.STATUS_INDEX}
+        else:
+            assert statement["Resource"] == {"Fn::GetAtt": ["ResultsTable", "Arn"]}
