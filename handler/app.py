@@ -2,6 +2,7 @@
 
 - ``lambda_handler``: direct invocations (``sam local invoke``, the SDK) with a request event;
 - ``worker_handler``: SQS batches of queued request ids (partial batch failures reported);
+- ``schedule_handler``: scheduled batch runs (EventBridge Scheduler), optionally with inline items;
 - ``api.lambda_handler``: API Gateway (see handler/api.py).
 """
 
@@ -16,9 +17,10 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handler import batch
 from handler.config import get_settings
 from handler.engine import get_engine
-from handler.errors import ServiceError
+from handler.errors import InvalidRequest, ServiceError
 from handler.observability import logger, metrics
 from handler.service import TextService, parse_request
 from handler.store import ResultStore
@@ -66,15 +68,18 @@ class QueuedWorkFailed(Exception):
     """A queued request was not finished in this invocation; SQS delivers it again."""
 
 
+def _owner(context: LambdaContext) -> str:
+    """Who holds a lease: this invocation."""
+    return f"{context.function_name}:{context.aws_request_id}"
+
+
 def _process_record(record: SQSRecord, context: LambdaContext) -> str:
     item_id = json.loads(record.body)["id"]
-    outcome = get_service().process(
-        item_id, owner=f"{context.function_name}:{context.aws_request_id}", deadline=deadline_of(context)
-    )
-    logger.info("queued request processed", id=item_id, outcome=outcome)
-    if outcome == "requeued":
+    processed = get_service().process(item_id, owner=_owner(context), deadline=deadline_of(context))
+    logger.info("queued request processed", id=item_id, outcome=processed.outcome)
+    if processed.outcome == "requeued":
         raise QueuedWorkFailed(f"request {item_id} was requeued")
-    return outcome
+    return processed.outcome
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -88,6 +93,28 @@ def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         processor=processor,
         context=context,
     )
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+def schedule_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    """A scheduled batch run: queue the event's inline ``items``, then work through queued requests.
+
+    ``{"items": [request, ...], "dispatch": true}``; both keys are optional. With ``dispatch`` (the
+    default) and a work queue, what this run cannot fit goes to the queue's workers.
+    """
+    try:
+        event = event if isinstance(event, dict) else {}
+        service = get_service()
+        report = None
+        if event.get("items"):
+            if not isinstance(event["items"], list):
+                raise InvalidRequest("items must be a list of requests")
+            report = batch.enqueue(service, enumerate(event["items"], start=1))
+        summary = batch.run(service, _owner(context), deadline_of(context), dispatch=bool(event.get("dispatch", True)))
+        return {"enqueued": report.as_dict() if report else None, "run": summary.as_dict()}
+    except Exception as exc:  # every failure is answered in the one error shape, never as a traceback
+        return error_answer(exc)
 
 
 def _preload() -> None:

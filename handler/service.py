@@ -38,6 +38,14 @@ EngineProvider = Callable[[Settings], tuple[Engine, bool]]
 Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease"]
 
 
+@dataclass(frozen=True)
+class Processed:
+    """What processing one queued item came to, with the generation's metrics when it finished."""
+
+    outcome: Outcome
+    metrics: Metrics | None = None
+
+
 def parse_request(event: Any) -> TextRequest:
     """A typed request from a direct-invoke event or API body; errors name every bad field."""
     if not isinstance(event, dict):
@@ -209,14 +217,14 @@ class TextService:
 
     # -- queued work -----------------------------------------------------------------------------
 
-    def process(self, item_id: str, owner: str, deadline: float) -> Outcome:
+    def process(self, item_id: str, owner: str, deadline: float) -> Processed:
         """Claim a queued item, generate it before ``deadline`` and complete it while holding the lease."""
         if self.store is None:
             raise ServiceError("queued work needs TABLE_NAME")
         lease_s = max(deadline - time.monotonic(), 0.0) + self.settings.safety_margin_s
         item = self.store.claim(item_id, owner, lease_s)
         if item is None:
-            return "skipped"
+            return Processed("skipped")
         cold_start, self._served_first = not self._served_first, True
         try:
             request = parse_request(item["request"])
@@ -238,14 +246,14 @@ class TextService:
             )
         if not self.store.complete(item_id, owner, fields):
             logger.warning("lease lost before the result was written", id=item_id, owner=owner)
-            return "lost-lease"
-        return "done"
+            return Processed("lost-lease")
+        return Processed("done", generated.answer.metrics)
 
-    def _release(self, item_id: str, owner: str, error: str, permanent: bool) -> Outcome:
+    def _release(self, item_id: str, owner: str, error: str, permanent: bool) -> Processed:
         assert self.store is not None
         logger.warning("queued request failed", id=item_id, error=error, permanent=permanent)
         status = self.store.release(item_id, owner, error, 0 if permanent else self.settings.max_attempts)
-        return "failed" if status == "FAILED" else "requeued"
+        return Processed("failed" if status == "FAILED" else "requeued")
 
 
 def generation_metrics(completion: Completion, engine: Engine, loaded_now: bool, cold_start: bool) -> Metrics:

@@ -12,9 +12,12 @@ whose lease expired may be claimed again; a writer that lost its lease cannot fi
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import boto3
@@ -34,6 +37,7 @@ STATUS_INDEX = "status-created_at-index"
 PENDING, RUNNING, DONE, FAILED = "PENDING", "RUNNING", "DONE", "FAILED"
 #: DynamoDB's item size limit; an output that would not fit fails cleanly instead of staying RUNNING.
 MAX_ITEM_BYTES = 400 * 1024
+_BATCH_ATTEMPTS = 6
 _THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 
 
@@ -204,21 +208,19 @@ class ResultStore:
         )
         return status if response is not None else None
 
-    def ids_with_status(self, status: str, limit: int | None = None) -> Iterator[str]:
-        """Ids of items in a status, oldest first, through the status index (eventually consistent)."""
-        kwargs: dict[str, Any] = {
-            "IndexName": STATUS_INDEX,
-            "KeyConditionExpression": Key(STATUS).eq(status),
-            "ProjectionExpression": "#id",
-            "ExpressionAttributeNames": {"#id": KEY},
-        }
+    def items_with_status(self, status: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Items in a status, oldest first, through the status index (eventually consistent: claims decide).
+
+        RUNNING lists only items whose lease has expired: those are free to claim again.
+        """
+        kwargs: dict[str, Any] = {"IndexName": STATUS_INDEX, "KeyConditionExpression": Key(STATUS).eq(status)}
         if status == RUNNING:
             kwargs["FilterExpression"] = Attr("lease_until").lt(utc_now().isoformat())
         returned = 0
         while True:
             page = self._call(f"list {status} items", lambda: self._table.query(**kwargs))
             for item in page.get("Items", []):
-                yield str(item[KEY])
+                yield from_dynamo(item)
                 returned += 1
                 if limit is not None and returned >= limit:
                     return
@@ -226,7 +228,83 @@ class ResultStore:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def count_with_status(self, status: str) -> int:
+        """How many items are in a status (through the status index)."""
+        kwargs: dict[str, Any] = {
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": Key(STATUS).eq(status),
+            "Select": "COUNT",
+        }
+        total = 0
+        while True:
+            page = self._call(f"count {status} items", lambda: self._table.query(**kwargs))
+            total += int(page.get("Count", 0))
+            if "LastEvaluatedKey" not in page:
+                return total
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def statuses(self, item_ids: list[str]) -> dict[str, str]:
+        """The status of each id that has an item (BatchGetItem, 100 ids a call, unprocessed keys retried)."""
+        found: dict[str, str] = {}
+        client = self._table.meta.client
+        for chunk in _batches(sorted(set(item_ids)), 100):
+            request: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": [{KEY: item_id} for item_id in chunk],
+                    "ProjectionExpression": "#id, #status",
+                    "ExpressionAttributeNames": {"#id": KEY, "#status": STATUS},
+                    "ConsistentRead": True,
+                }
+            }
+            for attempt in range(_BATCH_ATTEMPTS):
+                response = self._call("read statuses", partial(client.batch_get_item, RequestItems=request))
+                for item in response.get("Responses", {}).get(self.table_name, []):
+                    found[str(item[KEY])] = str(item[STATUS])
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(_backoff(attempt))
+            if request:
+                raise StoreError(f"table {self.table_name} left keys unread after {_BATCH_ATTEMPTS} attempts")
+        return found
+
+    def put_pending_batch(self, items: list[tuple[str, dict[str, Any]]]) -> int:
+        """Write new PENDING items with BatchWriteItem (25 a call), retrying unprocessed items with backoff.
+
+        BatchWriteItem cannot be conditional: callers skip ids that exist (``statuses``) first.
+        """
+        client = self._table.meta.client
+        written = 0
+        for chunk in _batches(items, 25):
+            requests = [{"PutRequest": {"Item": self._new_item(i, PENDING, {"attempts": 0, **f})}} for i, f in chunk]
+            pending: dict[str, Any] = {self.table_name: requests}
+            for attempt in range(_BATCH_ATTEMPTS):
+                response = self._call("queue requests", partial(client.batch_write_item, RequestItems=pending))
+                pending = response.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                time.sleep(_backoff(attempt))
+            if pending:
+                left = len(pending.get(self.table_name, []))
+                raise StoreError(
+                    f"table {self.table_name} left {left} of {len(chunk)} items unwritten after "
+                    f"{_BATCH_ATTEMPTS} attempts (throttled); {written} were written before; run again to resume",
+                    throttled=True,
+                )
+            written += len(chunk)
+        return written
+
 
 def _reason(exc: ClientError) -> str:
     error = exc.response.get("Error", {})
     return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter, as AWS recommends for unprocessed batch items."""
+    return float(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -26,7 +26,9 @@ class WorkQueue:
         ids = list(item_ids)
         for start in range(0, len(ids), _SQS_BATCH):
             chunk = ids[start : start + _SQS_BATCH]
-            entries = [{"Id": str(n), "MessageBody": json.dumps({"id": item_id})} for n, item_id in enumerate(chunk)]
+            entries: list[Any] = [
+                {"Id": str(n), "MessageBody": json.dumps({"id": item_id})} for n, item_id in enumerate(chunk)
+            ]
             for _ in range(2):
                 try:
                     response = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)

@@ -1,0 +1,158 @@
+"""Batch pre-generation: queue requests, and work through queued ones within one invocation's time.
+
+A scheduled run lists PENDING items (and RUNNING ones whose lease expired) through the status index,
+claims each with a conditional write, generates, and completes it while it holds the lease. It stops
+claiming when the time left cannot fit the next item and leaves the rest for the next run, or, with
+a work queue, hands the rest to worker invocations through SQS (a dispatcher, not a scheduler:
+SQS and Lambda's concurrency decide who does what).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from handler.errors import InvalidRequest
+from handler.observability import logger, metrics
+from handler.service import Outcome, TextRequest, TextService, parse_request
+from handler.store import DONE, PENDING, RUNNING
+
+
+@dataclass
+class EnqueueReport:
+    """What an enqueue did with each request."""
+
+    new: int = 0
+    already_done: int = 0
+    already_pending: int = 0
+    duplicates: int = 0
+    invalid: list[tuple[int, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "invalid": [{"line": line, "error": error} for line, error in self.invalid]}
+
+
+def enqueue(service: TextService, requests: Iterable[tuple[int, Any]]) -> EnqueueReport:
+    """Queue numbered raw requests as PENDING items; ones already in the table (or repeated) add nothing."""
+    if service.store is None:
+        raise InvalidRequest("queueing requests needs TABLE_NAME")
+    report = EnqueueReport()
+    parsed: dict[str, TextRequest] = {}
+    for number, raw in requests:
+        try:
+            request = parse_request(raw)
+        except InvalidRequest as exc:
+            report.invalid.append((number, exc.message))
+            continue
+        item_id = service.request_id(request)
+        if item_id in parsed:
+            report.duplicates += 1
+            continue
+        parsed[item_id] = request
+    existing = service.store.statuses(list(parsed))
+    for status in existing.values():
+        if status == DONE:
+            report.already_done += 1
+        else:
+            report.already_pending += 1
+    new = [(i, {"task": r.task, "request": r.model_dump(mode="json")}) for i, r in parsed.items() if i not in existing]
+    report.new = service.store.put_pending_batch(new)
+    if service.queue is not None and new:
+        service.queue.send(item_id for item_id, _ in new)
+    return report
+
+
+@dataclass
+class RunSummary:
+    """What one scheduled run did."""
+
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    requeued: int = 0
+    skipped: int = 0
+    left: int = 0
+    dispatched: int = 0
+    completion_tokens: int = 0
+    eval_seconds: float = 0.0
+    stopped_for_time: bool = False
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def eval_tokens_per_s(self) -> float:
+        return round(self.completion_tokens / self.eval_seconds, 3) if self.eval_seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        summary = asdict(self)
+        summary.pop("outcomes")
+        summary["eval_tokens_per_s"] = self.eval_tokens_per_s
+        return summary
+
+
+def queued_items(service: TextService) -> Iterator[dict[str, Any]]:
+    """Work to do, oldest first: PENDING items, then RUNNING items whose lease expired."""
+    assert service.store is not None
+    yield from service.store.items_with_status(PENDING)
+    yield from service.store.items_with_status(RUNNING)
+
+
+def run(service: TextService, owner: str, deadline: float, dispatch: bool = False) -> RunSummary:
+    """Work through queued items until none is left or the next one cannot finish before ``deadline``.
+
+    With ``dispatch`` and a work queue, what this run cannot fit is sent to the queue's workers.
+    """
+    if service.store is None:
+        raise InvalidRequest("batch runs need TABLE_NAME")
+    summary = RunSummary()
+    leftover: list[str] = []
+    for item in queued_items(service):
+        if summary.stopped_for_time:
+            leftover.append(item["id"])
+            continue
+        try:
+            needed = service.predicted_seconds(parse_request(item["request"]))
+        except InvalidRequest:
+            needed = 0.0  # processing fails it at once, with its error
+        if time.monotonic() + needed > deadline:
+            summary.stopped_for_time = True
+            leftover.append(item["id"])
+            continue
+        outcome = _process(service, item["id"], owner, deadline, summary)
+        summary.outcomes[outcome] += 1
+    summary.left = len(leftover)
+    if dispatch and service.queue is not None and leftover:
+        summary.dispatched = service.queue.send(leftover)
+    _report(summary)
+    return summary
+
+
+def _process(service: TextService, item_id: str, owner: str, deadline: float, summary: RunSummary) -> Outcome:
+    processed = service.process(item_id, owner, deadline)
+    if processed.outcome == "skipped":
+        summary.skipped += 1
+        return processed.outcome
+    summary.claimed += 1
+    if processed.outcome == "done" and processed.metrics is not None:
+        summary.done += 1
+        summary.completion_tokens += processed.metrics.completion_tokens
+        summary.eval_seconds += processed.metrics.eval_ms / 1000.0
+    elif processed.outcome == "failed":
+        summary.failed += 1
+    elif processed.outcome == "requeued":
+        summary.requeued += 1
+    return processed.outcome
+
+
+def _report(summary: RunSummary) -> None:
+    logger.info("batch run finished", **summary.as_dict())
+    for name in ("claimed", "done", "failed", "requeued", "left", "dispatched"):
+        metrics.add_metric(name=f"batch_{name}", unit=MetricUnit.Count, value=getattr(summary, name))
+    if summary.eval_seconds > 0:
+        metrics.add_metric(
+            name="batch_eval_tokens_per_s", unit=MetricUnit.CountPerSecond, value=summary.eval_tokens_per_s
+        )

@@ -1,0 +1,42 @@
+"""What the batch scripts share: building the service for a table outside Lambda."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from handler.config import settings_from  # noqa: E402
+from handler.service import TextService  # noqa: E402
+from handler.store import ResultStore  # noqa: E402
+from handler.workqueue import WorkQueue  # noqa: E402
+
+DEFAULT_MODEL = "phi-3-mini-4k-instruct-q4"
+
+
+def model_sha256(model: str) -> str:
+    """The sha256 that identifies the served model: a manifest name under layers/models, or a GGUF's sidecar/hash."""
+    manifest = ROOT / "layers" / "models" / f"{model}.json"
+    if manifest.is_file():
+        pinned = json.loads(manifest.read_text(encoding="utf-8")).get("sha256")
+        if not pinned:
+            raise SystemExit(f"error: manifest {manifest.name} pins no sha256; pass the model file instead")
+        return str(pinned)
+    path = Path(model)
+    if not path.is_file():
+        raise SystemExit(f"error: {model!r} is neither a manifest under layers/models nor a model file")
+    from handler.engine import model_identity
+
+    return model_identity(path.resolve()).sha256
+
+
+def build_service(table: str, model: str, queue_url: str | None = None) -> TextService:
+    """A service writing to ``table`` whose request ids match the deployed model's."""
+    settings = settings_from(
+        {"MODEL_PATH": "/opt/model/model.gguf", "MODEL_SHA256": model_sha256(model), "TABLE_NAME": table}
+    )
+    return TextService(settings, ResultStore(table), WorkQueue(queue_url) if queue_url else None)

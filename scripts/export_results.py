@@ -1,0 +1,134 @@
+"""Export finished results with their metrics, and report on the batch: counts, speeds, compute and cost.
+
+    python scripts/export_results.py --table TABLE --out results.jsonl [--format csv] [--plot decode.png]
+
+Prices are AWS Lambda's on-demand prices in us-east-1 per GB-second (change them with --price-per-gb-s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import batchtools  # noqa: F401  (puts the repository on the path)
+
+from handler.schemas import Metrics
+from handler.store import DONE, FAILED, PENDING, RUNNING, ResultStore
+
+PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
+PRICE_PER_REQUEST = 0.20 / 1_000_000
+METRIC_NAMES = list(Metrics.model_fields)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile (inclusive method); 0 for no values."""
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
+
+
+def summarize(
+    items: list[dict[str, Any]], counts: dict[str, int], memory_mb: int, arch: str, price: float
+) -> dict[str, Any]:
+    """The batch report: counts by status, tokens, speed percentiles, compute seconds and cost."""
+    metrics = [item.get("metrics") or {} for item in items]
+    prompt_speeds = [float(m["prompt_tokens_per_s"]) for m in metrics if m.get("prompt_tokens_per_s")]
+    decode_speeds = [float(m["eval_tokens_per_s"]) for m in metrics if m.get("eval_tokens_per_s")]
+    compute_s = sum(float(m.get("total_ms", 0.0)) + float(m.get("load_ms") or 0.0) for m in metrics) / 1000.0
+    gb_seconds = compute_s * memory_mb / 1024.0
+    return {
+        "counts": counts,
+        "prompt_tokens": sum(int(m.get("prompt_tokens", 0)) for m in metrics),
+        "completion_tokens": sum(int(m.get("completion_tokens", 0)) for m in metrics),
+        "prompt_tokens_per_s": {"p50": percentile(prompt_speeds, 0.5), "p95": percentile(prompt_speeds, 0.95)},
+        "eval_tokens_per_s": {"p50": percentile(decode_speeds, 0.5), "p95": percentile(decode_speeds, 0.95)},
+        "compute_seconds": round(compute_s, 3),
+        "memory_mb": memory_mb,
+        "architecture": arch,
+        "estimated_cost_usd": round(gb_seconds * price + len(items) * PRICE_PER_REQUEST, 6),
+    }
+
+
+def write_results(items: list[dict[str, Any]], out: Path, fmt: str) -> None:
+    """DONE items as JSONL (whole) or CSV (flat: request fields, output and each metric)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        if fmt == "jsonl":
+            for item in items:
+                handle.write(json.dumps(item, ensure_ascii=False, sort_keys=True) + "\n")
+            return
+        writer = csv.writer(handle)
+        writer.writerow(["id", "task", "output", "finish_reason", "model_sha256", "created_at", *METRIC_NAMES])
+        for item in items:
+            item_metrics = item.get("metrics") or {}
+            writer.writerow(
+                [
+                    item["id"],
+                    item.get("task"),
+                    item.get("output"),
+                    item.get("finish_reason"),
+                    (item.get("model") or {}).get("sha256"),
+                    item.get("created_at"),
+                    *(item_metrics.get(name) for name in METRIC_NAMES),
+                ]
+            )
+
+
+def plot_decode_speeds(items: list[dict[str, Any]], out: Path) -> None:
+    """A histogram of decode tokens/s over the DONE items."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    speeds = [float((item.get("metrics") or {}).get("eval_tokens_per_s", 0.0)) for item in items]
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.hist(speeds, bins=min(30, max(5, len(speeds) // 2)), color="#4472c4", edgecolor="white")
+    if speeds:
+        axes.axvline(
+            statistics.median(speeds), color="#c00000", linestyle="--", label=f"median {statistics.median(speeds):.1f}"
+        )
+        axes.legend()
+    axes.set_xlabel("decode tokens/s (llama.cpp eval)")
+    axes.set_ylabel("results")
+    axes.set_title(f"Decode speed of {len(speeds)} results")
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--out", type=Path, required=True, help="where to write the DONE results")
+    parser.add_argument("--format", choices=["jsonl", "csv"], help="default: from --out's suffix, else jsonl")
+    parser.add_argument("--plot", type=Path, help="PNG of the decode speed distribution")
+    parser.add_argument("--memory-mb", type=int, default=10240, help="function memory for the cost estimate")
+    parser.add_argument("--architecture", choices=sorted(PRICE_PER_GB_S), default="x86_64")
+    parser.add_argument("--price-per-gb-s", type=float, help="override the Lambda price per GB-second")
+    args = parser.parse_args(argv)
+
+    store = ResultStore(args.table)
+    items = list(store.items_with_status(DONE))
+    counts = {status: store.count_with_status(status) for status in (PENDING, RUNNING, DONE, FAILED)}
+    fmt = args.format or ("csv" if args.out.suffix.lower() == ".csv" else "jsonl")
+    write_results(items, args.out, fmt)
+    price = args.price_per_gb_s or PRICE_PER_GB_S[args.architecture]
+    report = summarize(items, counts, args.memory_mb, args.architecture, price)
+    if args.plot:
+        plot_decode_speeds(items, args.plot)
+    print(json.dumps(report, indent=2))
+    print(f"wrote {len(items)} results to {args.out}" + (f" and the plot to {args.plot}" if args.plot else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
