@@ -36,7 +36,9 @@ class GenerationOptions(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     repeat_penalty: float = Field(1.0, ge=0.5, le=2.0)
-    stop: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = Field(DEFAULT_STOP, max_length=8)
+    stop: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=lambda: list(DEFAULT_STOP), max_length=8
+    )
     store: bool = Field(True, description="Store the result in the table (false: answer only).")
 
 

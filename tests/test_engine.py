@@ -160,7 +160,7 @@ def test_load_engine_not_a_gguf_is_a_clear_error(tmp_path: Path) -> None:
 def test_generate_matches_llama_cpp_python_greedy_completion(engine: Engine) -> None:
     prompt = engine.build_prompt([Message("user", "Summarize the following sentences with bullet points:\n\nCats.")])
 
-    ours = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=()))
+    ours = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=[]))
     reference: Any = engine._llama.create_completion(prompt=list(prompt.tokens), max_tokens=40, temperature=0.0)
     engine._kv_tokens = []  # the reference call moved the KV cache behind the engine's back
 
@@ -170,10 +170,10 @@ def test_generate_matches_llama_cpp_python_greedy_completion(engine: Engine) -> 
 
 def test_generate_cuts_output_at_a_stop_string(engine: Engine) -> None:
     prompt = engine.build_prompt([Message("user", "Write anything.")])
-    free = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=()))
+    free = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=[]))
     stop = free.text.split()[2]
 
-    stopped = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=(stop,)))
+    stopped = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=[stop]))
 
     assert stopped.finish_reason == "stop"
     assert stop not in stopped.text

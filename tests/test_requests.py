@@ -20,7 +20,7 @@ def test_parse_request_summarize_defaults_to_bullets_and_greedy() -> None:
     assert request.style == "bullets"
     assert request.options.temperature == 0.0
     assert request.options.max_tokens == DEFAULT_MAX_TOKENS
-    assert request.options.stop == DEFAULT_STOP
+    assert request.options.stop == list(DEFAULT_STOP)
 
 
 def test_parse_request_translate_defaults_to_japanese() -> None:
@@ -74,7 +74,7 @@ def test_parse_request_sample_events_are_valid(name: str) -> None:
         ),
         (
             {"task": "summarize", "text": "x", "options": {"stop": "<|end|>"}},
-            "options.stop: Input should be a valid tuple",
+            "options.stop: Input should be a valid list",
         ),
         ({"task": "summarize", "text": "x", "options": {"beam": 4}}, "options.beam: Extra inputs are not permitted"),
         ([1, 2], "event must be a JSON object, got list"),

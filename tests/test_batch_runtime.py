@@ -1,0 +1,106 @@
+"""Scheduled batch runs served by the Lambda Runtime Interface Emulator, against moto server and the tiny model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import enqueue as enqueue_script
+import pytest
+from conftest import DUMMY_AWS, ROOT, Table
+
+import localenv
+
+pytestmark = pytest.mark.integration
+
+
+def _scheduler(tiny_model: Path, table: Table, log_path: Path) -> localenv.LambdaEmulator:
+    env = {
+        **DUMMY_AWS,
+        "PYTHONPATH": str(ROOT),
+        "MODEL_PATH": str(tiny_model),
+        "TABLE_NAME": table.name,
+        "AWS_ENDPOINT_URL_DYNAMODB": table.endpoint_url,
+        "N_THREADS": "1",
+        "POWERTOOLS_SERVICE_NAME": "llm-service",
+        "POWERTOOLS_METRICS_NAMESPACE": "LlmService",
+    }
+    return localenv.LambdaEmulator(
+        handler="handler.app.schedule_handler", env=env, cwd=ROOT, python=sys.executable, log_path=log_path
+    )
+
+
+def _write_requests(path: Path, count: int, prefix: str) -> Path:
+    lines = [
+        json.dumps({"task": "summarize", "text": f"{prefix} {n}: boosting with GOSS.", "options": {"max_tokens": 8}})
+        for n in range(count)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _generations(emulator: localenv.LambdaEmulator) -> int:
+    logs: str = emulator.logs()
+    return logs.count('"message":"generation finished"')
+
+
+def test_scheduled_runs_finish_fifty_enqueued_requests_exactly_once(
+    tiny_model: Path, results_table: Table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN 50 requests enqueued from JSONL
+    for key, value in DUMMY_AWS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", results_table.endpoint_url)
+    source = _write_requests(tmp_path / "requests.jsonl", 50, "Fifty")
+    argv = [str(source), "--table", results_table.name, "--model", str(tiny_model)]
+    assert enqueue_script.main(argv) == 0
+
+    # WHEN the scheduled job runs until nothing is pending
+    runs: list[dict[str, Any]] = []
+    with _scheduler(tiny_model, results_table, tmp_path / "scheduler.log") as scheduler:
+        while not runs or runs[-1]["run"]["claimed"] > 0:
+            runs.append(scheduler.invoke({}))
+            assert len(runs) <= 5, runs
+        generations = _generations(scheduler)
+
+    # THEN every request has exactly one DONE item with metrics, each generated once
+    items = results_table.items()
+    assert len(items) == 50
+    assert {item["status"] for item in items} == {"DONE"}
+    assert all(item["metrics"]["eval_tokens_per_s"] > 0 for item in items)
+    assert generations == 50
+    assert sum(run["run"]["done"] for run in runs) == 50
+    # AND enqueueing the same file again adds nothing
+    report = enqueue_script.enqueue_all(enqueue_script.read_jsonl(source), results_table.name, str(tiny_model), None)
+    assert (report.new, report.already_done) == (0, 50)
+    assert len(results_table.items()) == 50
+
+
+def test_four_racing_workers_do_forty_items_once_each(
+    tiny_model: Path, results_table: Table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN 40 queued requests and four workers started together
+    for key, value in DUMMY_AWS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", results_table.endpoint_url)
+    source = _write_requests(tmp_path / "race.jsonl", 40, "Race")
+    assert enqueue_script.main([str(source), "--table", results_table.name, "--model", str(tiny_model)]) == 0
+
+    with ExitStack() as stack:
+        workers = [
+            stack.enter_context(_scheduler(tiny_model, results_table, tmp_path / f"worker-{n}.log")) for n in range(4)
+        ]
+        # WHEN they all run over the same items at once
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            summaries = [answer["run"] for answer in pool.map(lambda worker: worker.invoke({}), workers)]
+        generations = sum(_generations(worker) for worker in workers)
+
+    # THEN 40 DONE, 40 generations in all, none twice
+    assert [item["status"] for item in results_table.items()] == ["DONE"] * 40
+    assert generations == 40
+    assert sum(summary["done"] for summary in summaries) == 40
+    assert sum(summary["claimed"] for summary in summaries) == 40
