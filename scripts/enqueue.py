@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from batchtools import DEFAULT_MODEL, build_service
 from tqdm import tqdm
 
+from batchtools import DEFAULT_MODEL, build_service
 from handler.batch import EnqueueReport, enqueue
 from handler.errors import ServiceError
 

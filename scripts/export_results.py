@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import batchtools  # noqa: F401  (puts the repository on the path)
-
 from handler.schemas import Metrics
 from handler.store import DONE, FAILED, PENDING, RUNNING, ResultStore
 

@@ -18,8 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import localenv
 from botocore.exceptions import BotoCoreError, ClientError
+
+import localenv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HANDLER = "handler.app.lambda_handler"

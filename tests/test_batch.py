@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import enqueue as enqueue_script
-import export_results
 import pytest
 from botocore.exceptions import ClientError
-from conftest import FakeLambdaContext, Table
 
+import enqueue as enqueue_script
+import export_results
+from conftest import FakeLambdaContext, Table
 from handler import batch
 from handler import engine as engine_module
 from handler.app import get_service, schedule_handler, worker_handler

@@ -9,11 +9,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import enqueue as enqueue_script
 import pytest
-from conftest import DUMMY_AWS, ROOT, Table
 
+import enqueue as enqueue_script
 import localenv
+from conftest import DUMMY_AWS, ROOT, Table
 
 pytestmark = pytest.mark.integration
 

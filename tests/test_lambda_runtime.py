@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import localenv
 import pytest
+
+import localenv
 from conftest import DUMMY_AWS, ROOT, Table, load_event
 from test_service import BAD_EVENTS
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import load_event
 
+from conftest import load_event
 from handler.errors import InvalidRequest
 from handler.schemas import DEFAULT_MAX_TOKENS, DEFAULT_STOP, ChatRequest, SummarizeRequest, TranslateRequest
 from handler.service import parse_request, request_id

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import FakeLambdaContext, Table, load_event
 
+from conftest import FakeLambdaContext, Table, load_event
 from handler import engine as engine_module
 from handler.app import lambda_handler
 

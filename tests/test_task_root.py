@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import build_task_root
 import localenv
-import pytest
 from conftest import DUMMY_AWS, ROOT, Table, load_event
 
 CMAKE_ARGS_DIR = ROOT / "layers" / "build"

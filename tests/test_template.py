@@ -8,7 +8,6 @@ from typing import Any
 
 import localenv
 from conftest import ROOT, TEMPLATE
-
 from handler import store
 
 
