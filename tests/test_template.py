@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -46,18 +47,35 @@ def test_template_ttl_attribute_is_the_one_the_store_sets() -> None:
 
 
 def _table_calls(source: Path) -> set[str]:
-    # Every call the store makes on its table, e.g. self._table.put_item( -> PutItem.
-    calls = re.findall(r"self\._table\.(\w+)\(", source.read_text(encoding="utf-8"))
+    # Every call the store makes on its table or the table's client, e.g. self._table.put_item( -> PutItem.
+    text = source.read_text(encoding="utf-8")
+    calls = re.findall(r"self\._table\.(\w+)\(", text) + re.findall(r"client\.(batch_\w+)\b", text)
     return {"".join(part.capitalize() for part in call.split("_")) for call in calls}
 
 
 def test_template_grants_exactly_the_dynamodb_actions_the_code_uses() -> None:
-    statements = _resource("GenerateFunction")["Properties"]["Policies"][0]["Statement"]
+    statements = _resource("ResultsAccessPolicy")["Properties"]["PolicyDocument"]["Statement"]
+    dynamodb = [s for s in statements if s["Action"][0].startswith("dynamodb:")]
 
-    granted = {action.removeprefix("dynamodb:") for s in statements for action in s["Action"]}
+    granted = {action.removeprefix("dynamodb:") for s in dynamodb for action in s["Action"]}
     assert granted == _table_calls(ROOT / "handler" / "store.py")
-    for statement in statements:
+    for statement in dynamodb:
         if statement["Action"] == ["dynamodb:Query"]:
             assert statement["Resource"] == {"Fn::Sub": "${ResultsTable.Arn}/index/" + store.STATUS_INDEX}
         else:
             assert statement["Resource"] == {"Fn::GetAtt": ["ResultsTable", "Arn"]}
+
+
+def test_template_functions_use_the_results_policy_and_their_entry_points() -> None:
+    commands = {
+        "GenerateFunction": None,
+        "BatchFunction": ["handler.app.schedule_handler"],
+        "WorkerFunction": ["handler.app.worker_handler"],
+    }
+    for logical_id, command in commands.items():
+        properties = _resource(logical_id)["Properties"]
+        assert properties["Policies"] == [{"Ref": "ResultsAccessPolicy"}]
+        assert properties.get("ImageConfig", {}).get("Command") == command
+        if command:
+            module, function = command[0].rsplit(".", 1)
+            assert callable(getattr(importlib.import_module(module), function))
