@@ -47,12 +47,12 @@ class ModelIdentity:
 def model_identity(path: Path, sha256: str | None = None) -> ModelIdentity:
     """The model's identity without loading it: a pinned hash, its ``.sha256`` sidecar, or a hash of the file."""
     if sha256:
-        return ModelIdentity(path.name, sha256)
+        return ModelIdentity(path.resolve().name, sha256)
     sidecar = path.with_name(path.name + ".sha256")
     if sidecar.is_file():
         pinned = sidecar.read_text(encoding="utf-8").split()
         if pinned and re.fullmatch(r"[0-9a-f]{64}", pinned[0]):
-            return ModelIdentity(path.name, pinned[0])
+            return ModelIdentity(path.resolve().name, pinned[0])
     try:
         digest = hashlib.sha256()
         with path.open("rb") as model_file:
@@ -60,7 +60,7 @@ def model_identity(path: Path, sha256: str | None = None) -> ModelIdentity:
                 digest.update(chunk)
     except OSError as exc:
         raise ModelLoadError(f"cannot read the model file MODEL_PATH={str(path)!r}: {exc.strerror}") from exc
-    return ModelIdentity(path.name, digest.hexdigest())
+    return ModelIdentity(path.resolve().name, digest.hexdigest())
 
 
 @dataclass(frozen=True)

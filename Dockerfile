@@ -1,0 +1,103 @@
+# The function's container image: llama.cpp compiled for Lambda's CPUs, the task root, the GGUF model.
+#
+#   docker buildx build --platform linux/amd64 -t llm-service .     (linux/arm64 for an arm64 function)
+#   docker buildx build --build-arg MODEL=qwen3-4b-q4 ...           (another manifest in layers/models/)
+#   docker buildx build --build-arg MODEL_FILE=models/local/Phi-3-mini-4k-instruct-q4.gguf ...  (offline)
+#   sam build --use-buildkit                                        (template.yaml names this file)
+#
+# Needs BuildKit (RUN --mount, COPY --link): Docker 23+ or buildx. `sam build` without --use-buildkit
+# uses the legacy builder, which stops at the first RUN --mount.
+# MODEL_FILE: a GGUF under models/local/ in the build context, the only part of models/ that
+# .dockerignore lets through. It is verified against the MODEL manifest (size, sha256) like a download.
+
+# The tag of Lambda's Python 3.12 image (Amazon Linux 2023): a dated release, used by every stage. To
+# pin its digest too, run
+#   docker buildx imagetools inspect public.ecr.aws/lambda/python:3.12.2026.10.03.13
+# and append the top-level "Digest:" it prints (the multi-arch index, right for both architectures):
+#   ARG PYTHON_IMAGE_TAG=3.12.2026.10.03.13@sha256:<digest>
+ARG PYTHON_IMAGE_TAG=3.12.2026.10.03.13
+
+# --- build: llama-cpp-python compiled for the target CPUs, then the task root ---------------------------
+FROM public.ecr.aws/lambda/python:${PYTHON_IMAGE_TAG} AS build
+ARG TARGETARCH
+SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
+# Amazon Linux 2023 locks its repositories to the base image's release, so the pinned base tag pins
+# these packages' versions too.
+# hadolint ignore=DL3041
+RUN dnf install -y gcc gcc-c++ cmake make && dnf clean all
+WORKDIR /src
+COPY layers/runtime/requirements.txt layers/runtime/
+COPY layers/build/ layers/build/
+# The wheels get a layer of their own, so a handler change does not compile llama.cpp again. No pip
+# cache: its wheels are keyed by the source, not by CMAKE_ARGS, and --no-binary keeps any prebuilt
+# llama-cpp-python wheel (built for some other CPU) out.
+RUN args="layers/build/cmake-${TARGETARCH}.args"; \
+    if [[ ! -f "$args" ]]; then echo "no $args (TARGETARCH='${TARGETARCH}'): build with BuildKit for linux/amd64 or linux/arm64" >&2; exit 1; fi; \
+    CMAKE_ARGS="$(sed -e 's/#.*//' "$args" | tr -s '[:space:]' ' ')"; \
+    echo "CMAKE_ARGS=${CMAKE_ARGS}"; \
+    CMAKE_ARGS="$CMAKE_ARGS" FORCE_CMAKE=1 python -m pip wheel --no-cache-dir --no-binary llama-cpp-python \
+        --wheel-dir /build/wheels --requirement layers/runtime/requirements.txt
+COPY scripts/build_task_root.py scripts/
+COPY handler/ handler/
+# Then the build log shows the instruction sets llama.cpp was compiled for (fixed at compile time).
+RUN PIP_NO_INDEX=1 PIP_FIND_LINKS=/build/wheels python scripts/build_task_root.py --out /build/task; \
+    PYTHONPATH=/build/task python -c "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"
+
+# --- model: the GGUF and its sha256 sidecar; the same bytes for every architecture ----------------------
+FROM scratch AS local-models
+# The files under models/local/, if any: a pattern that matches nothing copies nothing.
+COPY models/loca[l] /
+
+# Data only, so it runs on the build machine's own platform instead of under emulation.
+FROM --platform=$BUILDPLATFORM public.ecr.aws/lambda/python:${PYTHON_IMAGE_TAG} AS model
+ARG MODEL=phi-3-mini-4k-instruct-q4
+ARG MODEL_FILE=
+SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
+WORKDIR /src
+COPY requirements-dev.txt ./
+COPY scripts/download_model.py scripts/
+COPY layers/models/ layers/models/
+# The handler reads the model's identity from <MODEL_PATH>.sha256, so model.gguf gets a sidecar of its
+# own; the symlink keeps the published file name visible in the image. huggingface-hub is pinned in
+# requirements-dev.txt (read by grep), which hadolint cannot see.
+# hadolint ignore=DL3013
+RUN --mount=type=bind,from=local-models,target=/local \
+    if [[ -n "$MODEL_FILE" ]]; then \
+        if [[ "$MODEL_FILE" != models/local/* ]]; then echo "MODEL_FILE must be a file under models/local/, not $MODEL_FILE" >&2; exit 1; fi; \
+        path="$(python scripts/download_model.py --model "$MODEL" --local "/local/${MODEL_FILE#models/local/}" --out-dir /opt/model)"; \
+    else \
+        hub="$(grep -E '^huggingface-hub==' requirements-dev.txt)" || { echo "no huggingface-hub pin in requirements-dev.txt" >&2; exit 1; }; \
+        python -m pip install --no-cache-dir --target /tmp/hub "$hub"; \
+        path="$(PYTHONPATH=/tmp/hub python scripts/download_model.py --model "$MODEL" --out-dir /opt/model)"; \
+    fi; \
+    ln -s "$(basename "$path")" /opt/model/model.gguf; \
+    printf '%s  model.gguf\n' "$(cut -d ' ' -f 1 "$path.sha256")" > /opt/model/model.gguf.sha256; \
+    chmod -R a+rX /opt/model; \
+    ls -l /opt/model
+
+# --- the function -----------------------------------------------------------------------------------------
+FROM public.ecr.aws/lambda/python:${PYTHON_IMAGE_TAG}
+# checkov:skip=CKV_DOCKER_3: Lambda runs the function as its own unprivileged user whatever USER says; the check below reads everything as uid 65534
+# Lambda does not run container health checks (it watches the runtime API), so none is declared.
+HEALTHCHECK NONE
+# The model first, as a layer of its own that does not depend on the layers under it (--link): code
+# changes neither rebuild nor re-push its gigabytes.
+COPY --link --from=model /opt/model /opt/model
+COPY --link --from=build /build/task ${LAMBDA_TASK_ROOT}
+# Only /tmp is writable on Lambda; nothing is downloaded at run time.
+ENV MODEL_PATH=/opt/model/model.gguf \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    HF_HOME=/tmp/hf \
+    HF_HUB_OFFLINE=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# Fail the build rather than the first invocation: as an unprivileged user, as on Lambda, import the
+# handler and llama.cpp's libraries from this image and read the model and its sidecar.
+WORKDIR ${LAMBDA_TASK_ROOT}
+RUN python -c "import os; os.setgroups([]); os.setgid(65534); os.setuid(65534); \
+import handler.app, llama_cpp; \
+model = os.environ['MODEL_PATH']; \
+assert open(model, 'rb').read(4) == b'GGUF', model + ' is not a GGUF file'; \
+assert len(open(model + '.sha256').read().split()[0]) == 64, model + '.sha256 holds no sha256'; \
+print(llama_cpp.llama_print_system_info().decode())"
+CMD ["handler.app.lambda_handler"]
