@@ -45,6 +45,12 @@ class Settings(BaseModel):
     n_batch: int = Field(512, alias="N_BATCH", ge=1, le=8192)
     n_ubatch: int = Field(512, alias="N_UBATCH", ge=1, le=8192)
     use_mmap: bool = Field(True, alias="USE_MMAP")
+    batch_parallel: int = Field(
+        4, alias="BATCH_PARALLEL", ge=1, le=64, description="Queued requests decoded together by batch runs."
+    )
+    batch_n_ctx: int = Field(
+        8192, alias="BATCH_N_CTX", ge=256, le=262144, description="KV cache tokens shared by batched requests."
+    )
     preload_model: bool = Field(
         False, alias="PRELOAD_MODEL", description="Load the model during init instead of on the first generation."
     )

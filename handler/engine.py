@@ -13,7 +13,8 @@ import resource
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -116,10 +117,73 @@ class _Text:
     is_data: bool
 
 
+class _Stream:
+    """One generation's output as tokens arrive: stop strings, max_tokens and end-of-generation tokens."""
+
+    def __init__(self, options: GenerationOptions, eog_ids: frozenset[int], ignore_eos: bool) -> None:
+        self.max_tokens = options.max_tokens
+        self.stops = [stop.encode("utf-8") for stop in options.stop]
+        self.longest_stop = max((len(stop) for stop in self.stops), default=0)
+        self.eog_ids = frozenset() if ignore_eos else eog_ids
+        self.output = bytearray()
+        self.generated = 0
+        self.finish_reason: str | None = None
+
+    def accept(self, token: int, piece: Callable[[int], bytes]) -> bool:
+        """Take the sampled token; True when the generation is finished (the token needs no decoding)."""
+        if token in self.eog_ids:
+            self.finish_reason = "stop"
+            return True
+        self.generated += 1
+        text = piece(token)
+        self.output += text
+        if self.stops:
+            window = max(0, len(self.output) - len(text) - self.longest_stop + 1)
+            found = [i for i in (self.output.find(stop, window) for stop in self.stops) if i >= 0]
+            if found:
+                del self.output[min(found) :]
+                self.finish_reason = "stop"
+                return True
+        if self.generated >= self.max_tokens:
+            self.finish_reason = "length"
+            return True
+        return False
+
+    @property
+    def text(self) -> str:
+        return self.output.decode("utf-8", errors="ignore").strip()
+
+
+@dataclass
+class _Slot:
+    """A request being decoded in the batch context, as one llama.cpp sequence."""
+
+    index: int
+    seq: int
+    prompt: PromptTokens
+    stream: _Stream
+    sampler: Any
+    reserved: int
+    position: int = 0
+    next_token: int = -1
+    prompt_ms: float = 0.0
+    eval_ms: float = 0.0
+    eval_runs: int = 0
+    started: float = 0.0
+
+
 class Engine:
     """One loaded model and the only way the service talks to llama.cpp."""
 
-    def __init__(self, llama: Llama, identity: ModelIdentity, n_threads: int, load_ms: float) -> None:
+    def __init__(
+        self,
+        llama: Llama,
+        identity: ModelIdentity,
+        n_threads: int,
+        load_ms: float,
+        parallel: int = 1,
+        batch_n_ctx: int | None = None,
+    ) -> None:
         import llama_cpp
 
         self._llama = llama
@@ -141,6 +205,10 @@ class Engine:
         )
         self._ctx = llama._ctx.ctx
         self.n_batch: int = llama.n_batch
+        #: Requests decoded together by generate_batch, and the KV cache size they share.
+        self.parallel = parallel
+        self.batch_n_ctx = max(batch_n_ctx or self.n_ctx, self.n_ctx)
+        self._batch: tuple[Any, Any] | None = None
         self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._eog_ids = frozenset(
             token for token in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, token)
@@ -385,34 +453,156 @@ class Engine:
     def _decode(
         self, sampler: Any, options: GenerationOptions, deadline: float | None, ignore_eos: bool
     ) -> tuple[str, int, str]:
-        lib = self._lib
-        stops = [stop.encode("utf-8") for stop in options.stop]
-        longest_stop = max((len(stop) for stop in stops), default=0)
-        output = bytearray()
-        generated = 0
-        finish_reason = "length"
-        while generated < options.max_tokens:
-            token = lib.llama_sampler_sample(sampler, self._ctx, -1)
-            if not ignore_eos and token in self._eog_ids:
-                finish_reason = "stop"
-                break
-            generated += 1
-            piece = self._piece(token)
-            output += piece
-            if stops:
-                window = max(0, len(output) - len(piece) - longest_stop + 1)
-                found = [i for i in (output.find(stop, window) for stop in stops) if i >= 0]
-                if found:
-                    del output[min(found) :]
-                    finish_reason = "stop"
-                    break
-            if generated == options.max_tokens:
+        stream = _Stream(options, self._eog_ids, ignore_eos)
+        while True:
+            token = self._lib.llama_sampler_sample(sampler, self._ctx, -1)
+            if stream.accept(token, self._piece):
                 break
             if deadline is not None and time.monotonic() >= deadline:
-                finish_reason = "deadline"
+                stream.finish_reason = "deadline"
                 break
             self._decode_tokens([token])
-        return output.decode("utf-8", errors="ignore").strip(), generated, finish_reason
+        return stream.text, stream.generated, stream.finish_reason or "length"
+
+    # -- batched generation ----------------------------------------------------------------------
+
+    def generate_batch(
+        self,
+        jobs: Sequence[tuple[PromptTokens, GenerationOptions]],
+        deadline: float | None = None,
+        ignore_eos: bool = False,
+    ) -> list[Completion | None]:
+        """Generate several requests together: each decode step reads the weights once for all of them.
+
+        Up to ``parallel`` requests are decoded as llama.cpp sequences of one context, each with its own
+        sampler, stops and ``max_tokens``; a finished request frees its slot for the next one. Decode is
+        memory bound, so the step costs about what one sequence's step costs. Requests still waiting or
+        unfinished when the deadline passes come back as None (nothing partial is returned).
+        """
+        for prompt, options in jobs:
+            self.check_fits(prompt, options.max_tokens)
+        results: list[Completion | None] = [None] * len(jobs)
+        with self._lock:
+            context, batch = self._batch_context()
+            memory = self._lib.llama_get_memory(context)
+            self._lib.llama_memory_clear(memory, True)
+            waiting = deque(enumerate(jobs))
+            active: list[_Slot] = []
+            free = list(range(self.parallel - 1, -1, -1))
+            reserved = 0
+            try:
+                while waiting or active:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    # Admit requests while a sequence is free and their tokens fit the shared KV cache.
+                    while waiting and free:
+                        index, (prompt, options) = waiting[0]
+                        need = len(prompt.tokens) + options.max_tokens
+                        if active and reserved + need > self.batch_n_ctx:
+                            break
+                        waiting.popleft()
+                        slot = _Slot(
+                            index,
+                            free.pop(),
+                            prompt,
+                            _Stream(options, self._eog_ids, ignore_eos),
+                            self._sampler(options, ignore_eos),
+                            need,
+                        )
+                        reserved += need
+                        slot.started = time.perf_counter()
+                        self._prefill(context, batch, slot)
+                        slot.prompt_ms = (time.perf_counter() - slot.started) * 1000.0
+                        first = self._lib.llama_sampler_sample(slot.sampler, context, -1)
+                        if slot.stream.accept(first, self._piece):
+                            results[index] = self._finish(slot, memory, free)
+                            reserved -= slot.reserved
+                        else:
+                            slot.next_token = first
+                            active.append(slot)
+                    if not active:
+                        continue
+                    # One step: the next token of every active request in one llama_decode.
+                    for i, slot in enumerate(active):
+                        self._batch_set(batch, i, slot.next_token, slot.position, slot.seq, True)
+                    batch.n_tokens = len(active)
+                    step_started = time.perf_counter()
+                    self._batch_decode(context, batch)
+                    step_ms = (time.perf_counter() - step_started) * 1000.0
+                    still: list[_Slot] = []
+                    for i, slot in enumerate(active):
+                        slot.position += 1
+                        slot.eval_ms += step_ms
+                        slot.eval_runs += 1
+                        token = self._lib.llama_sampler_sample(slot.sampler, context, i)
+                        if slot.stream.accept(token, self._piece):
+                            results[slot.index] = self._finish(slot, memory, free)
+                            reserved -= slot.reserved
+                        else:
+                            slot.next_token = token
+                            still.append(slot)
+                    active = still
+            finally:
+                for slot in active:
+                    self._lib.llama_sampler_free(slot.sampler)
+                self._lib.llama_memory_clear(memory, True)
+        return results
+
+    def _batch_context(self) -> tuple[Any, Any]:
+        """The context for batched generation, created on first use (its KV cache is shared by the sequences)."""
+        if self._batch is None:
+            lib = self._lib
+            params = type(self._llama.context_params).from_buffer_copy(self._llama.context_params)
+            params.n_ctx = self.batch_n_ctx
+            params.n_seq_max = self.parallel
+            params.kv_unified = True
+            context = lib.llama_init_from_model(self._llama._model.model, params)
+            if not context:
+                raise GenerationError(
+                    f"llama.cpp could not create a batch context of {self.batch_n_ctx} tokens for "
+                    f"{self.parallel} sequences; lower BATCH_N_CTX or BATCH_PARALLEL"
+                )
+            self._batch = (context, lib.llama_batch_init(max(self.n_batch, self.parallel), 0, 1))
+        return self._batch
+
+    def _batch_set(self, batch: Any, i: int, token: int, position: int, seq: int, logits: bool) -> None:
+        batch.token[i] = token
+        batch.pos[i] = position
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq
+        batch.logits[i] = logits
+
+    def _batch_decode(self, context: Any, batch: Any) -> None:
+        status = self._lib.llama_decode(context, batch)
+        if status != 0:
+            raise GenerationError(f"llama_decode failed with status {status} on a batch of {batch.n_tokens} tokens")
+
+    def _prefill(self, context: Any, batch: Any, slot: _Slot) -> None:
+        """Evaluate a request's prompt in its own sequence, keeping the last token's logits."""
+        tokens = slot.prompt.tokens
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            for i, token in enumerate(chunk):
+                self._batch_set(batch, i, token, start + i, slot.seq, start + i == len(tokens) - 1)
+            batch.n_tokens = len(chunk)
+            self._batch_decode(context, batch)
+        slot.position = len(tokens)
+
+    def _finish(self, slot: _Slot, memory: Any, free: list[int]) -> Completion:
+        self._lib.llama_sampler_free(slot.sampler)
+        self._lib.llama_memory_seq_rm(memory, slot.seq, -1, -1)
+        free.append(slot.seq)
+        return Completion(
+            text=slot.stream.text,
+            finish_reason=slot.stream.finish_reason or "length",
+            prompt_tokens=len(slot.prompt.tokens),
+            prompt_eval_tokens=len(slot.prompt.tokens),
+            prompt_ms=round(slot.prompt_ms, 3),
+            completion_tokens=slot.stream.generated,
+            eval_runs=slot.eval_runs,
+            eval_ms=round(slot.eval_ms, 3),
+            total_ms=round((time.perf_counter() - slot.started) * 1000.0, 3),
+        )
 
     def _piece(self, token: int) -> bytes:
         """The token's text as bytes (control tokens render as nothing)."""
@@ -496,7 +686,7 @@ def load_engine(settings: Settings) -> Engine:
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"llama.cpp could not load {path.name}: {exc}") from exc
     load_ms = (time.perf_counter() - started) * 1000.0
-    return Engine(llama, identity, settings.n_threads, round(load_ms, 3))
+    return Engine(llama, identity, settings.n_threads, round(load_ms, 3), settings.batch_parallel, settings.batch_n_ctx)
 
 
 _engine: Engine | None = None

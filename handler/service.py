@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from handler.config import Settings
-from handler.engine import Completion, Engine, get_engine, loaded_engine, model_identity, peak_rss_mb
+from handler.engine import Completion, Engine, PromptTokens, get_engine, loaded_engine, model_identity, peak_rss_mb
 from handler.errors import DeadlineReached, InputTooLong, InvalidRequest, ServiceError, describe_validation_error
 from handler.observability import emit_cached, emit_generation, logger
 from handler.schemas import (
@@ -184,6 +184,17 @@ class TextService:
         completion = engine.generate(prompt, request.options, deadline=deadline)
         if completion.finish_reason == "deadline":
             return None
+        return self._generated(item_id, request, completion, engine, loaded_now, cold_start)
+
+    def _generated(
+        self,
+        item_id: str,
+        request: TextRequest,
+        completion: Completion,
+        engine: Engine,
+        loaded_now: bool,
+        cold_start: bool,
+    ) -> Generated:
         metrics = generation_metrics(completion, engine, loaded_now, cold_start)
         emit_generation(request.task, metrics)
         logger.info(
@@ -219,32 +230,81 @@ class TextService:
 
     def process(self, item_id: str, owner: str, deadline: float) -> Processed:
         """Claim a queued item, generate it before ``deadline`` and complete it while holding the lease."""
+        return self.process_many([item_id], owner, deadline)[item_id]
+
+    def process_many(self, item_ids: list[str], owner: str, deadline: float) -> dict[str, Processed]:
+        """Claim queued items and generate them together (batched decoding), completing each under its lease."""
         if self.store is None:
             raise ServiceError("queued work needs TABLE_NAME")
         lease_s = max(deadline - time.monotonic(), 0.0) + self.settings.safety_margin_s
-        item = self.store.claim(item_id, owner, lease_s)
-        if item is None:
-            return Processed("skipped")
-        cold_start, self._served_first = not self._served_first, True
+        results: dict[str, Processed] = {}
+        claimed: list[tuple[str, TextRequest, PromptTokens]] = []
+        engine: Engine | None = None
+        loaded_now = False
+        for item_id in dict.fromkeys(item_ids):
+            item = self.store.claim(item_id, owner, lease_s)
+            if item is None:
+                results[item_id] = Processed("skipped")
+                continue
+            try:
+                request = parse_request(item["request"])
+                engine, loaded = self._engine_provider(self.settings)
+                loaded_now = loaded_now or loaded
+                prompt = engine.build_prompt(build_messages(request))
+                engine.check_fits(prompt, request.options.max_tokens)
+            except (InvalidRequest, InputTooLong) as exc:
+                # The request itself is wrong: retrying cannot help.
+                results[item_id] = self._release(item_id, owner, exc.message, permanent=True)
+                continue
+            except ServiceError as exc:
+                results[item_id] = self._release(item_id, owner, exc.message, permanent=False)
+                continue
+            claimed.append((item_id, request, prompt))
+        if not claimed or engine is None:
+            return results
+        completions = self._generate_isolating_failures(engine, claimed, deadline)
+        for (item_id, request, _), completion in zip(claimed, completions, strict=True):
+            if isinstance(completion, ServiceError):
+                results[item_id] = self._release(item_id, owner, completion.message, permanent=False)
+                continue
+            if completion is None:
+                results[item_id] = self._release(
+                    item_id, owner, "did not finish within one invocation", permanent=False
+                )
+                continue
+            cold_start, self._served_first = not self._served_first, True
+            generated = self._generated(item_id, request, completion, engine, loaded_now, cold_start)
+            loaded_now = False  # the load belongs to the first result only
+            results[item_id] = self._complete(item_id, owner, generated)
+        return results
+
+    @staticmethod
+    def _generate_isolating_failures(
+        engine: Engine, claimed: list[tuple[str, TextRequest, PromptTokens]], deadline: float
+    ) -> list[Completion | ServiceError | None]:
+        """Decode the requests together; if that fails, one at a time, so one bad request fails alone."""
+        jobs = [(prompt, request.options) for _, request, prompt in claimed]
         try:
-            request = parse_request(item["request"])
-            generated = self.generate(item_id, request, cold_start, deadline)
-        except DeadlineReached:
-            generated = None
-        except (InvalidRequest, InputTooLong) as exc:
-            # The request itself is wrong: retrying cannot help.
-            return self._release(item_id, owner, exc.message, permanent=True)
+            return list(engine.generate_batch(jobs, deadline=deadline))
         except ServiceError as exc:
-            return self._release(item_id, owner, exc.message, permanent=False)
-        if generated is None:
-            return self._release(item_id, owner, "did not finish within one invocation", permanent=False)
-        fields = generated.fields
-        size = len(json.dumps(to_dynamo(fields), default=str).encode("utf-8"))
+            if len(jobs) == 1:
+                return [exc]
+        alone: list[Completion | ServiceError | None] = []
+        for job in jobs:
+            try:
+                alone.extend(engine.generate_batch([job], deadline=deadline))
+            except ServiceError as exc:
+                alone.append(exc)
+        return alone
+
+    def _complete(self, item_id: str, owner: str, generated: Generated) -> Processed:
+        assert self.store is not None
+        size = len(json.dumps(to_dynamo(generated.fields), default=str).encode("utf-8"))
         if size > MAX_ITEM_BYTES - 4096:
             return self._release(
                 item_id, owner, f"result is {size} bytes, over DynamoDB's 400 KB item limit", permanent=True
             )
-        if not self.store.complete(item_id, owner, fields):
+        if not self.store.complete(item_id, owner, generated.fields):
             logger.warning("lease lost before the result was written", id=item_id, owner=owner)
             return Processed("lost-lease")
         return Processed("done", generated.answer.metrics)

@@ -43,13 +43,19 @@ def _statuses(table: Table) -> dict[str, str]:
 def generations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records each generation's first prompt token count, so tests can count generations."""
     calls: list[str] = []
-    original = engine_module.Engine.generate
+    single, batched = engine_module.Engine.generate, engine_module.Engine.generate_batch
 
     def counting(self: engine_module.Engine, prompt: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(str(len(prompt.tokens)))
-        return original(self, prompt, *args, **kwargs)
+        return single(self, prompt, *args, **kwargs)
+
+    def counting_batch(self: engine_module.Engine, jobs: Any, *args: Any, **kwargs: Any) -> Any:
+        results = batched(self, jobs, *args, **kwargs)
+        calls.extend(str(len(prompt.tokens)) for (prompt, _), done in zip(jobs, results, strict=True) if done)
+        return results
 
     monkeypatch.setattr(engine_module.Engine, "generate", counting)
+    monkeypatch.setattr(engine_module.Engine, "generate_batch", counting_batch)
     return calls
 
 
@@ -72,7 +78,7 @@ def test_enqueue_jsonl_then_runs_finish_everything_once(
     assert all(item["status"] == "DONE" and item["metrics"]["completion_tokens"] > 0 for item in items)
     assert len(generations) == 50
     assert runs[0]["run"]["done"] == 50
-    assert runs[0]["run"]["eval_tokens_per_s"] > 0
+    assert runs[0]["run"]["tokens_per_s"] > 0
     assert runs[1]["run"]["claimed"] == 0
     # AND re-enqueueing the same file adds nothing
     report = enqueue_script.enqueue_all(enqueue_script.read_jsonl(source), service_env.name, str(tiny_model), None)
@@ -149,14 +155,14 @@ def test_poison_item_fails_after_max_attempts_and_the_others_finish(
 ) -> None:
     # GIVEN one request that always breaks generation among good ones
     monkeypatch.setenv("MAX_ATTEMPTS", "3")
-    original = engine_module.Engine.generate
+    original = engine_module.Engine.generate_batch
 
-    def poisoned(self: engine_module.Engine, prompt: Any, *args: Any, **kwargs: Any) -> Any:
-        if "POISON" in self._llama.detokenize(prompt.tokens).decode(errors="ignore"):
+    def poisoned(self: engine_module.Engine, jobs: Any, *args: Any, **kwargs: Any) -> Any:
+        if any("POISON" in self._llama.detokenize(prompt.tokens).decode(errors="ignore") for prompt, _ in jobs):
             raise GenerationError("llama_decode failed with status -3")
-        return original(self, prompt, *args, **kwargs)
+        return original(self, jobs, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module.Engine, "generate", poisoned)
+    monkeypatch.setattr(engine_module.Engine, "generate_batch", poisoned)
     service = get_service()
     ids = _queue(service, _requests(3, "Good") + _requests(1, "POISON"))
 
@@ -188,13 +194,14 @@ def test_invalid_queued_request_fails_at_once(service_env: Table) -> None:
 
 
 def test_output_over_the_item_limit_fails_cleanly(service_env: Table, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = engine_module.Engine.generate
+    original = engine_module.Engine.generate_batch
 
     def huge(self: engine_module.Engine, *args: Any, **kwargs: Any) -> Any:
-        completion = original(self, *args, **kwargs)
-        return engine_module.Completion(**{**completion.__dict__, "text": "x" * 500_000})
+        return [
+            engine_module.Completion(**{**c.__dict__, "text": "x" * 500_000}) for c in original(self, *args, **kwargs)
+        ]
 
-    monkeypatch.setattr(engine_module.Engine, "generate", huge)
+    monkeypatch.setattr(engine_module.Engine, "generate_batch", huge)
     service = get_service()
     (item_id,) = _queue(service, _requests(1, "Huge"))
 

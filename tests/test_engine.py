@@ -198,3 +198,56 @@ def test_generate_ignore_eos_always_reaches_max_tokens(engine: Engine) -> None:
 
     assert completion.completion_tokens == 300
     assert completion.finish_reason == "length"
+
+
+def _batch_engine(tiny_model: Path, parallel: int) -> Engine:
+    return load_engine(
+        settings_from({"MODEL_PATH": str(tiny_model), "N_THREADS": "2", "BATCH_PARALLEL": str(parallel)})
+    )
+
+
+def test_generate_batch_matches_one_at_a_time_greedy_outputs(tiny_model: Path) -> None:
+    # GIVEN more requests than sequences, with different lengths, limits and stops
+    engine = _batch_engine(tiny_model, parallel=3)
+    texts = ["Cats and dogs.", "A much longer text about gradient boosting and trees. " * 6, "Hi.", "Tell me.", "x"]
+    jobs = [
+        (engine.build_prompt([Message("user", text)]), GenerationOptions(max_tokens=10 + 7 * n, stop=[]))
+        for n, text in enumerate(texts)
+    ]
+
+    # WHEN they are decoded together and one at a time
+    together = engine.generate_batch(jobs)
+    alone = [engine.generate(prompt, options) for prompt, options in jobs]
+
+    # THEN every output is the same
+    assert [c.text for c in together if c] == [c.text for c in alone]
+    assert [c.completion_tokens for c in together if c] == [c.completion_tokens for c in alone]
+    assert all(c is not None and c.prompt_ms > 0 and c.eval_tokens_per_s > 0 for c in together)
+
+
+def test_generate_batch_applies_each_requests_stop_string(tiny_model: Path) -> None:
+    engine = _batch_engine(tiny_model, parallel=2)
+    prompt = engine.build_prompt([Message("user", "Write anything.")])
+    free = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=[]))
+    stop = free.text.split()[2]
+
+    stopped, unstopped = engine.generate_batch(
+        [(prompt, GenerationOptions(max_tokens=40, stop=[stop])), (prompt, GenerationOptions(max_tokens=40, stop=[]))]
+    )
+
+    assert stopped is not None
+    assert unstopped is not None
+    assert stopped.finish_reason == "stop"
+    assert free.text.startswith(stopped.text)
+    assert unstopped.text == free.text
+
+
+def test_generate_batch_returns_none_for_work_past_the_deadline(tiny_model: Path) -> None:
+    import time
+
+    engine = _batch_engine(tiny_model, parallel=2)
+    prompt = engine.build_prompt([Message("user", "Go.")])
+
+    results = engine.generate_batch([(prompt, GenerationOptions(max_tokens=50))] * 3, deadline=time.monotonic())
+
+    assert results == [None, None, None]
