@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from functools import lru_cache
@@ -73,25 +74,34 @@ def _owner(context: LambdaContext) -> str:
     return f"{context.function_name}:{context.aws_request_id}"
 
 
-def _process_record(record: SQSRecord, context: LambdaContext) -> str:
-    item_id = json.loads(record.body)["id"]
-    processed = get_service().process(item_id, owner=_owner(context), deadline=deadline_of(context))
-    logger.info("queued request processed", id=item_id, outcome=processed.outcome)
-    if processed.outcome == "requeued":
-        raise QueuedWorkFailed(f"request {item_id} was requeued")
-    return processed.outcome
+def _queued_id(record: SQSRecord) -> str:
+    body = json.loads(record.body)
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        raise QueuedWorkFailed(f"message {record.message_id} carries no request id")
+    return str(body["id"])
 
 
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Process an SQS batch of queued request ids; failures are reported per message."""
-    processor = BatchProcessor(event_type=EventType.SQS)
+    """Process an SQS batch of queued request ids, decoded together; failures are reported per message."""
+    ids = []
+    for record in event.get("Records", []):
+        # A message without a request id is reported as that message's failure below.
+        with contextlib.suppress(ValueError, QueuedWorkFailed):
+            ids.append(_queued_id(SQSRecord(record)))
+    outcomes = get_service().process_many(ids, owner=_owner(context), deadline=deadline_of(context)) if ids else {}
+
+    def record_outcome(record: SQSRecord) -> str:
+        item_id = _queued_id(record)
+        outcome = outcomes[item_id].outcome
+        logger.info("queued request processed", id=item_id, outcome=outcome)
+        if outcome == "requeued":
+            raise QueuedWorkFailed(f"request {item_id} was requeued")
+        return outcome
+
     return process_partial_response(  # type: ignore[return-value]
-        event=event,
-        record_handler=lambda record: _process_record(record, context),
-        processor=processor,
-        context=context,
+        event=event, record_handler=record_outcome, processor=BatchProcessor(event_type=EventType.SQS), context=context
     )
 
 
