@@ -11,11 +11,12 @@ MODELS_DIR ?= models
 TEST_MODEL := $(MODELS_DIR)/test/tiny-phi3.gguf
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint format unit clean
+.PHONY: help setup run test lint format bench bench-quick clean
 
 help:
 	@echo "make run   [EVENT=events/translate.json] [MODEL_PATH=/path/model.gguf]  invoke an event through the Lambda runtime emulator"
 	@echo "make test                                                              lint and the whole test suite"
+	@echo "make bench | make bench-quick                                          speed benchmark (table, JSON, plot in bench-results/)"
 
 $(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,6 +73,16 @@ format: $(VENV)/.installed
 
 test: setup $(TEST_MODEL) lint
 	TEST_MODEL_PATH=$(TEST_MODEL) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The speed benchmark (a model with Phi-3-mini's shapes is generated once into models/bench/).
+# make bench-quick runs under 5 minutes (GNU make cannot take `make bench --quick`: it reads --quick as
+# an option of its own).
+BENCH_ARGS ?=
+bench: $(VENV)/.installed
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.installed
+	$(PY) scripts/bench.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) $(MODELS_DIR)/test .pytest_cache .mypy_cache .ruff_cache
