@@ -71,6 +71,8 @@ def test_template_functions_use_the_results_policy_and_their_entry_points() -> N
         "GenerateFunction": None,
         "BatchFunction": ["handler.app.schedule_handler"],
         "WorkerFunction": ["handler.app.worker_handler"],
+        "ApiFunction": ["handler.api.lambda_handler"],
+        "KeyApiFunction": ["handler.api.lambda_handler"],
     }
     for logical_id, command in commands.items():
         properties = _resource(logical_id)["Properties"]
