@@ -1,10 +1,13 @@
-"""Write a tiny, deterministic phi3 GGUF that stands in for Phi-3-mini-4k-instruct in tests.
+"""Write a deterministic phi3 GGUF that stands in for Phi-3-mini-4k-instruct in tests and benchmarks.
 
 The weights are random, so the text it generates is gibberish; what matters is that llama.cpp
 loads it through the same code paths as the real model: the ``phi3`` architecture, a
 SentencePiece (``llama``) vocabulary with byte fallback, Phi-3's special tokens and chat template.
 
-Usage: ``python scripts/make_test_model.py --out PATH [--preset tiny]``
+Presets: ``tiny`` (under 1 MB, for tests) and ``phi3-mini`` (Phi-3-mini's exact shapes and
+32064-token vocabulary, Q4_0 with a Q6_K output matrix, about 2.2 GB, for speed measurements).
+
+Usage: ``python scripts/make_test_model.py --out PATH [--preset tiny|phi3-mini]``
 """
 
 from __future__ import annotations
@@ -89,13 +92,35 @@ class Preset:
     file_type: gguf.LlamaFileType = gguf.LlamaFileType.ALL_F32
     init_std: float = 0.5
     seed: int = 1234
+    #: None: the word-list vocabulary as it is; else padded to this size in Phi-3's layout.
+    n_vocab: int | None = None
+    #: Type of output.weight; None: ``weight_type``.
+    output_type: gguf.GGMLQuantizationType | None = None
+    #: Draw quantized blocks directly from random bits instead of quantizing f32 weights: the
+    #: weights are random either way, and this is fast and needs one tensor in memory at a time.
+    random_blocks: bool = False
 
 
-# A "phi3-mini" preset (3072 hidden, 32 layers, 32 heads, 8192 ffn, vocab 32064, Q4_0) would go
-# here too; it also needs a 32064-token vocabulary, which the tiny word list does not provide.
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(n_embd=64, n_layer=2, n_head=4, n_head_kv=4, n_ff=128),
+    # Phi-3-mini-4k-instruct's shapes. Its q4 file (Q4_K_M) keeps output.weight in Q6_K, the
+    # largest matrix read on every token, so it is Q6_K here too; token_embd is only gathered.
+    "phi3-mini": Preset(
+        n_embd=3072,
+        n_layer=32,
+        n_head=32,
+        n_head_kv=32,
+        n_ff=8192,
+        n_vocab=32064,
+        weight_type=gguf.GGMLQuantizationType.Q4_0,
+        output_type=gguf.GGMLQuantizationType.Q6_K,
+        file_type=gguf.LlamaFileType.MOSTLY_Q4_0,
+        random_blocks=True,
+    ),
 }
+
+# Size of Phi-3's SentencePiece model: its added tokens start here, then padding up to n_vocab.
+SPM_VOCAB_SIZE = 32000
 
 
 @dataclass
@@ -131,8 +156,13 @@ def _normal_pieces() -> Iterator[str]:
             yield piece[:end]
 
 
-def build_vocab() -> Vocab:
-    """Byte-fallback vocabulary laid out like Phi-3's: unk, bos, eos, bytes, pieces, specials."""
+def build_vocab(n_vocab: int | None = None) -> Vocab:
+    """Byte-fallback vocabulary laid out like Phi-3's: unk, bos, eos, bytes, pieces, specials.
+
+    With ``n_vocab``, the ids match Phi-3's exactly: synthetic pieces fill up to id 32000, the
+    specials take 32000-32010, and ``[PAD{id}]`` tokens (UNUSED, as llama.cpp's converter writes
+    them for Phi-3) fill the rest.
+    """
     vocab = Vocab()
     vocab.add("<unk>", 0.0, gguf.TokenType.UNKNOWN)
     vocab.add("<s>", 0.0, gguf.TokenType.CONTROL)
@@ -142,8 +172,19 @@ def build_vocab() -> Vocab:
     for piece in _normal_pieces():
         # Merges with higher scores happen first, so longer pieces win.
         vocab.add(piece, float(len(piece)), gguf.TokenType.NORMAL)
+    if n_vocab is not None:
+        if n_vocab < SPM_VOCAB_SIZE + len(PHI3_SPECIAL_TOKENS):
+            raise ValueError(f"n_vocab {n_vocab} leaves no room for Phi-3's specials at {SPM_VOCAB_SIZE}")
+        # "▁w{n}" is reachable by merges: "▁w" is a piece, and "▁w{n // 10}" comes before it.
+        filler = (SPM_SPACE + f"w{n}" for n in range(SPM_VOCAB_SIZE))
+        while len(vocab.tokens) < SPM_VOCAB_SIZE:
+            piece = next(filler)
+            vocab.add(piece, float(len(piece)), gguf.TokenType.NORMAL)
     for special in PHI3_SPECIAL_TOKENS:
         vocab.add(special, 0.0, gguf.TokenType.CONTROL)
+    if n_vocab is not None:
+        for token_id in range(len(vocab.tokens), n_vocab):
+            vocab.add(f"[PAD{token_id}]", -10000.0, gguf.TokenType.UNUSED)
     return vocab
 
 
@@ -192,12 +233,99 @@ def _add_tensor(writer: gguf.GGUFWriter, name: str, data: np.ndarray, qtype: ggu
         writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
 
 
+@dataclass(frozen=True)
+class _BlockTensor:
+    """A tensor to draw from random bits: name, numpy shape (ggml ne reversed), type and target std."""
+
+    name: str
+    shape: tuple[int, ...]
+    qtype: gguf.GGMLQuantizationType
+    std: float = 0.0
+    #: Scale of each row's weights (output rows of non-text tokens); None: all 1.
+    row_scale: np.ndarray | None = None
+
+
+def _block_tensors(preset: Preset, normal_mask: np.ndarray) -> Iterator[_BlockTensor]:
+    """The tensors of ``_weights``, in the same order and with the same spreads, as specs."""
+    n_vocab = len(normal_mask)
+    d = preset.n_embd
+    n_embd_gqa = d // preset.n_head * preset.n_head_kv
+    names = gguf.TENSOR_NAMES
+    t = gguf.MODEL_TENSOR
+    f32 = gguf.GGMLQuantizationType.F32
+    weight = preset.weight_type
+    proj_std = preset.init_std / np.sqrt(d)
+    yield _BlockTensor(names[t.TOKEN_EMBD] + ".weight", (n_vocab, d), weight, preset.init_std)
+    for i in range(preset.n_layer):
+        yield _BlockTensor(names[t.ATTN_NORM].format(bid=i) + ".weight", (d,), f32)
+        yield _BlockTensor(names[t.ATTN_QKV].format(bid=i) + ".weight", (d + 2 * n_embd_gqa, d), weight, proj_std)
+        yield _BlockTensor(names[t.ATTN_OUT].format(bid=i) + ".weight", (d, d), weight, proj_std)
+        yield _BlockTensor(names[t.FFN_NORM].format(bid=i) + ".weight", (d,), f32)
+        yield _BlockTensor(names[t.FFN_UP].format(bid=i) + ".weight", (2 * preset.n_ff, d), weight, proj_std)
+        down_std = preset.init_std / np.sqrt(preset.n_ff)
+        yield _BlockTensor(names[t.FFN_DOWN].format(bid=i) + ".weight", (d, preset.n_ff), weight, down_std)
+    yield _BlockTensor(names[t.OUTPUT_NORM] + ".weight", (d,), f32)
+    row_scale = np.where(normal_mask, 1.0, 0.1)  # as in _weights: near-zero logits for non-text tokens
+    output_std = preset.init_std * 4 / np.sqrt(d)
+    output_type = preset.output_type or weight
+    yield _BlockTensor(names[t.OUTPUT] + ".weight", (n_vocab, d), output_type, output_std, row_scale)
+
+
+def _block_bytes(spec: _BlockTensor) -> int:
+    block_size, type_size = gguf.GGML_QUANT_SIZES[spec.qtype]
+    return int(np.prod(spec.shape)) // block_size * type_size
+
+
+def _random_blocks(rng: np.random.Generator, spec: _BlockTensor) -> np.ndarray:
+    """The tensor's bytes in its ggml block layout, from random quants and scales of the target spread."""
+    rows, cols = spec.shape
+    row_scale = np.ones(rows) if spec.row_scale is None else spec.row_scale
+    if spec.qtype == gguf.GGMLQuantizationType.Q4_0:
+        # block_q4_0: f16 d, then 32 4-bit quants q packed in 16 bytes; weight = d * (q - 8).
+        n_blocks = cols // 32
+        quants = rng.integers(0, 256, size=(rows, n_blocks, 16), dtype=np.uint8)
+        # E[(q - 8)^2] = 21.5 for uniform q; random signs of d keep the weights' mean at 0.
+        scale = rng.normal(0.0, spec.std / np.sqrt(21.5), size=(rows, n_blocks, 1)) * row_scale[:, None, None]
+        blocks = np.concatenate([scale.astype(np.float16).view(np.uint8), quants], axis=-1)
+    elif spec.qtype == gguf.GGMLQuantizationType.Q6_K:
+        # block_q6_K: ql[128], qh[64] (6-bit quants q), int8 scales[16], f16 d;
+        # weight = d * scale * (q - 32). E[(q - 32)^2] = 341.5; scales uniform in [-32, 32]: E = 352.
+        n_blocks = cols // 256
+        quants = rng.integers(0, 256, size=(rows, n_blocks, 192), dtype=np.uint8)
+        scales = rng.integers(-32, 33, size=(rows, n_blocks, 16), dtype=np.int8)
+        d = np.broadcast_to(row_scale[:, None, None] * spec.std / np.sqrt(341.5 * 352.0), (rows, n_blocks, 1))
+        blocks = np.concatenate([quants, scales.view(np.uint8), d.astype(np.float16).view(np.uint8)], axis=-1)
+    else:
+        raise ValueError(f"random blocks of {spec.qtype.name} are not implemented")
+    return blocks.reshape(rows, -1)
+
+
+def _write_random_blocks(writer: gguf.GGUFWriter, preset: Preset, normal_mask: np.ndarray) -> None:
+    """Declare every tensor, then draw and write them one at a time: memory stays at one tensor."""
+    rng = np.random.default_rng(preset.seed)
+    specs = list(_block_tensors(preset, normal_mask))
+    for spec in specs:
+        if spec.qtype == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor_info(spec.name, spec.shape, np.dtype(np.float32), 4 * int(np.prod(spec.shape)))
+        else:
+            byte_shape = (*spec.shape[:-1], _block_bytes(spec) // spec.shape[0])
+            writer.add_tensor_info(spec.name, byte_shape, np.dtype(np.uint8), _block_bytes(spec), raw_dtype=spec.qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for spec in specs:
+        if spec.qtype == gguf.GGMLQuantizationType.F32:
+            writer.write_tensor_data(np.ones(spec.shape, dtype=np.float32))
+        else:
+            writer.write_tensor_data(_random_blocks(rng, spec))
+
+
 def make_model(out: Path, preset: str = "tiny") -> Path:
     """Write the model of ``preset`` to ``out`` (creating parent folders) and return ``out``."""
     p = PRESETS[preset]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    vocab = build_vocab()
+    vocab = build_vocab(p.n_vocab)
     eos_id = vocab.ids["<|endoftext|>"]
     arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.PHI3]
 
@@ -232,12 +360,14 @@ def make_model(out: Path, preset: str = "tiny") -> Path:
     writer.add_chat_template(PHI3_CHAT_TEMPLATE)
 
     normal_mask = np.array([t == gguf.TokenType.NORMAL for t in vocab.types])
-    for name, data in _weights(p, normal_mask):
-        _add_tensor(writer, name, data, p.weight_type)
-
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    if p.random_blocks:
+        _write_random_blocks(writer, p, normal_mask)
+    else:
+        for name, data in _weights(p, normal_mask):
+            _add_tensor(writer, name, data, p.weight_type)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
     writer.close()
     return out
 
@@ -253,7 +383,7 @@ def sha256_of(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description="Write a tiny deterministic phi3 GGUF test model.")
+    parser = argparse.ArgumentParser(description="Write a deterministic phi3 GGUF test model.")
     parser.add_argument("--out", type=Path, required=True, help="GGUF file to write")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     args = parser.parse_args(argv)

@@ -1,0 +1,874 @@
+"""Decode-speed benchmark on a Phi-3-mini-shaped model with random weights.
+
+One run, on the same inputs (the first seed's summarize request, about 368 prompt tokens, and a
+2,000-token input in the full run), each configuration in a fresh subprocess:
+
+  a  the first seed's code: ``Llama(model_path, n_ctx=4096, seed=0)`` with library defaults
+  b  this project's engine (``load_engine``, ``build_prompt``, ``generate``)
+  c  raw ``llama_decode``: one token per step, greedy in llama.cpp's sampler, no Python in between
+  d  the roofline: this machine's read bandwidth over the bytes read per decoded token
+  e  batched decoding: K = 1, 2, 4, 8 sequences per ``llama_decode`` step in one context
+
+End-of-generation tokens are suppressed everywhere, so every configuration generates exactly
+``max_tokens`` tokens on random weights. Prints a table and ratios; writes ``bench.json`` (all raw
+numbers and the machine) and ``decode_vs_k.png`` to the output folder.
+
+Usage: ``python scripts/bench.py [--quick] [--model PATH] [--out-dir bench-results] [--threads N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from handler.config import available_cpus  # noqa: E402
+
+DEFAULT_MODEL = Path("models/bench/phi3-mini-random-q4_0.gguf")
+PRESET = "phi3-mini"
+# The first seed's request: its instruction, prompt format, stop string and context size.
+SEED_INSTRUCTION = "Summarize the following sentences with bullet points:\n\n"
+SEED_STOP = ["<|end|>"]
+SEED_N_CTX = 4096
+SEED_PROMPT_TOKENS = 368  # the seed's summarize prompt, counted by the real Phi-3 tokenizer
+LONG_PROMPT_TOKENS = 2000
+BATCH_SIZES = (1, 2, 4, 8)
+BANDWIDTH_GIB = 1.5
+BANDWIDTH_RUNS = 5
+CHILD_TIMEOUT_S = 3600
+DISTURBED_SHARE = 0.05  # other processes' share of all CPUs above which a run is flagged
+
+
+def seed_prompt(content: str) -> str:
+    """The first seed's prompt string around a user message."""
+    return f"<|user|>\n{content}<|end|>\n<|assistant|>"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def _per_s(count: float, ms: float) -> float:
+    return round(count * 1000.0 / ms, 3) if ms > 0 else 0.0
+
+
+def _quiet_llama_logs() -> None:
+    # llama-cpp-python forwards llama.cpp's log to this logger, which prints everything until told otherwise.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+
+def ensure_model(path: Path) -> dict[str, Any]:
+    """Generate the model once (to a temporary name, so an interrupted run leaves no half file) and its sidecar."""
+    info: dict[str, Any] = {"path": str(path), "preset": PRESET, "generated_now": False}
+    if not path.is_file():
+        import make_test_model
+
+        print(f"generating {path} (preset {PRESET}, once) ...", flush=True)
+        partial = path.with_name(path.name + ".partial")
+        started = time.perf_counter()
+        make_test_model.make_model(partial, PRESET)
+        partial.replace(path)
+        info.update(generated_now=True, generation_s=round(time.perf_counter() - started, 1))
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.is_file() or sidecar.stat().st_mtime < path.stat().st_mtime:
+        # The engine reads the hash from the sidecar; without it its load would include hashing 2 GB.
+        digest = hashlib.sha256()
+        with path.open("rb") as model_file:
+            while chunk := model_file.read(8 << 20):
+                digest.update(chunk)
+        sidecar.write_text(f"{digest.hexdigest()}  {path.name}\n", encoding="utf-8")
+    info["sha256"] = sidecar.read_text(encoding="utf-8").split()[0]
+    info["bytes"] = path.stat().st_size
+    return info
+
+
+def model_layout(path: Path) -> dict[str, Any]:
+    """Tensor bytes from the GGUF header: what one decoded token reads, and KV bytes per position."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+
+    def field(key: str) -> int:
+        value = reader.fields[key]
+        return int(value.parts[value.data[0]][0])
+
+    arch = "phi3"
+    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    n_layer = field(f"{arch}.block_count")
+    n_embd = field(f"{arch}.embedding_length")
+    n_head = field(f"{arch}.attention.head_count")
+    n_head_kv = field(f"{arch}.attention.head_count_kv")
+    tensors = {t.name: (int(t.n_bytes), t.tensor_type.name) for t in reader.tensors}
+    embd_bytes = tensors["token_embd.weight"][0]
+    total = sum(nbytes for nbytes, _ in tensors.values())
+    types: dict[str, int] = {}
+    for nbytes, type_name in tensors.values():
+        types[type_name] = types.get(type_name, 0) + nbytes
+    return {
+        "n_vocab": n_vocab,
+        "n_layer": n_layer,
+        "n_embd": n_embd,
+        "n_head": n_head,
+        "n_head_kv": n_head_kv,
+        "tensor_bytes": total,
+        "bytes_by_type": types,
+        "output_type": tensors["output.weight"][1],
+        "token_embd_type": tensors["token_embd.weight"][1],
+        # token_embd is only gathered: one row per token.
+        "weight_bytes_per_token": total - embd_bytes + embd_bytes // n_vocab,
+        # K and V in f16 for every layer; Phi-3-mini has no GQA.
+        "kv_bytes_per_position": n_layer * 2 * (n_embd // n_head * n_head_kv) * 2,
+    }
+
+
+def make_tokenizer(path: Path) -> Callable[[str], list[int]]:
+    """The model's tokenizer as the seed's code uses it (BOS added, special tokens parsed)."""
+    import llama_cpp
+
+    _quiet_llama_logs()
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise SystemExit(f"error: llama.cpp cannot load {path}")
+    vocab = llama_cpp.llama_model_get_vocab(model)
+
+    def tokenize(text: str) -> list[int]:
+        data = text.encode("utf-8")
+        buffer = (llama_cpp.llama_token * (len(data) + 8))()
+        count = llama_cpp.llama_tokenize(vocab, data, len(data), buffer, len(buffer), True, True)
+        return list(buffer[:count])
+
+    return tokenize
+
+
+def fit_text(text: str, target: int, count: Callable[[str], int]) -> str:
+    """The text's words (repeated if short, cut if long) whose seed prompt comes closest to ``target`` tokens."""
+    words = text.split()
+    while count(" ".join(words)) < target:
+        words += text.split()
+    low, high = 1, len(words)  # the largest prefix whose prompt is at most the target
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count(" ".join(words[:middle])) <= target:
+            low = middle
+        else:
+            high = middle - 1
+    below, above = " ".join(words[:low]), " ".join(words[: low + 1])
+    return above if abs(count(above) - target) < abs(count(below) - target) else below
+
+
+def build_inputs(model: Path, quick: bool) -> dict[str, dict[str, Any]]:
+    """The event's text fitted to the seed prompt's 368 tokens (and, in the full run, to 2,000 tokens)."""
+    tokenize = make_tokenizer(model)
+    event = json.loads((ROOT / "events" / "summarize.json").read_text(encoding="utf-8"))
+
+    def count(text: str) -> int:
+        return len(tokenize(seed_prompt(SEED_INSTRUCTION + text)))
+
+    targets = (
+        {"summarize": SEED_PROMPT_TOKENS} if quick else {"summarize": SEED_PROMPT_TOKENS, "long": LONG_PROMPT_TOKENS}
+    )
+    inputs: dict[str, dict[str, Any]] = {}
+    for name, target in targets.items():
+        text = fit_text(event["text"], target, count)
+        prompt = seed_prompt(SEED_INSTRUCTION + text)
+        tokens = tokenize(prompt)
+        inputs[name] = {"target_tokens": target, "text": text, "prompt": prompt, "tokens": tokens}
+        print(
+            f"input {name}: {len(tokens)} prompt tokens (target {target}), {len(text.split())} words, {len(text)} chars"
+        )
+    print(f"the event's whole text gives a {count(event['text'])}-token seed prompt with this synthetic vocabulary")
+    return inputs
+
+
+# -- children: one configuration each, in a fresh process ---------------------------------------
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def child_seed(spec: dict[str, Any]) -> dict[str, Any]:
+    """(a) The first seed's code, library defaults, EOG suppressed by a logits processor."""
+    import llama_cpp
+
+    started = time.perf_counter()
+    llm = llama_cpp.Llama(spec["model"], n_ctx=SEED_N_CTX, seed=0)
+    load_s = time.perf_counter() - started
+    vocab = llm._model.vocab
+    eog = np.array([t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)])
+
+    def suppress_eog(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        scores[eog] = -np.inf
+        return scores
+
+    llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+    started = time.perf_counter()
+    answer = llm(
+        spec["prompt"],
+        max_tokens=spec["max_tokens"],
+        stop=SEED_STOP,
+        echo=False,
+        logits_processor=llama_cpp.LogitsProcessorList([suppress_eog]),
+    )
+    if not isinstance(answer, dict):  # a stream only when stream=True
+        raise TypeError("expected one completion, got a stream")
+    total_ms = (time.perf_counter() - started) * 1000.0
+    perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
+    return {
+        "threads": llm.n_threads,
+        "threads_batch": llm.n_threads_batch,
+        "prompt_tokens": answer["usage"]["prompt_tokens"],
+        "prompt_eval_tokens": int(perf.n_p_eval),
+        "prompt_ms": perf.t_p_eval_ms,
+        "decode_tokens": answer["usage"]["completion_tokens"],
+        "eval_runs": int(perf.n_eval),
+        "eval_ms": perf.t_eval_ms,
+        "total_ms": total_ms,
+        "load_s": load_s,
+        "finish_reason": answer["choices"][0]["finish_reason"],
+        "text_head": answer["choices"][0]["text"][:120],
+        "eog_suppressed": len(eog),
+    }
+
+
+def child_engine(spec: dict[str, Any]) -> dict[str, Any]:
+    """(b) This project's engine, the service's summarize prompt, EOG suppressed by ``ignore_eos``."""
+    from handler.config import settings_from
+    from handler.engine import load_engine
+    from handler.schemas import GenerationOptions, SummarizeRequest
+    from handler.tasks import build_messages
+
+    environ = {"MODEL_PATH": spec["model"]}
+    if spec["threads"]:
+        environ["N_THREADS"] = str(spec["threads"])
+    started = time.perf_counter()
+    engine = load_engine(settings_from(environ))
+    load_s = time.perf_counter() - started
+    request = SummarizeRequest(task="summarize", text=spec["text"], style="bullets")
+    prompt = engine.build_prompt(build_messages(request))
+    completion = engine.generate(prompt, GenerationOptions(max_tokens=spec["max_tokens"]), ignore_eos=True)
+    return {
+        "threads": engine.n_threads,
+        "threads_batch": engine._llama.n_threads_batch,
+        "prompt_tokens": completion.prompt_tokens,
+        "prompt_eval_tokens": completion.prompt_eval_tokens,
+        "prompt_ms": completion.prompt_ms,
+        "decode_tokens": completion.completion_tokens,
+        "eval_runs": completion.eval_runs,
+        "eval_ms": completion.eval_ms,
+        "total_ms": completion.total_ms,
+        "load_s": load_s,
+        "engine_load_ms": engine.load_ms,
+        "finish_reason": completion.finish_reason,
+        "text_head": completion.text[:120],
+    }
+
+
+def _raw_context(spec: dict[str, Any], n_ctx: int, n_seq_max: int) -> tuple[Any, Any, float]:
+    """Model and context through the C API, with the settings ``Llama`` uses (flash attention off)."""
+    import llama_cpp
+
+    _quiet_llama_logs()
+    llama_cpp.llama_backend_init()
+    started = time.perf_counter()
+    model = llama_cpp.llama_model_load_from_file(spec["model"].encode(), llama_cpp.llama_model_default_params())
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = 512
+    params.n_ubatch = 512
+    params.n_seq_max = n_seq_max
+    params.kv_unified = True  # sequences share the prompt's cells
+    params.n_threads = spec["threads"]
+    params.n_threads_batch = spec["threads"]
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    params.no_perf = False
+    ctx = llama_cpp.llama_init_from_model(model, params)
+    if not model or not ctx:
+        raise RuntimeError("llama.cpp could not load the model or create the context")
+    return model, ctx, time.perf_counter() - started
+
+
+def _eval_prompt(ctx: Any, tokens: list[int]) -> None:
+    import llama_cpp
+
+    for start in range(0, len(tokens), 512):
+        chunk = tokens[start : start + 512]
+        array = (llama_cpp.llama_token * len(chunk))(*chunk)
+        if llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(array, len(chunk))) != 0:
+            raise RuntimeError("llama_decode failed on the prompt")
+
+
+def _greedy() -> Any:
+    import llama_cpp
+
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+    return chain
+
+
+def child_raw(spec: dict[str, Any]) -> dict[str, Any]:
+    """(c) Raw llama_decode, one token per step, greedy in C, EOG never checked."""
+    import llama_cpp
+
+    _, ctx, load_s = _raw_context(spec, SEED_N_CTX, 1)
+    sampler = _greedy()
+    tokens: list[int] = spec["tokens"]
+    llama_cpp.llama_perf_context_reset(ctx)
+    started = time.perf_counter()
+    _eval_prompt(ctx, tokens)
+    decode_started = time.perf_counter()
+    one = (llama_cpp.llama_token * 1)()
+    step = llama_cpp.llama_batch_get_one(one, 1)
+    generated = 0
+    while True:
+        one[0] = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
+        generated += 1
+        if generated == spec["max_tokens"]:
+            break
+        if llama_cpp.llama_decode(ctx, step) != 0:
+            raise RuntimeError("llama_decode failed while decoding")
+    finished = time.perf_counter()
+    perf = llama_cpp.llama_perf_context(ctx)
+    return {
+        "threads": spec["threads"],
+        "threads_batch": spec["threads"],
+        "prompt_tokens": len(tokens),
+        "prompt_eval_tokens": int(perf.n_p_eval),
+        "prompt_ms": perf.t_p_eval_ms,
+        "decode_tokens": generated,
+        "eval_runs": int(perf.n_eval),
+        "eval_ms": perf.t_eval_ms,
+        "total_ms": (finished - started) * 1000.0,
+        "decode_wall_ms": (finished - decode_started) * 1000.0,
+        "load_s": load_s,
+        "finish_reason": "length",
+    }
+
+
+def child_batched(spec: dict[str, Any]) -> dict[str, Any]:
+    """(e) K sequences per step: the prompt evaluated once, copied to each sequence, then one token each per step."""
+    import llama_cpp
+
+    tokens: list[int] = spec["tokens"]
+    n_prompt, steps, k_max = len(tokens), spec["max_tokens"], max(spec["batch_sizes"])
+    n_ctx = -(-(n_prompt + k_max * steps + 1) // 256) * 256
+    _, ctx, load_s = _raw_context(spec, n_ctx, k_max)
+    memory = llama_cpp.llama_get_memory(ctx)
+    sampler = _greedy()
+    llama_cpp.llama_perf_context_reset(ctx)
+    _eval_prompt(ctx, tokens)
+    first = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
+    perf = llama_cpp.llama_perf_context(ctx)  # after a sample: llama.cpp books timings when it synchronizes
+    batch = llama_cpp.llama_batch_init(k_max, 0, 1)
+    results = []
+    for k in spec["batch_sizes"]:
+        for seq in range(1, k):
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)
+        current = [first] * k
+        started = time.perf_counter()
+        for step in range(steps - 1):  # the first token came from the prompt, as in (c)
+            for i in range(k):
+                batch.token[i] = current[i]
+                batch.pos[i] = n_prompt + step
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = i
+                batch.logits[i] = 1
+            batch.n_tokens = k
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise RuntimeError(f"llama_decode failed with {k} sequences")
+            current = [llama_cpp.llama_sampler_sample(sampler, ctx, i) for i in range(k)]
+        elapsed = time.perf_counter() - started
+        for seq in range(k):
+            llama_cpp.llama_memory_seq_rm(memory, seq, n_prompt if seq == 0 else -1, -1)
+        aggregate = k * (steps - 1) / elapsed
+        results.append(
+            {
+                "k": k,
+                "decode_tokens_per_seq": steps,
+                "decode_steps": steps - 1,
+                "decode_wall_ms": elapsed * 1000.0,
+                "aggregate_tokens_per_s": round(aggregate, 3),
+                "per_seq_tokens_per_s": round(aggregate / k, 3),
+                "peak_rss_mb_after": peak_rss_mb(),
+            }
+        )
+    llama_cpp.llama_batch_free(batch)
+    return {
+        "threads": spec["threads"],
+        "threads_batch": spec["threads"],
+        "n_ctx": n_ctx,
+        "prompt_tokens": n_prompt,
+        "prompt_eval_tokens": int(perf.n_p_eval),
+        "prompt_ms": perf.t_p_eval_ms,
+        "decode_tokens": steps,
+        "load_s": load_s,
+        "by_k": results,
+    }
+
+
+def _read_kernels() -> dict[str, Callable[[np.ndarray], Any]]:
+    # A float32 sum is compute bound at about 19 GB/s per core here (pairwise summation); max and OR
+    # keep up with memory, so the best of them is the bandwidth. All single-threaded (no BLAS).
+    return {
+        "sum_f32": np.sum,
+        "max_f32": np.max,
+        "or_u64": lambda part: np.bitwise_or.reduce(part.view(np.uint64)),
+    }
+
+
+def child_bandwidth(spec: dict[str, Any]) -> dict[str, Any]:
+    """(d) Read bandwidth: numpy reductions over a large array split over threads (they release the GIL), best of N."""
+    data = np.ones(int(BANDWIDTH_GIB * 2**30) // 4, dtype=np.float32)  # ones: real pages, not the zero page
+    by_kernel: dict[str, dict[str, float]] = {}
+    with ThreadPoolExecutor(spec["threads"]) as pool:
+        for kernel_name, kernel in _read_kernels().items():
+            by_kernel[kernel_name] = {}
+            for n_threads in sorted({1, spec["threads"]}):
+                parts = np.array_split(data, n_threads)
+                best = float("inf")
+                for _ in range(BANDWIDTH_RUNS):
+                    started = time.perf_counter()
+                    list(pool.map(kernel, parts))
+                    best = min(best, time.perf_counter() - started)
+                by_kernel[kernel_name][str(n_threads)] = round(data.nbytes / best / 1e9, 3)
+    best_by_threads = {
+        threads: max(measured[threads] for measured in by_kernel.values()) for threads in by_kernel["sum_f32"]
+    }
+    return {
+        "threads": spec["threads"],
+        "bytes": data.nbytes,
+        "runs": BANDWIDTH_RUNS,
+        "gb_per_s_by_kernel": by_kernel,
+        "gb_per_s_by_threads": best_by_threads,
+    }
+
+
+CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "a": child_seed,
+    "b": child_engine,
+    "c": child_raw,
+    "d": child_bandwidth,
+    "e": child_batched,
+}
+
+
+def run_child(spec_path: Path) -> int:
+    """Child entry point: run one configuration and write its JSON next to the spec."""
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    result: dict[str, Any] = {"config": spec["config"], "input": spec.get("input"), "loadavg_start": _loadavg()}
+    result.update(CHILDREN[spec["config"]](spec))
+    result.update(peak_rss_mb=peak_rss_mb(), loadavg_end=_loadavg())
+    Path(spec["result"]).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return 0
+
+
+def _busy_cpu_s() -> float:
+    """CPU seconds all processors spent not idle since boot (/proc/stat: steal counts as busy)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(value) for value in Path("/proc/stat").read_text(encoding="utf-8").split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def spawn(spec: dict[str, Any], work: Path, name: str) -> dict[str, Any]:
+    """Run one configuration in a fresh interpreter; its output goes to a log, its numbers come back as JSON.
+
+    Also measures how much CPU other processes took meanwhile: llama.cpp's threads wait for each
+    other at every step, so a competitor on one core slows a run on all cores many times over.
+    """
+    spec = {**spec, "result": str(work / f"{name}.json")}
+    spec_path = work / f"{name}.spec.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    log_path = work / f"{name}.log"
+    print(f"  {name} ...", end="", flush=True)
+    started, busy, own = time.perf_counter(), _busy_cpu_s(), _children_cpu_s()
+    with log_path.open("w", encoding="utf-8") as log:
+        status = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=CHILD_TIMEOUT_S,
+            check=False,
+        ).returncode
+    wall = time.perf_counter() - started
+    others = max(0.0, (_busy_cpu_s() - busy) - (_children_cpu_s() - own))
+    if status != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"\nerror: configuration {name} failed (exit {status}); end of {log_path}:\n{tail}")
+    result: dict[str, Any] = json.loads(Path(spec["result"]).read_text(encoding="utf-8"))
+    result.update(run=name, wall_s=round(wall, 2), other_cpu_share=round(others / (wall * (os.cpu_count() or 1)), 3))
+    print(f" {wall:.0f} s, other processes {result['other_cpu_share']:.0%} of the CPUs", flush=True)
+    return result
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(float(run[key]) for run in runs))
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over repetitions of one configuration on one input, with derived speeds."""
+    rows = []
+    for run in runs:
+        decode_ms = run["total_ms"] - run["prompt_ms"]
+        rows.append(
+            {
+                **run,
+                "prompt_tokens_per_s": _per_s(run["prompt_eval_tokens"], run["prompt_ms"]),
+                # llama.cpp's own eval timing: decode steps over time inside llama_decode.
+                "decode_tokens_per_s": _per_s(run["eval_runs"], run["eval_ms"]),
+                # End to end: the same steps over the whole generation after the prompt (sampling, Python).
+                "e2e_decode_tokens_per_s": _per_s(run["eval_runs"], decode_ms),
+            }
+        )
+    keys = ("prompt_tokens_per_s", "decode_tokens_per_s", "e2e_decode_tokens_per_s", "load_s", "peak_rss_mb")
+    summary: dict[str, Any] = {key: round(_median(rows, key), 3) for key in keys}
+    for key in ("prompt_tokens", "decode_tokens", "threads", "threads_batch"):
+        summary[key] = rows[0][key]
+    summary["repeats"] = len(rows)
+    return summary
+
+
+def tabulate(
+    runs: list[dict[str, Any]], inputs: dict[str, dict[str, Any]], layout: dict[str, Any], threads: int, max_tokens: int
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Table rows, per-configuration medians and the batched series from the children's raw numbers."""
+    bandwidth = next(run for run in runs if run["config"] == "d")
+    bandwidth_gbs = float(bandwidth["gb_per_s_by_threads"][str(threads)])
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, dict[str, Any]] = {}
+    for name, data in inputs.items():
+        for config, label in (("a", "a seed defaults"), ("b", "b engine"), ("c", "c raw llama_decode")):
+            selected = [run for run in runs if run["config"] == config and run["input"] == name]
+            summary[f"{config}-{name}"] = summarize_runs(selected)
+            rows.append({"name": label, "input": name, **summary[f"{config}-{name}"]})
+        mean_context = len(data["tokens"]) + max_tokens / 2
+        bytes_per_token = layout["weight_bytes_per_token"] + layout["kv_bytes_per_position"] * mean_context
+        roofline = round(bandwidth_gbs * 1e9 / bytes_per_token, 3)
+        summary[f"d-{name}"] = {
+            "read_gb_per_s": bandwidth_gbs,
+            "bytes_per_token": int(bytes_per_token),
+            "mean_context": mean_context,
+            "decode_tokens_per_s": roofline,
+        }
+        rows.append({"name": "d roofline", "input": name, "threads": threads, "decode_tokens_per_s": roofline})
+    batched_runs = [run for run in runs if run["config"] == "e"]
+    batched: list[dict[str, Any]] = []
+    for k in BATCH_SIZES:
+        entries = [entry for run in batched_runs for entry in run["by_k"] if entry["k"] == k]
+        aggregate = round(statistics.median(entry["aggregate_tokens_per_s"] for entry in entries), 3)
+        batched.append({"k": k, "aggregate_tokens_per_s": aggregate, "per_seq_tokens_per_s": round(aggregate / k, 3)})
+        rows.append(
+            {
+                "name": f"e batched K={k}",
+                "input": "summarize",
+                "threads": threads,
+                "prompt_tokens": batched_runs[0]["prompt_tokens"],
+                "prompt_tokens_per_s": _per_s(batched_runs[0]["prompt_eval_tokens"], batched_runs[0]["prompt_ms"])
+                if k == 1
+                else None,
+                "decode_tokens": f"{k}x{max_tokens}",
+                # Wall clock over the decode loop, sampling included: end to end as well.
+                "decode_tokens_per_s": aggregate,
+                "e2e_decode_tokens_per_s": aggregate,
+                "per_seq_tokens_per_s": round(aggregate / k, 3),
+                "load_s": round(statistics.median(run["load_s"] for run in batched_runs), 3) if k == 1 else None,
+                "peak_rss_mb": max(entry["peak_rss_mb_after"] for entry in entries),
+            }
+        )
+    summary["e-summarize"] = {"by_k": batched}
+    return rows, summary, batched
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 3) if denominator else None
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """One aligned table of every configuration."""
+    columns = [
+        ("configuration", "name"),
+        ("input", "input"),
+        ("threads", "threads"),
+        ("prompt tok", "prompt_tokens"),
+        ("prompt tok/s", "prompt_tokens_per_s"),
+        ("decode tok", "decode_tokens"),
+        ("decode tok/s", "decode_tokens_per_s"),
+        ("e2e tok/s", "e2e_decode_tokens_per_s"),
+        ("per seq tok/s", "per_seq_tokens_per_s"),
+        ("load s", "load_s"),
+        ("peak RSS MB", "peak_rss_mb"),
+    ]
+    cells = [[title for title, _ in columns]] + [[_cell(row.get(key)) for _, key in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    for index, line in enumerate(cells):
+        print(
+            "  ".join(
+                cell.ljust(width) if i < 2 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def plot(batched: list[dict[str, Any]], ceiling: float | None, single: float | None, path: Path) -> str | None:
+    """Aggregate and per-sequence tok/s against K; returns an error text instead of raising when it cannot plot."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (it is in requirements-dev.txt): no plot written"
+    ks = [entry["k"] for entry in batched]
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    axes.plot(ks, [entry["aggregate_tokens_per_s"] for entry in batched], "o-", label="aggregate (all sequences)")
+    axes.plot(ks, [entry["per_seq_tokens_per_s"] for entry in batched], "s--", label="per sequence")
+    if single:
+        axes.axhline(single, color="grey", linestyle=":", label=f"(c) raw llama_decode, 1 sequence: {single:.1f}")
+    if ceiling:
+        axes.axhline(ceiling, color="red", linestyle="-.", label=f"(d) roofline, 1 sequence: {ceiling:.1f}")
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(ks, [str(k) for k in ks])
+    axes.set_xlabel("sequences per decode step (K)")
+    axes.set_ylabel("decode tokens/s")
+    axes.set_ylim(bottom=0)
+    axes.set_title("Batched decoding, Phi-3-mini shapes, random Q4_0")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, affinity, memory, llama.cpp's build features and library versions."""
+    import llama_cpp
+
+    def cpuinfo(key: str) -> str | None:
+        try:
+            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            return None
+        return None
+
+    def meminfo_gib() -> float | None:
+        try:
+            for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+        except OSError:
+            return None
+        return None
+
+    return {
+        "cpu_model": cpuinfo("model name"),
+        "cpu_flags_avx512f": "avx512f" in (cpuinfo("flags") or "").split(),
+        "cpu_count": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "mem_total_gib": meminfo_gib(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "llama_system_info": llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
+        "versions": {
+            name: importlib.metadata.version(name) for name in ("llama_cpp_python", "numpy", "gguf", "pydantic")
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        description="Decode-speed benchmark: seed setup, engine, raw llama.cpp, roofline, batching."
+    )
+    parser.add_argument("--quick", action="store_true", help="64 tokens, the summarize input only, one repetition")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="GGUF to run; generated if it is missing")
+    parser.add_argument("--out-dir", type=Path, default=Path("bench-results"))
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads of (b), (c), (e); default: CPUs this process may use"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="repetitions of (a), (b), (c), (e); default 1 quick, 3 full"
+    )
+    parser.add_argument("--max-tokens", type=int, default=None, help="tokens to generate; default 64 quick, 170 full")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return run_child(args.child)
+
+    started = time.perf_counter()
+    max_tokens = args.max_tokens or (64 if args.quick else 170)
+    repeats = args.repeats or (1 if args.quick else 3)
+    threads = args.threads or available_cpus()
+    out_dir: Path = args.out_dir
+    work = out_dir / "runs"
+    work.mkdir(parents=True, exist_ok=True)
+
+    model = ensure_model(args.model)
+    layout = model_layout(args.model)
+    # Every child then finds the file in the page cache: none pays the disk read for the others.
+    with args.model.open("rb") as model_file:
+        while model_file.read(8 << 20):
+            pass
+
+    inputs = build_inputs(args.model, args.quick)
+
+    base = {"model": str(args.model), "max_tokens": max_tokens, "threads": args.threads}
+    runs: list[dict[str, Any]] = []
+    print(f"running (threads {threads} for b/c/e, {max_tokens} tokens, {repeats} repetition(s)):")
+    bandwidth = spawn({**base, "config": "d", "threads": threads}, work, "d")
+    runs.append(bandwidth)
+    for repeat in range(repeats):
+        for name, data in inputs.items():
+            common = {**base, "input": name, "prompt": data["prompt"], "text": data["text"], "tokens": data["tokens"]}
+            runs.append(spawn({**common, "config": "a"}, work, f"a-{name}-{repeat}"))
+            runs.append(spawn({**common, "config": "b"}, work, f"b-{name}-{repeat}"))
+            runs.append(spawn({**common, "config": "c", "threads": threads}, work, f"c-{name}-{repeat}"))
+        summarize_input = inputs["summarize"]
+        batched_spec = {
+            **base,
+            "config": "e",
+            "input": "summarize",
+            "tokens": summarize_input["tokens"],
+            "threads": threads,
+        }
+        runs.append(spawn({**batched_spec, "batch_sizes": list(BATCH_SIZES)}, work, f"e-summarize-{repeat}"))
+
+    # Every configuration must have generated the same number of tokens, or the speeds compare different work.
+    counts = {run["run"]: run["decode_tokens"] for run in runs if run["config"] != "d"}
+    print("generated tokens:", ", ".join(f"{key} {value}" for key, value in counts.items()))
+    counts_match = set(counts.values()) == {max_tokens}
+    disturbed = {run["run"]: run["other_cpu_share"] for run in runs if run["other_cpu_share"] > DISTURBED_SHARE}
+    if disturbed:
+        print(
+            "warning: other processes competed for the CPUs during "
+            + ", ".join(f"{name} ({share:.0%})" for name, share in disturbed.items())
+            + ": those numbers are not representative; rerun on a quiet machine"
+        )
+
+    rows, summary, batched = tabulate(runs, inputs, layout, threads, max_tokens)
+    bandwidth_gbs = summary["d-summarize"]["read_gb_per_s"]
+
+    ratios: dict[str, Any] = {}
+    for name in inputs:
+        a, b, c, d = (summary[f"{config}-{name}"] for config in "abcd")
+        ratios[name] = {
+            "b/a decode": _ratio(b["decode_tokens_per_s"], a["decode_tokens_per_s"]),
+            "b/a e2e decode": _ratio(b["e2e_decode_tokens_per_s"], a["e2e_decode_tokens_per_s"]),
+            "b/a prompt": _ratio(b["prompt_tokens_per_s"], a["prompt_tokens_per_s"]),
+            "b/c decode": _ratio(b["decode_tokens_per_s"], c["decode_tokens_per_s"]),
+            "b/c e2e decode": _ratio(b["e2e_decode_tokens_per_s"], c["e2e_decode_tokens_per_s"]),
+            "c/d decode": _ratio(c["decode_tokens_per_s"], d["decode_tokens_per_s"]),
+        }
+    single = batched[0]["aggregate_tokens_per_s"]
+    ratios["summarize"].update(
+        {f"e({entry['k']})/e(1) aggregate": _ratio(entry["aggregate_tokens_per_s"], single) for entry in batched[1:]}
+    )
+
+    print()
+    print_table(rows)
+    print()
+    sums = bandwidth["gb_per_s_by_kernel"]["sum_f32"]
+    print(
+        f"roofline: {bandwidth_gbs:.1f} GB/s read ({threads} threads; 1 thread: "
+        f"{bandwidth['gb_per_s_by_threads']['1']:.1f} GB/s; a float32 sum alone: {sums[str(threads)]:.1f} and "
+        f"{sums['1']:.1f} GB/s) over {layout['weight_bytes_per_token'] / 1e9:.3f} GB of weights per token "
+        f"+ {layout['kv_bytes_per_position'] // 1024} KiB of KV per context position"
+    )
+    for name, values in ratios.items():
+        print(f"ratios ({name}): " + ", ".join(f"{key} {_cell(value)}" for key, value in values.items()))
+    for name in inputs:
+        b_over_a, b_over_c = ratios[name]["b/a e2e decode"], ratios[name]["b/c e2e decode"]
+        met_a = "met" if (b_over_a or 0) >= 1.7 else "not met"
+        met_c = "met" if (b_over_c or 0) >= 0.9 else "not met"
+        print(
+            f"targets ({name}, end to end): b/a {_cell(b_over_a)} (goal 1.7: {met_a}), "
+            f"b/c {_cell(b_over_c)} (goal 0.9: {met_c})"
+        )
+
+    plot_error = plot(
+        batched,
+        summary["d-summarize"]["decode_tokens_per_s"],
+        summary["c-summarize"]["decode_tokens_per_s"],
+        out_dir / "decode_vs_k.png",
+    )
+    report = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "settings": {
+            "quick": args.quick,
+            "max_tokens": max_tokens,
+            "repeats": repeats,
+            "threads": threads,
+            "batch_sizes": list(BATCH_SIZES),
+            "seed_n_ctx": SEED_N_CTX,
+        },
+        "machine": machine_info(),
+        "model": {**model, **layout},
+        "inputs": {
+            name: {key: value for key, value in data.items() if key != "prompt"} for name, data in inputs.items()
+        },
+        "token_counts": {"generated": counts, "match": counts_match},
+        "disturbed_runs": disturbed,
+        "summary": summary,
+        "ratios": ratios,
+        "runs": runs,
+        "plot_error": plot_error,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    print(
+        f"wrote {out_dir / 'bench.json'}" + (f"; {plot_error}" if plot_error else f" and {out_dir / 'decode_vs_k.png'}")
+    )
+    print(f"benchmark wall time {report['wall_s']:.0f} s")
+    if not counts_match:
+        print(f"error: generated token counts differ from {max_tokens}: {counts}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
