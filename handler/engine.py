@@ -333,6 +333,18 @@ class Engine:
             return ""
         return str(self._lib.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace"))
 
+    def warm_up(self) -> None:
+        """Decode one token and forget it, so the first request does not pay llama.cpp's first-decode setup.
+
+        The first llama_decode allocates the compute graph, starts the threads and touches the weights
+        that are read from the mapped file: time that belongs to loading, not to a request's prompt.
+        """
+        with self._lock:
+            token = self._bos if self._bos >= 0 else 0
+            self._decode_tokens([token])
+            self._lib.llama_memory_clear(self._lib.llama_get_memory(self._ctx), True)
+            self._kv_tokens = []
+
     def is_special(self, token: int) -> bool:
         """Whether the token is a control (or reserved) token rather than text."""
         return token in self._special_ids
