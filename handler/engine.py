@@ -418,7 +418,9 @@ class Engine:
             )
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_logit_bias(self.n_vocab, len(biases), biases))
         if options.repeat_penalty != 1.0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(64, options.repeat_penalty, 0.0, 0.0))
+            lib.llama_sampler_chain_add(
+                chain, lib.llama_sampler_init_penalties(self.n_vocab, 64, options.repeat_penalty, 0.0, 0.0)
+            )
         if options.temperature == 0.0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
         else:

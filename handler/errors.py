@@ -7,11 +7,13 @@ ServiceError
 ├── ModelLoadError      the GGUF could not be loaded
 ├── GenerationError     llama.cpp failed while generating
 ├── DeadlineReached     the generation could not finish before its deadline
-└── StoreError          the results table could not be read or written
+├── StoreError          the results table could not be read or written
+└── (API only) MalformedJson, PayloadTooLarge, UnsupportedMediaType, NotFound, MethodNotAllowed
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -80,23 +82,78 @@ class StoreError(ServiceError):
     error_type = "StoreError"
 
 
-def describe_validation_error(exc: Any, union_tags: tuple[str, ...] = ()) -> str:
-    """One phrase per pydantic error: the field path, the problem and the value given."""
-    parts = []
-    for err in exc.errors(include_url=False):
+class MalformedJson(ServiceError):
+    """The API request body is not well-formed UTF-8 JSON."""
+
+    error_type = "MalformedJson"
+    client_error = True
+
+
+class PayloadTooLarge(ServiceError):
+    """The API request body is larger than the API accepts."""
+
+    error_type = "PayloadTooLarge"
+    client_error = True
+
+
+class UnsupportedMediaType(ServiceError):
+    """The API request body is not declared as JSON."""
+
+    error_type = "UnsupportedMediaType"
+    client_error = True
+
+
+class NotFound(ServiceError):
+    """No API route, or no result, has this path."""
+
+    error_type = "NotFound"
+    client_error = True
+
+
+class MethodNotAllowed(ServiceError):
+    """The API path exists, but not with this method."""
+
+    error_type = "MethodNotAllowed"
+    client_error = True
+
+
+def field_problems(errors: Iterable[Mapping[str, Any]], union_tags: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Each pydantic error as ``{"field", "problem"[, "value"]}``: the value only where it is a scalar given."""
+    problems: list[dict[str, Any]] = []
+    for err in errors:
         loc = list(err["loc"])
         if loc and loc[0] in union_tags:  # a discriminated union puts the tag first; the caller never wrote it
             loc = loc[1:]
         location = ".".join(str(part) for part in loc) or "event"
         if err["type"] == "union_tag_invalid":
-            problem = f"task: unknown task {err['input'].get('task')!r}; expected one of {', '.join(union_tags)}"
-        elif err["type"] == "union_tag_not_found":
-            problem = f"task: field required; expected one of {', '.join(union_tags)}"
-        else:
-            problem = f"{location}: {err['msg']}"
-            given = err.get("input")
-            if given is not None and not isinstance(given, dict | list) and err["type"] != "extra_forbidden":
-                shown = repr(given)
-                problem += f" (got {shown[:80] + '...' if len(shown) > 80 else shown})"
-        parts.append(problem)
+            task = err["input"].get("task")
+            problems.append(
+                {"field": "task", "problem": f"unknown task {task!r}; expected one of {', '.join(union_tags)}"}
+            )
+            continue
+        if err["type"] == "union_tag_not_found":
+            problems.append({"field": "task", "problem": f"field required; expected one of {', '.join(union_tags)}"})
+            continue
+        problem: dict[str, Any] = {"field": location, "problem": err["msg"]}
+        given = err.get("input")
+        if given is not None and not isinstance(given, dict | list) and err["type"] != "extra_forbidden":
+            problem["value"] = given[:80] + "..." if isinstance(given, str) and len(given) > 80 else given
+        problems.append(problem)
+    return problems
+
+
+def describe_problems(problems: Iterable[Mapping[str, Any]]) -> str:
+    """One phrase per problem: the field path, the problem and the value given."""
+    parts = []
+    for problem in problems:
+        part = f"{problem['field']}: {problem['problem']}"
+        if "value" in problem:
+            shown = repr(problem["value"])
+            part += f" (got {shown[:80] + '...' if len(shown) > 80 else shown})"
+        parts.append(part)
     return "; ".join(parts)
+
+
+def describe_validation_error(exc: Any, union_tags: tuple[str, ...] = ()) -> str:
+    """One phrase per pydantic error: the field path, the problem and the value given."""
+    return describe_problems(field_problems(exc.errors(include_url=False), union_tags))

@@ -139,3 +139,24 @@ class Answer(BaseModel):
     model: ModelInfo | None = None
     last_error: str | None = Field(None, description="Why the last attempt failed (FAILED requests, retried ones).")
     attempts: int | None = None
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a type to branch on, a message for people, and facts such as limits."""
+
+    type: str = Field(
+        description="InvalidRequest, InputTooLong, MalformedJson, PayloadTooLarge, UnsupportedMediaType, NotFound, "
+        "MethodNotAllowed, ConfigurationError, ModelLoadError, GenerationError, DeadlineReached, StoreError or "
+        "InternalError.",
+        examples=["InvalidRequest"],
+    )
+    message: str = Field(description="Names every bad field, its problem and the value given, or what failed.")
+    details: dict[str, Any] | None = Field(
+        None, description="Machine-readable facts: the fields and their problems, token counts and limits, sizes."
+    )
+
+
+class ErrorAnswer(BaseModel):
+    """The one error shape of every entry point: ``{"error": {"type", "message"[, "details"]}}``."""
+
+    error: ErrorInfo

@@ -38,6 +38,7 @@ PENDING, RUNNING, DONE, FAILED = "PENDING", "RUNNING", "DONE", "FAILED"
 #: DynamoDB's item size limit; an output that would not fit fails cleanly instead of staying RUNNING.
 MAX_ITEM_BYTES = 400 * 1024
 _BATCH_ATTEMPTS = 6
+_SMALLEST_NUMBER = Decimal("1e-128")
 _THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 
 
@@ -45,9 +46,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _dynamo_number(text: str) -> Decimal:
+    # DynamoDB numbers stop near 1e-130: a smaller magnitude (a temperature of 1e-300) is stored as 0.
+    number = Decimal(text)
+    return Decimal(0) if number != 0 and abs(number) < _SMALLEST_NUMBER else number
+
+
 def to_dynamo(value: Any) -> Any:
     """Plain JSON data as DynamoDB wants it (floats as Decimal)."""
-    return json.loads(json.dumps(value), parse_float=Decimal)
+    return json.loads(json.dumps(value), parse_float=_dynamo_number)
 
 
 def from_dynamo(value: Any) -> Any:

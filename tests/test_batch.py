@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -370,3 +371,9 @@ def _sqs_record(message: dict[str, Any]) -> dict[str, Any]:
         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:work",
         "awsRegion": "us-east-1",
     }
+
+
+def test_tiny_floats_are_stored_as_zero_instead_of_failing() -> None:
+    from handler.store import to_dynamo
+
+    assert to_dynamo({"temperature": 1e-300, "top_p": 0.5}) == {"temperature": 0, "top_p": Decimal("0.5")}

@@ -251,3 +251,13 @@ def test_generate_batch_returns_none_for_work_past_the_deadline(tiny_model: Path
     results = engine.generate_batch([(prompt, GenerationOptions(max_tokens=50))] * 3, deadline=time.monotonic())
 
     assert results == [None, None, None]
+
+
+def test_generate_with_repeat_penalty_and_sampling_runs_in_llama_cpp(engine: Engine) -> None:
+    prompt = engine.build_prompt([Message("user", "Repeat after me: la la la.")])
+    options = GenerationOptions(max_tokens=12, temperature=0.7, top_p=0.9, repeat_penalty=1.3, seed=5)
+
+    first, again = engine.generate(prompt, options), engine.generate(prompt, options)
+
+    assert first.completion_tokens > 0
+    assert first.text == again.text  # same seed, same output

@@ -1,0 +1,512 @@
+"""API Gateway front (REST API, Lambda proxy integration): routes, error answers and the OpenAPI document.
+
+- ``POST /summarize``, ``/translate``, ``/chat``: the direct-invoke requests, ``task`` implied by the path.
+  200 with the answer when the table holds it or it finishes within the API's budget; otherwise 202
+  with the queued answer and ``Location: /results/{id}``.
+- ``GET /results/{id}``: a request's result, in whatever state it is.
+
+Every error is ``{"error": {"type", "message"[, "details"]}}`` with a status code that says whose it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Annotated, Any, Literal, TypeVar, cast
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (
+    OpenAPIRequestValidationMiddleware,
+    OpenAPIResponseValidationMiddleware,
+)
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, SecurityScheme
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse, OpenAPIResponseHeader
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handler.app import deadline_of, error_answer, get_service
+from handler.errors import (
+    ConfigurationError,
+    InputTooLong,
+    InvalidRequest,
+    MalformedJson,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    StoreError,
+    UnsupportedMediaType,
+    describe_problems,
+    field_problems,
+)
+from handler.observability import emit_cached, logger, metrics
+from handler.schemas import Answer, ChatRequest, ErrorAnswer, SummarizeRequest, TranslateRequest
+from handler.store import DONE, FAILED
+
+API_TITLE = "llm-service"
+API_VERSION = "1.0.0"
+#: Largest request body accepted, checked before the body is parsed (API Gateway itself allows 10 MB): a
+#: queued request is stored whole, and its item, with the result added later, must stay under DynamoDB's 400 KB.
+MAX_BODY_BYTES = 256 * 1024
+RESULT_ID_PATTERN = r"^[0-9a-f]{64}$"
+#: Seconds a throttled caller is asked to wait (DynamoDB on-demand adapts within seconds).
+RETRY_AFTER_S = 2
+
+# -- request bodies: the shared request types, with task implied by the path ------------------------
+
+
+class SummarizeBody(SummarizeRequest):
+    """Summarize a text as bullet points (default) or as one paragraph."""
+
+    task: Literal["summarize"] = "summarize"
+
+
+class TranslateBody(TranslateRequest):
+    """Translate a text into a language named in words (default Japanese)."""
+
+    task: Literal["translate"] = "translate"
+
+
+class ChatBody(ChatRequest):
+    """Answer a conversation of system, user and assistant messages (at least one user message)."""
+
+    task: Literal["chat"] = "chat"
+
+
+TextRequest = SummarizeRequest | TranslateRequest | ChatRequest
+Prefer = Annotated[
+    str | None,
+    Header(
+        alias="Prefer",
+        description="`respond-async` (RFC 7240): queue the request and answer 202 at once, as `mode: async` does.",
+    ),
+]
+ResultId = Annotated[str, Path(pattern=RESULT_ID_PATTERN, description="The request's id, from its answer.")]
+
+# -- the resolver ---------------------------------------------------------------------------------
+
+
+def _cors(origins: str) -> CORSConfig | None:
+    """CORS for the browser origins in CORS_ORIGIN (comma-separated); none: CORS off."""
+    allowed = [origin.strip() for origin in origins.split(",") if origin.strip()]
+    if not allowed:
+        return None
+    return CORSConfig(
+        allow_origin=allowed[0],
+        extra_origins=allowed[1:],
+        allow_headers=["Prefer"],
+        expose_headers=["Location", "Preference-Applied", "Retry-After", "Allow"],
+        max_age=600,
+    )
+
+
+# Powertools' enable_validation=True runs request validation before every other middleware, so nothing
+# could refuse an oversized or non-JSON body before it is parsed. The same validation middlewares run
+# here per route instead, after _check_body. Response validation failures raise ResponseValidationError
+# (an InternalError here) rather than a RequestValidationError that would read as the caller's fault.
+app = APIGatewayRestResolver(cors=_cors(os.environ.get("CORS_ORIGIN", "")))
+_validate_request = OpenAPIRequestValidationMiddleware()  # type: ignore[no-untyped-call]
+_validate_response = OpenAPIResponseValidationMiddleware(has_response_validation_error=True)
+#: (path pattern, method) of every route: Powertools answers a known path with another method as not found.
+_ROUTE_METHODS: list[tuple[re.Pattern[str], str]] = []
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check_body(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """Refuse, before parsing, a body that is too large, not declared as JSON, or not well-formed JSON."""
+    event = app.current_event
+    body = _body_bytes(event)
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(
+            f"the request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES} bytes",
+            size_bytes=len(body),
+            limit_bytes=MAX_BODY_BYTES,
+        )
+    _check_media_type(event.headers.get("content-type"))
+    _check_json(body)
+    # Media types are case-insensitive, but Powertools parses a body as JSON only for a lowercase one.
+    headers = event.raw_event.get("headers") or {}
+    for name in headers:
+        if name.lower() == "content-type":
+            headers[name] = "application/json"
+    return next_middleware(app)
+
+
+def _route(method: str, rule: str, *, takes_body: bool, **openapi: Any) -> Callable[[F], F]:
+    """Register an operation with its validation; a body is checked first where it takes one."""
+    _ROUTE_METHODS.append((re.compile("^" + re.sub(r"<\w+>", "[^/]+", rule) + "$"), method))
+    checks: list[Callable[..., Any]] = [_check_body] if takes_body else []
+    return app.route(rule, method, middlewares=[*checks, _validate_request, _validate_response], **openapi)
+
+
+# -- OpenAPI responses ----------------------------------------------------------------------------
+
+
+def _header(description: str) -> OpenAPIResponseHeader:
+    # Sent with every response of its status; Powertools' TypedDict lacks the OpenAPI header's `required`.
+    return cast(OpenAPIResponseHeader, {"description": description, "required": True, "schema": {"type": "string"}})
+
+
+def _error_response(description: str, headers: dict[str, OpenAPIResponseHeader] | None = None) -> OpenAPIResponse:
+    response: OpenAPIResponse = {"description": description, "content": {"application/json": {"model": ErrorAnswer}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_ANSWERED: dict[int, OpenAPIResponse] = {
+    200: {"description": "The result: DONE (`cached: true` when read from the table), or FAILED with `last_error`."},
+    202: {
+        "description": "Queued (PENDING) or in progress (RUNNING): poll `Location` until the status is DONE or FAILED.",
+        "headers": {"Location": _header("The result's path, /results/{id}, below the stage prefix of the URL called.")},
+    },
+}
+_ERRORS: dict[int, OpenAPIResponse] = {
+    400: _error_response("MalformedJson: the body is empty, not UTF-8, or not valid JSON."),
+    404: _error_response("NotFound: no result has this id."),
+    405: _error_response("MethodNotAllowed: this path takes another method.", {"Allow": _header("The path's method.")}),
+    413: _error_response(
+        f"PayloadTooLarge: the body exceeds {MAX_BODY_BYTES} bytes; or InputTooLong: the prompt plus "
+        "`max_tokens` exceeds the model's context window (`details` gives the token counts)."
+    ),
+    415: _error_response("UnsupportedMediaType: the body must be sent as `Content-Type: application/json`."),
+    422: _error_response("InvalidRequest: names every bad field, its problem and the value given (`details.fields`)."),
+    429: _error_response(
+        "StoreError, throttled: the results table is over its capacity; retry later.",
+        {"Retry-After": _header("Seconds to wait before retrying.")},
+    ),
+    503: _error_response(
+        "The service cannot answer now: ConfigurationError, ModelLoadError, GenerationError, StoreError or "
+        "DeadlineReached."
+    ),
+}
+
+
+def _responses(*codes: int) -> dict[int, OpenAPIResponse]:
+    return {code: {**_ANSWERED, **_ERRORS}[code] for code in codes}
+
+
+_SUBMIT_RESPONSES = _responses(200, 202, 400, 405, 413, 415, 422, 429, 503)
+_SUBMIT_NOTE = (
+    "Answered from the results table at once when it holds the result (`cached: true`, the model is not loaded). "
+    "Otherwise generated within the API's time budget (200), or queued with 202 and `Location` when the request "
+    "asks for it (`mode: async` or `Prefer: respond-async`) or is predicted not to finish in the budget."
+)
+
+# -- routes ---------------------------------------------------------------------------------------
+
+
+@_route(
+    "POST",
+    "/summarize",
+    takes_body=True,
+    operation_id="summarize",
+    summary="Summarize a text",
+    description=_SUBMIT_NOTE,
+    responses=_SUBMIT_RESPONSES,
+    tags=["requests"],
+)
+def summarize(request: Annotated[SummarizeBody, Body()], prefer: Prefer = None) -> Response[Answer]:
+    """Summarize the body's text."""
+    return _submit(request, prefer)
+
+
+@_route(
+    "POST",
+    "/translate",
+    takes_body=True,
+    operation_id="translate",
+    summary="Translate a text",
+    description=_SUBMIT_NOTE,
+    responses=_SUBMIT_RESPONSES,
+    tags=["requests"],
+)
+def translate(request: Annotated[TranslateBody, Body()], prefer: Prefer = None) -> Response[Answer]:
+    """Translate the body's text."""
+    return _submit(request, prefer)
+
+
+@_route(
+    "POST",
+    "/chat",
+    takes_body=True,
+    operation_id="chat",
+    summary="Answer a conversation",
+    description=_SUBMIT_NOTE,
+    responses=_SUBMIT_RESPONSES,
+    tags=["requests"],
+)
+def chat(request: Annotated[ChatBody, Body()], prefer: Prefer = None) -> Response[Answer]:
+    """Answer the body's conversation."""
+    return _submit(request, prefer)
+
+
+@_route(
+    "GET",
+    "/results/<id>",
+    takes_body=False,
+    operation_id="getResult",
+    summary="Read a request's result",
+    description="The stored state of a request: PENDING, RUNNING, DONE or FAILED (with `last_error`).",
+    responses=_responses(200, 404, 405, 422, 429, 503),
+    tags=["results"],
+)
+def get_result(id: ResultId) -> Response[Answer]:
+    """The stored state of the request with this id."""
+    service = get_service()
+    if service.store is None:
+        raise ConfigurationError("results are not stored here: TABLE_NAME is not set")
+    answer = service.lookup(id)
+    if answer is None:
+        raise NotFound(f"no result has id {id}")
+    return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, answer)
+
+
+def _submit(request: TextRequest, prefer: str | None) -> Response[Answer]:
+    """Answer from the table, queue, or generate within the API's budget."""
+    service = get_service()
+    item_id = service.request_id(request)
+    stored = service.lookup(item_id)
+    if stored is not None and stored.status == DONE:
+        emit_cached(request.task)
+        logger.info("answered from table", id=item_id, task=request.task)
+        return _answer(stored)
+    if _prefers_async(prefer):
+        return _answer(service.enqueue(item_id, request), {"Preference-Applied": "respond-async"})
+    if request.mode == "async":
+        return _answer(service.enqueue(item_id, request))
+    deadline = deadline_of(app.lambda_context, service.settings.api_budget_s)
+    predicted_s, budget_s = service.predicted_seconds(request), deadline - time.monotonic()
+    if predicted_s > budget_s:
+        logger.info("queued: predicted beyond the budget", id=item_id, predicted_s=predicted_s, budget_s=budget_s)
+        return _answer(service.enqueue(item_id, request))
+    return _answer(service.answer(request, deadline))
+
+
+def _answer(answer: Answer, headers: dict[str, str] | None = None) -> Response[Answer]:
+    """200 for a final answer (DONE, FAILED); 202 with the result's Location while it is queued or running."""
+    if answer.status in (DONE, FAILED):
+        return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, answer, headers)
+    headers = {**(headers or {}), "Location": _result_location(answer.id)}
+    return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, answer, headers)
+
+
+def _result_location(item_id: str) -> str:
+    """The result's path as the caller addresses it: execute-api URLs carry the stage before the route."""
+    event = app.current_event
+    called = (event.raw_event.get("requestContext") or {}).get("path") or event.path
+    prefix = called[: -len(event.path)] if event.path and called.endswith(event.path) else ""
+    return f"{prefix}/results/{item_id}"
+
+
+def _prefers_async(prefer: str | None) -> bool:
+    """Whether a Prefer header (RFC 7240, comma-separated preferences) asks for an asynchronous answer."""
+    if not prefer:
+        return False
+    names = (preference.split(";")[0].split("=")[0].strip().lower() for preference in prefer.split(","))
+    return "respond-async" in names
+
+
+# -- body checks ----------------------------------------------------------------------------------
+
+
+def _body_bytes(event: BaseProxyEvent) -> bytes:
+    body = event.body or ""
+    if event.is_base64_encoded:
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedJson("the request body is marked base64-encoded but is not valid base64") from exc
+    return body.encode("utf-8", errors="surrogatepass")
+
+
+def _check_media_type(content_type: str | None) -> None:
+    if not content_type:
+        raise UnsupportedMediaType("send the body with Content-Type: application/json")
+    media_type, *parameters = content_type.split(";")
+    if media_type.strip().lower() != "application/json":
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {media_type.strip()[:100]!r}", content_type=content_type[:200]
+        )
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in {"utf-8", "utf8"}:
+            raise UnsupportedMediaType(
+                "JSON is UTF-8: send charset=utf-8 or no charset", content_type=content_type[:200]
+            )
+
+
+def _check_json(body: bytes) -> None:
+    if not body.strip():
+        raise MalformedJson("the request body is empty; send a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedJson(f"the request body is not UTF-8 (invalid byte at offset {exc.start})") from exc
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+        # A "\ud800" escape parses into a lone surrogate, which is no text: the model and the table refuse it.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except json.JSONDecodeError as exc:
+        raise MalformedJson(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            line=exc.lineno,
+            column=exc.colno,
+        ) from exc
+    except UnicodeEncodeError as exc:
+        raise MalformedJson("the request body has a \\u escape of an unpaired UTF-16 surrogate") from exc
+    except RecursionError as exc:
+        raise MalformedJson("the request body is nested too deeply") from exc
+    except ValueError as exc:  # int() refuses numbers of more than 4300 digits
+        raise MalformedJson("the request body has a number too long to read") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise MalformedJson(f"the request body is not valid JSON: {name} is not a JSON number")
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+_STATUS: dict[type[ServiceError], HTTPStatus] = {
+    MalformedJson: HTTPStatus.BAD_REQUEST,
+    NotFound: HTTPStatus.NOT_FOUND,
+    MethodNotAllowed: HTTPStatus.METHOD_NOT_ALLOWED,
+    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    InputTooLong: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    InvalidRequest: HTTPStatus.UNPROCESSABLE_ENTITY,
+}
+
+
+def _status_of(exc: Exception) -> HTTPStatus:
+    if not isinstance(exc, ServiceError):
+        return HTTPStatus.INTERNAL_SERVER_ERROR
+    if isinstance(exc, StoreError) and exc.details.get("throttled"):
+        return HTTPStatus.TOO_MANY_REQUESTS
+    # Anything else the service reports is on its side: configuration, model, generation, table.
+    return next((_STATUS[cls] for cls in type(exc).__mro__ if cls in _STATUS), HTTPStatus.SERVICE_UNAVAILABLE)
+
+
+def _error(exc: Exception, headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
+    status = _status_of(exc)
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_S)}
+    return Response(status, content_types.APPLICATION_JSON, error_answer(exc), headers)
+
+
+@app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
+def _invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
+    errors = list(exc.errors())
+    if any(err.get("type") == "json_invalid" for err in errors):  # _check_body parses first; kept for safety
+        return _error(MalformedJson("the request body is not valid JSON"))
+    # Powertools prefixes where each error is (body, path, header); the caller named only the field.
+    problems = field_problems({**err, "loc": tuple(err["loc"])[1:] or tuple(err["loc"])} for err in errors)
+    return _error(InvalidRequest(describe_problems(problems), fields=problems))
+
+
+@app.exception_handler(ServiceError)  # type: ignore[untyped-decorator]
+def _service_error(exc: ServiceError) -> Response[dict[str, Any]]:
+    return _error(exc)
+
+
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+def _unexpected(exc: Exception) -> Response[dict[str, Any]]:
+    return _error(exc)  # logged with its traceback, answered without it
+
+
+@app.not_found
+def _not_found(exc: NotFoundError) -> Response[dict[str, Any]]:
+    event = app.current_event
+    path, method = event.path, event.http_method.upper()
+    allowed = sorted({m for pattern, m in _ROUTE_METHODS if pattern.match(path)})
+    # With the right method, the path only looked like a route (a segment Powertools does not match).
+    if allowed and method not in allowed:
+        error = MethodNotAllowed(f"{method} is not allowed on {path[:200]}; use {', '.join(allowed)}", allowed=allowed)
+        return _error(error, {"Allow": ", ".join(allowed)})
+    return _error(NotFound(f"no route {method[:20]} {path[:200]}; see the API's OpenAPI document"))
+
+
+# -- entry point and OpenAPI document -------------------------------------------------------------
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Answer an API Gateway REST API proxy event."""
+    return app.resolve(event, context)
+
+
+_DESCRIPTION = f"""\
+Summaries, translations and chat answers from a quantized LLM on AWS Lambda, every result kept in DynamoDB.
+
+A request's id is the sha256 of its task, inputs, output-changing options, the model and the prompt version:
+the same request always has the same id, and a finished result is served from the table (`cached: true`)
+without loading the model. A request that cannot finish within the API's time budget (API Gateway's REST API
+waits 29 s) is queued and answered with 202 and `Location: /results/{{id}}`; poll it until DONE or FAILED.
+
+Bodies are JSON (`Content-Type: application/json`), at most {MAX_BODY_BYTES} bytes. Every error is
+`{{"error": {{"type", "message"[, "details"]}}}}`.
+
+Authorization is the deployment's: IAM (requests signed with SigV4) by default, or an API key of the stack's
+usage plan in `x-api-key`; API Gateway refuses unauthorized requests (403) before they reach this function.
+"""
+
+_SECURITY_SCHEMES: dict[str, SecurityScheme] = {
+    "sigv4": APIKey.model_validate(
+        {
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header",
+            "description": "IAM: requests signed with AWS Signature Version 4 (the default deployment).",
+            "x-amazon-apigateway-authtype": "awsSigv4",
+        }
+    ),
+    "apiKey": APIKey.model_validate(
+        {
+            "type": "apiKey",
+            "name": "x-api-key",
+            "in": "header",
+            "description": "An API key of the stack's usage plan (deployments with API key authorization).",
+        }
+    ),
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI document, generated from the routes and the request and answer types."""
+    document: dict[str, Any] = json.loads(
+        app.get_openapi_json_schema(
+            title=API_TITLE,
+            version=API_VERSION,
+            description=_DESCRIPTION,
+            security_schemes=_SECURITY_SCHEMES,
+            security=[{"sigv4": []}, {"apiKey": []}],
+        )
+    )
+    return _without_unused_schemas(document)
+
+
+def _without_unused_schemas(document: dict[str, Any]) -> dict[str, Any]:
+    # Powertools always adds its own validation error schemas; this API answers errors as ErrorAnswer.
+    schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
+    used: set[str] = set()
+    pending = [{key: value for key, value in document.items() if key != "components"}]
+    while pending:
+        refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(pending.pop()))) - used
+        used |= refs
+        pending.extend(schemas[name] for name in refs if name in schemas)
+    for name in set(schemas) - used:
+        del schemas[name]
+    return document
