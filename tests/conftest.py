@@ -100,6 +100,52 @@ def _fresh_settings() -> Iterator[None]:
     app.get_service.cache_clear()
 
 
+def start_emulator(
+    table: Table, log_path: Path, handler: str = "handler.app.lambda_handler", **settings: str
+) -> localenv.LambdaEmulator:
+    """The Lambda Runtime Interface Emulator serving ``handler`` from this repository against ``table``."""
+    env = {
+        **DUMMY_AWS,
+        "PYTHONPATH": str(ROOT),
+        "TABLE_NAME": table.name,
+        "AWS_ENDPOINT_URL_DYNAMODB": table.endpoint_url,
+        "N_THREADS": "2",
+        "POWERTOOLS_SERVICE_NAME": "llm-service",
+        "POWERTOOLS_METRICS_NAMESPACE": "LlmService",
+        **settings,
+    }
+    return localenv.LambdaEmulator(
+        handler=handler, env=env, cwd=ROOT, python=sys.executable, log_path=log_path, memory_mb=10240
+    )
+
+
+def generations_in(emulator_logs: str) -> int:
+    """How many generations an emulator's function ran, from its logs."""
+    return emulator_logs.count('"message":"generation finished"')
+
+
+@pytest.fixture
+def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records every finished generation in this process (one request at a time or batched)."""
+    from handler import engine as engine_module
+
+    calls: list[int] = []
+    single, batched = engine_module.Engine.generate, engine_module.Engine.generate_batch
+
+    def counting(self: engine_module.Engine, prompt: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return single(self, prompt, *args, **kwargs)
+
+    def counting_batch(self: engine_module.Engine, jobs: Any, *args: Any, **kwargs: Any) -> Any:
+        results = batched(self, jobs, *args, **kwargs)
+        calls.extend(1 for done in results if done)
+        return results
+
+    monkeypatch.setattr(engine_module.Engine, "generate", counting)
+    monkeypatch.setattr(engine_module.Engine, "generate_batch", counting_batch)
+    return calls
+
+
 @dataclass
 class FakeLambdaContext:
     function_name: str = "generate"

@@ -43,20 +43,6 @@ def call(lambda_context: FakeLambdaContext) -> Callable[[dict[str, Any]], ApiAns
 
 
 @pytest.fixture
-def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts calls into llama.cpp generation."""
-    calls: list[int] = []
-    original = engine_module.Engine.generate
-
-    def counting(self: engine_module.Engine, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(engine_module.Engine, "generate", counting)
-    return calls
-
-
-@pytest.fixture
 def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """This process has no model loaded, and loading one fails."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,28 +11,12 @@ import pytest
 
 import localenv
 from apigw import ApiAnswer, decode, proxy_event
-from conftest import DUMMY_AWS, ROOT, FakeLambdaContext, Table, load_event
+from conftest import FakeLambdaContext, Table, load_event, start_emulator
 from handler import api
 from handler.app import worker_handler
 from handler.engine import model_identity
 
 pytestmark = pytest.mark.integration
-
-
-def _emulator(table: Table, log_path: Path, **settings: str) -> localenv.LambdaEmulator:
-    env = {
-        **DUMMY_AWS,
-        "PYTHONPATH": str(ROOT),
-        "TABLE_NAME": table.name,
-        "AWS_ENDPOINT_URL_DYNAMODB": table.endpoint_url,
-        "N_THREADS": "2",
-        "POWERTOOLS_SERVICE_NAME": "llm-service",
-        "POWERTOOLS_METRICS_NAMESPACE": "LlmService",
-        **settings,
-    }
-    return localenv.LambdaEmulator(
-        handler="handler.api.lambda_handler", env=env, cwd=ROOT, python=sys.executable, log_path=log_path
-    )
 
 
 def _invoke(emulator: localenv.LambdaEmulator, event: dict[str, Any]) -> ApiAnswer:
@@ -99,7 +82,9 @@ def test_api_runtime_serves_a_cached_result_without_the_model(
     absent = tmp_path / "absent" / "model.gguf"
     settings = {"MODEL_PATH": str(absent), "MODEL_SHA256": model_identity(tiny_model).sha256}
     fast = {"EXPECTED_EVAL_TOKENS_PER_S": "5000", "EXPECTED_PROMPT_TOKENS_PER_S": "5000", "EXPECTED_LOAD_S": "0"}
-    with _emulator(service_env, tmp_path / "emulator.log", **settings, **fast) as emulator:
+    with start_emulator(
+        service_env, tmp_path / "emulator.log", "handler.api.lambda_handler", **settings, **fast
+    ) as emulator:
         # WHEN the same request comes through API Gateway
         cached = _invoke(emulator, event)
         # AND, for contrast, one that is not in the table and predicted to fit the budget
@@ -122,7 +107,13 @@ def test_api_runtime_request_over_budget_is_queued_then_done(
     service_env: Table, tiny_model: Path, lambda_context: FakeLambdaContext, tmp_path: Path
 ) -> None:
     # GIVEN an API whose time budget no generation fits in
-    with _emulator(service_env, tmp_path / "emulator.log", MODEL_PATH=str(tiny_model), API_BUDGET_S="0.5") as emulator:
+    with start_emulator(
+        service_env,
+        tmp_path / "emulator.log",
+        "handler.api.lambda_handler",
+        MODEL_PATH=str(tiny_model),
+        API_BUDGET_S="0.5",
+    ) as emulator:
         # WHEN a request comes
         queued = _invoke(emulator, _small("api-translate.json", max_tokens=32))
         # THEN it is queued: 202 with where to read the result, still pending

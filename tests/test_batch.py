@@ -40,28 +40,8 @@ def _statuses(table: Table) -> dict[str, str]:
     return {item["id"]: item["status"] for item in table.items()}
 
 
-@pytest.fixture
-def generations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records each generation's first prompt token count, so tests can count generations."""
-    calls: list[str] = []
-    single, batched = engine_module.Engine.generate, engine_module.Engine.generate_batch
-
-    def counting(self: engine_module.Engine, prompt: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(str(len(prompt.tokens)))
-        return single(self, prompt, *args, **kwargs)
-
-    def counting_batch(self: engine_module.Engine, jobs: Any, *args: Any, **kwargs: Any) -> Any:
-        results = batched(self, jobs, *args, **kwargs)
-        calls.extend(str(len(prompt.tokens)) for (prompt, _), done in zip(jobs, results, strict=True) if done)
-        return results
-
-    monkeypatch.setattr(engine_module.Engine, "generate", counting)
-    monkeypatch.setattr(engine_module.Engine, "generate_batch", counting_batch)
-    return calls
-
-
 def test_enqueue_jsonl_then_runs_finish_everything_once(
-    service_env: Table, lambda_context: FakeLambdaContext, tmp_path: Path, tiny_model: Path, generations: list[str]
+    service_env: Table, lambda_context: FakeLambdaContext, tmp_path: Path, tiny_model: Path, generations: list[int]
 ) -> None:
     # GIVEN 50 requests in a JSONL file, one line invalid
     source = tmp_path / "requests.jsonl"
@@ -106,7 +86,7 @@ def test_enqueue_csv_builds_requests_from_columns(service_env: Table, tmp_path: 
 
 
 def test_schedule_event_items_are_queued_and_run(
-    service_env: Table, lambda_context: FakeLambdaContext, generations: list[str]
+    service_env: Table, lambda_context: FakeLambdaContext, generations: list[int]
 ) -> None:
     answer = schedule_handler({"items": _requests(3, "Inline")}, lambda_context)
 
@@ -116,7 +96,7 @@ def test_schedule_event_items_are_queued_and_run(
 
 
 def test_run_reclaims_an_abandoned_lease_and_refuses_the_dead_workers_write(
-    service_env: Table, generations: list[str]
+    service_env: Table, generations: list[int]
 ) -> None:
     # GIVEN an item claimed by a worker that died (its lease is short and runs out)
     service = get_service()
@@ -138,7 +118,7 @@ def test_run_reclaims_an_abandoned_lease_and_refuses_the_dead_workers_write(
     assert service.store.get(item_id)["output"] != "late"  # type: ignore[index]
 
 
-def test_run_skips_an_item_whose_lease_is_live(service_env: Table, generations: list[str]) -> None:
+def test_run_skips_an_item_whose_lease_is_live(service_env: Table, generations: list[int]) -> None:
     service = get_service()
     assert service.store is not None
     (item_id,) = _queue(service, _requests(1, "Busy"))

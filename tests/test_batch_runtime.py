@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -12,26 +11,9 @@ from typing import Any
 import pytest
 
 import enqueue as enqueue_script
-import localenv
-from conftest import DUMMY_AWS, ROOT, Table
+from conftest import DUMMY_AWS, Table, generations_in, start_emulator
 
 pytestmark = pytest.mark.integration
-
-
-def _scheduler(tiny_model: Path, table: Table, log_path: Path) -> localenv.LambdaEmulator:
-    env = {
-        **DUMMY_AWS,
-        "PYTHONPATH": str(ROOT),
-        "MODEL_PATH": str(tiny_model),
-        "TABLE_NAME": table.name,
-        "AWS_ENDPOINT_URL_DYNAMODB": table.endpoint_url,
-        "N_THREADS": "1",
-        "POWERTOOLS_SERVICE_NAME": "llm-service",
-        "POWERTOOLS_METRICS_NAMESPACE": "LlmService",
-    }
-    return localenv.LambdaEmulator(
-        handler="handler.app.schedule_handler", env=env, cwd=ROOT, python=sys.executable, log_path=log_path
-    )
 
 
 def _write_requests(path: Path, count: int, prefix: str) -> Path:
@@ -41,11 +23,6 @@ def _write_requests(path: Path, count: int, prefix: str) -> Path:
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def _generations(emulator: localenv.LambdaEmulator) -> int:
-    logs: str = emulator.logs()
-    return logs.count('"message":"generation finished"')
 
 
 def test_scheduled_runs_finish_fifty_enqueued_requests_exactly_once(
@@ -61,11 +38,17 @@ def test_scheduled_runs_finish_fifty_enqueued_requests_exactly_once(
 
     # WHEN the scheduled job runs until nothing is pending
     runs: list[dict[str, Any]] = []
-    with _scheduler(tiny_model, results_table, tmp_path / "scheduler.log") as scheduler:
+    with start_emulator(
+        results_table,
+        tmp_path / "scheduler.log",
+        "handler.app.schedule_handler",
+        MODEL_PATH=str(tiny_model),
+        N_THREADS="1",
+    ) as scheduler:
         while not runs or runs[-1]["run"]["claimed"] > 0:
             runs.append(scheduler.invoke({}))
             assert len(runs) <= 5, runs
-        generations = _generations(scheduler)
+        generations = generations_in(scheduler.logs())
 
     # THEN every request has exactly one DONE item with metrics, each generated once
     items = results_table.items()
@@ -92,12 +75,21 @@ def test_four_racing_workers_do_forty_items_once_each(
 
     with ExitStack() as stack:
         workers = [
-            stack.enter_context(_scheduler(tiny_model, results_table, tmp_path / f"worker-{n}.log")) for n in range(4)
+            stack.enter_context(
+                start_emulator(
+                    results_table,
+                    tmp_path / f"worker-{n}.log",
+                    "handler.app.schedule_handler",
+                    MODEL_PATH=str(tiny_model),
+                    N_THREADS="1",
+                )
+            )
+            for n in range(4)
         ]
         # WHEN they all run over the same items at once
         with ThreadPoolExecutor(max_workers=4) as pool:
             summaries = [answer["run"] for answer in pool.map(lambda worker: worker.invoke({}), workers)]
-        generations = sum(_generations(worker) for worker in workers)
+        generations = sum(generations_in(worker.logs()) for worker in workers)
 
     # THEN 40 DONE, 40 generations in all, none twice
     assert [item["status"] for item in results_table.items()] == ["DONE"] * 40

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,35 +9,16 @@ from typing import Any
 import pytest
 
 import localenv
-from conftest import DUMMY_AWS, ROOT, Table, load_event
+from conftest import Table, generations_in, load_event, start_emulator
 from test_service import BAD_EVENTS
 
 pytestmark = pytest.mark.integration
 
 
-def _emulator(tiny_model: Path, table: Table, log_path: Path) -> localenv.LambdaEmulator:
-    env = {
-        **DUMMY_AWS,
-        "PYTHONPATH": str(ROOT),
-        "MODEL_PATH": str(tiny_model),
-        "TABLE_NAME": table.name,
-        "AWS_ENDPOINT_URL_DYNAMODB": table.endpoint_url,
-        "N_THREADS": "2",
-        "POWERTOOLS_SERVICE_NAME": "llm-service",
-        "POWERTOOLS_METRICS_NAMESPACE": "LlmService",
-    }
-    return localenv.LambdaEmulator(env=env, cwd=ROOT, python=sys.executable, log_path=log_path, memory_mb=10240)
-
-
 @pytest.fixture
 def emulator(tiny_model: Path, results_table: Table, tmp_path: Path) -> Iterator[localenv.LambdaEmulator]:
-    with _emulator(tiny_model, results_table, tmp_path / "emulator.log") as running:
+    with start_emulator(results_table, tmp_path / "emulator.log", MODEL_PATH=str(tiny_model)) as running:
         yield running
-
-
-def _generations(emulator: localenv.LambdaEmulator) -> int:
-    logs: str = emulator.logs()
-    return logs.count('"message":"generation finished"')
 
 
 def test_runtime_warm_environment_reuses_model_and_serves_cached_answer(
@@ -59,7 +39,7 @@ def test_runtime_warm_environment_reuses_model_and_serves_cached_answer(
     assert again["cached"] is True
     assert again["id"] == first["id"]
     assert again["output"] == first["output"]
-    assert _generations(emulator) == 2
+    assert generations_in(emulator.logs()) == 2
     assert {item["id"] for item in results_table.items()} == {first["id"], second["id"]}
     # AND metrics were emitted as CloudWatch EMF
     assert '"CloudWatchMetrics"' in emulator.logs()
@@ -97,7 +77,7 @@ def test_runtime_bad_inputs_answer_clear_errors_and_store_nothing(
         assert "Traceback" not in str(answer)
     assert answers[-1]["error"]["details"]["context_window"] == 4096
     assert results_table.items() == []
-    assert _generations(emulator) == 0
+    assert generations_in(emulator.logs()) == 0
 
 
 def test_runtime_does_not_log_user_text(emulator: localenv.LambdaEmulator) -> None:

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from conftest import FakeLambdaContext, Table, load_event
-from handler import engine as engine_module
 from handler.app import lambda_handler
 
 BAD_EVENTS = [
@@ -23,20 +22,6 @@ BAD_EVENTS = [
         {"task": "summarize", "text": "x", "options": {"max_tokens": 5000}}, "max_tokens", id="max-tokens-high"
     ),
 ]
-
-
-@pytest.fixture
-def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts calls into llama.cpp generation."""
-    calls: list[int] = []
-    original = engine_module.Engine.generate
-
-    def counting(self: engine_module.Engine, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(engine_module.Engine, "generate", counting)
-    return calls
 
 
 def _small(event: dict[str, Any], max_tokens: int = 16) -> dict[str, Any]:
