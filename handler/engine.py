@@ -6,6 +6,7 @@ results table never pays for it.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import re
@@ -342,6 +343,9 @@ class Engine:
         with self._lock:
             token = self._bos if self._bos >= 0 else 0
             self._decode_tokens([token])
+            # Decoding is asynchronous: wait for it, so its time is not booked to the first request.
+            self._lib.llama_synchronize(self._ctx)
+            self._lib.llama_perf_context_reset(self._ctx)
             self._lib.llama_memory_clear(self._lib.llama_get_memory(self._ctx), True)
             self._kv_tokens = []
 
@@ -699,8 +703,12 @@ def load_engine(settings: Settings) -> Engine:
         )
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"llama.cpp could not load {path.name}: {exc}") from exc
-    load_ms = (time.perf_counter() - started) * 1000.0
-    return Engine(llama, identity, settings.n_threads, round(load_ms, 3), settings.batch_parallel, settings.batch_n_ctx)
+    # Close before interpreter shutdown tears down the ctypes bindings the model's finalizer needs.
+    atexit.register(llama.close)
+    engine = Engine(llama, identity, settings.n_threads, 0.0, settings.batch_parallel, settings.batch_n_ctx)
+    engine.warm_up()
+    engine.load_ms = round((time.perf_counter() - started) * 1000.0, 3)
+    return engine
 
 
 _engine: Engine | None = None
