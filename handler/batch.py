@@ -10,7 +10,6 @@ SQS and Lambda's concurrency decide who does what).
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -82,7 +81,6 @@ class RunSummary:
     completion_tokens: int = 0
     generation_seconds: float = 0.0
     stopped_for_time: bool = False
-    outcomes: Counter[str] = field(default_factory=Counter)
 
     @property
     def tokens_per_s(self) -> float:
@@ -90,10 +88,7 @@ class RunSummary:
         return round(self.completion_tokens / self.generation_seconds, 3) if self.generation_seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        summary = asdict(self)
-        summary.pop("outcomes")
-        summary["tokens_per_s"] = self.tokens_per_s
-        return summary
+        return {**asdict(self), "tokens_per_s": self.tokens_per_s}
 
 
 def queued_items(service: TextService) -> Iterator[dict[str, Any]]:
@@ -150,7 +145,6 @@ def _predicted_seconds(service: TextService, item: dict[str, Any]) -> float:
 
 
 def _count(processed: Processed, summary: RunSummary) -> None:
-    summary.outcomes[processed.outcome] += 1
     if processed.outcome == "skipped":
         summary.skipped += 1
         return

@@ -179,8 +179,7 @@ class TextService:
     ) -> Generated | None:
         """Generate an answer; None when the deadline came first (no partial result is kept)."""
         engine, loaded_now = self._engine_provider(self.settings)
-        prompt = engine.build_prompt(build_messages(request))
-        engine.check_fits(prompt, request.options.max_tokens)
+        prompt = _checked_prompt(engine, request)
         completion = engine.generate(prompt, request.options, deadline=deadline)
         if completion.finish_reason == "deadline":
             return None
@@ -250,8 +249,7 @@ class TextService:
                 request = parse_request(item["request"])
                 engine, loaded = self._engine_provider(self.settings)
                 loaded_now = loaded_now or loaded
-                prompt = engine.build_prompt(build_messages(request))
-                engine.check_fits(prompt, request.options.max_tokens)
+                prompt = _checked_prompt(engine, request)
             except (InvalidRequest, InputTooLong) as exc:
                 # The request itself is wrong: retrying cannot help.
                 results[item_id] = self._release(item_id, owner, exc.message, permanent=True)
@@ -314,6 +312,13 @@ class TextService:
         logger.warning("queued request failed", id=item_id, error=error, permanent=permanent)
         status = self.store.release(item_id, owner, error, 0 if permanent else self.settings.max_attempts)
         return Processed("failed" if status == "FAILED" else "requeued")
+
+
+def _checked_prompt(engine: Engine, request: TextRequest) -> PromptTokens:
+    """The request's prompt tokens, refused before any evaluation if they cannot fit the context."""
+    prompt = engine.build_prompt(build_messages(request))
+    engine.check_fits(prompt, request.options.max_tokens)
+    return prompt
 
 
 def generation_metrics(completion: Completion, engine: Engine, loaded_now: bool, cold_start: bool) -> Metrics:

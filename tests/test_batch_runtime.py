@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import enqueue as enqueue_script
-from conftest import DUMMY_AWS, Table, generations_in, start_emulator
+import localenv
+from conftest import Table, generations_in, start_emulator
 
 pytestmark = pytest.mark.integration
 
@@ -25,26 +26,27 @@ def _write_requests(path: Path, count: int, prefix: str) -> Path:
     return path
 
 
+def _enqueued(table: Table, tiny_model: Path, path: Path, count: int, prefix: str) -> Path:
+    """Requests written to a JSONL file and queued with the enqueue script; the file's path."""
+    source = _write_requests(path, count, prefix)
+    assert enqueue_script.main([str(source), "--table", table.name, "--model", str(tiny_model)]) == 0
+    return source
+
+
+def _scheduler(tiny_model: Path, table: Table, log_path: Path) -> localenv.LambdaEmulator:
+    return start_emulator(table, log_path, "handler.app.schedule_handler", MODEL_PATH=str(tiny_model), N_THREADS="1")
+
+
 def test_scheduled_runs_finish_fifty_enqueued_requests_exactly_once(
-    tiny_model: Path, results_table: Table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path, service_env: Table, tmp_path: Path
 ) -> None:
     # GIVEN 50 requests enqueued from JSONL
-    for key, value in DUMMY_AWS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", results_table.endpoint_url)
-    source = _write_requests(tmp_path / "requests.jsonl", 50, "Fifty")
-    argv = [str(source), "--table", results_table.name, "--model", str(tiny_model)]
-    assert enqueue_script.main(argv) == 0
+    results_table = service_env
+    source = _enqueued(results_table, tiny_model, tmp_path / "requests.jsonl", 50, "Fifty")
 
     # WHEN the scheduled job runs until nothing is pending
     runs: list[dict[str, Any]] = []
-    with start_emulator(
-        results_table,
-        tmp_path / "scheduler.log",
-        "handler.app.schedule_handler",
-        MODEL_PATH=str(tiny_model),
-        N_THREADS="1",
-    ) as scheduler:
+    with _scheduler(tiny_model, results_table, tmp_path / "scheduler.log") as scheduler:
         while not runs or runs[-1]["run"]["claimed"] > 0:
             runs.append(scheduler.invoke({}))
             assert len(runs) <= 5, runs
@@ -63,28 +65,14 @@ def test_scheduled_runs_finish_fifty_enqueued_requests_exactly_once(
     assert len(results_table.items()) == 50
 
 
-def test_four_racing_workers_do_forty_items_once_each(
-    tiny_model: Path, results_table: Table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_four_racing_workers_do_forty_items_once_each(tiny_model: Path, service_env: Table, tmp_path: Path) -> None:
     # GIVEN 40 queued requests and four workers started together
-    for key, value in DUMMY_AWS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", results_table.endpoint_url)
-    source = _write_requests(tmp_path / "race.jsonl", 40, "Race")
-    assert enqueue_script.main([str(source), "--table", results_table.name, "--model", str(tiny_model)]) == 0
+    results_table = service_env
+    _enqueued(results_table, tiny_model, tmp_path / "race.jsonl", 40, "Race")
 
     with ExitStack() as stack:
         workers = [
-            stack.enter_context(
-                start_emulator(
-                    results_table,
-                    tmp_path / f"worker-{n}.log",
-                    "handler.app.schedule_handler",
-                    MODEL_PATH=str(tiny_model),
-                    N_THREADS="1",
-                )
-            )
-            for n in range(4)
+            stack.enter_context(_scheduler(tiny_model, results_table, tmp_path / f"worker-{n}.log")) for n in range(4)
         ]
         # WHEN they all run over the same items at once
         with ThreadPoolExecutor(max_workers=4) as pool:
