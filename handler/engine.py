@@ -199,7 +199,8 @@ class Engine:
             raise ModelLoadError(f"model {identity.file} has no tokenizer.chat_template in its GGUF metadata")
         self._template = _compile_template(template)
         self._vocab = llama._model.vocab
-        self._specials = self._read_special_tokens()
+        self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._specials, self._eog_ids = self._read_vocabulary()
         self._special_ids = {special.id for special in self._specials.values()}
         self._special_pattern = re.compile(
             "|".join(re.escape(text) for text in sorted(self._specials, key=len, reverse=True))
@@ -210,10 +211,6 @@ class Engine:
         self.parallel = parallel
         self.batch_n_ctx = max(batch_n_ctx or self.n_ctx, self.n_ctx)
         self._batch: tuple[Any, Any] | None = None
-        self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        self._eog_ids = frozenset(
-            token for token in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, token)
-        )
         self._kv_tokens: list[int] = []
         #: Speeds measured on this machine, for predicting whether a request fits a time budget.
         self.measured_prompt_tokens_per_s: float | None = None
@@ -228,12 +225,16 @@ class Engine:
             context_length=self.n_ctx,
         )
 
-    def _read_special_tokens(self) -> dict[str, _Special]:
-        # The tokens llama.cpp matches in text when it parses special tokens, with their strip rules.
+    def _read_vocabulary(self) -> tuple[dict[str, _Special], frozenset[int]]:
+        """In one pass over the vocabulary: the tokens llama.cpp matches in text when it parses special
+        tokens (with their strip rules), and the end-of-generation tokens."""
         lib = self._lib
         matched = lib.LLAMA_TOKEN_ATTR_CONTROL | lib.LLAMA_TOKEN_ATTR_USER_DEFINED | lib.LLAMA_TOKEN_ATTR_UNKNOWN
         specials = {}
-        for token in range(lib.llama_vocab_n_tokens(self._vocab)):
+        eog_ids = set()
+        for token in range(self.n_vocab):
+            if lib.llama_vocab_is_eog(self._vocab, token):
+                eog_ids.add(token)
             attr = lib.llama_vocab_get_attr(self._vocab, token)
             if attr & matched:
                 text = lib.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace")
@@ -243,7 +244,7 @@ class Engine:
                         lstrip=bool(attr & lib.LLAMA_TOKEN_ATTR_LSTRIP),
                         rstrip=bool(attr & lib.LLAMA_TOKEN_ATTR_RSTRIP),
                     )
-        return specials
+        return specials, frozenset(eog_ids)
 
     # -- prompts -------------------------------------------------------------------------------
 
