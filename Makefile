@@ -11,12 +11,13 @@ MODELS_DIR ?= models
 TEST_MODEL := $(MODELS_DIR)/test/tiny-phi3.gguf
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint format bench bench-quick clean
+.PHONY: help setup run test lint format bench bench-quick bench-sweep clean
 
 help:
 	@echo "make run   [EVENT=events/translate.json] [MODEL_PATH=/path/model.gguf]  invoke an event through the Lambda runtime emulator"
 	@echo "make test                                                              lint and the whole test suite"
 	@echo "make bench | make bench-quick                                          speed benchmark (table, JSON, plot in bench-results/)"
+	@echo "make bench-sweep                                                       engine settings against the defaults (bench-results/sweep.json)"
 
 $(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,6 +84,10 @@ bench: $(VENV)/.installed
 
 bench-quick: $(VENV)/.installed
 	$(PY) scripts/bench.py --quick $(BENCH_ARGS)
+
+# Each engine setting (threads, batch size, K cache, flash attention, mmap) against the defaults.
+bench-sweep: $(VENV)/.installed
+	$(PY) scripts/bench.py --sweep $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) $(MODELS_DIR)/test .pytest_cache .mypy_cache .ruff_cache

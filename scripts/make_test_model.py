@@ -102,7 +102,10 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "tiny": Preset(n_embd=64, n_layer=2, n_head=4, n_head_kv=4, n_ff=128),
+    # Heads of 32 values, like Phi-3's 96, a multiple of the quantized K cache's block of 32.
+    "tiny": Preset(n_embd=64, n_layer=2, n_head=2, n_head_kv=2, n_ff=128),
+    # Heads of 16 values: a quantized K cache cannot be cut per head (tests of the f16 fallback).
+    "tiny-16-value-heads": Preset(n_embd=64, n_layer=2, n_head=4, n_head_kv=4, n_ff=128),
     # Phi-3-mini-4k-instruct's shapes. Its q4 file (Q4_K_M) keeps output.weight in Q6_K, the
     # largest matrix read on every token, so it is Q6_K here too; token_embd is only gathered.
     "phi3-mini": Preset(

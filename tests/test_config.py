@@ -19,10 +19,10 @@ def test_settings_threads_default_to_cpus_this_process_may_use() -> None:
 
 def test_settings_read_from_environment_names() -> None:
     settings = settings_from(
-        {"MODEL_PATH": "/m.gguf", "N_CTX": "2048", "N_THREADS": "6", "TABLE_NAME": "results", "USE_MMAP": "false"}
+        {"MODEL_PATH": "/m.gguf", "N_CTX": "2048", "N_THREADS": "6", "TABLE_NAME": "results", "USE_MMAP": "true"}
     )
 
-    assert (settings.n_ctx, settings.n_threads, settings.table_name, settings.use_mmap) == (2048, 6, "results", False)
+    assert (settings.n_ctx, settings.n_threads, settings.table_name, settings.use_mmap) == (2048, 6, "results", True)
 
 
 def test_settings_empty_table_name_disables_storing() -> None:
@@ -39,6 +39,7 @@ def test_settings_empty_table_name_disables_storing() -> None:
         ),
         ({"MODEL_PATH": "/m.gguf", "N_CTX": "lots"}, "N_CTX: Input should be a valid integer"),
         ({"MODEL_PATH": "/m.gguf", "MODEL_SHA256": "abc"}, "MODEL_SHA256: String should match pattern"),
+        ({"MODEL_PATH": "/m.gguf", "KV_CACHE_TYPE_K": "q4_k"}, "KV_CACHE_TYPE_K: Input should be 'q8_0' or 'f16'"),
     ],
 )
 def test_settings_invalid_value_names_the_variable(environ: dict[str, str], expected: str) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+import make_test_model
 from handler.config import settings_from
 from handler.engine import Engine, load_engine, model_identity
 from handler.errors import InputTooLong, ModelLoadError
@@ -162,7 +164,7 @@ def test_generate_matches_llama_cpp_python_greedy_completion(engine: Engine) -> 
 
     ours = engine.generate(prompt, GenerationOptions(max_tokens=40, stop=[]))
     reference: Any = engine._llama.create_completion(prompt=list(prompt.tokens), max_tokens=40, temperature=0.0)
-    engine._kv_tokens = []  # the reference call moved the KV cache behind the engine's back
+    engine.clear_cache()  # the reference call moved the KV cache behind the engine's back
 
     assert ours.text == reference["choices"][0]["text"].strip()
     assert ours.completion_tokens == reference["usage"]["completion_tokens"]
@@ -261,3 +263,70 @@ def test_generate_with_repeat_penalty_and_sampling_runs_in_llama_cpp(engine: Eng
 
     assert first.completion_tokens > 0
     assert first.text == again.text  # same seed, same output
+
+
+# -- K cache type -----------------------------------------------------------------------------------
+
+LONG_TEXT = "Gradient boosting builds trees one after another, each fitting what the others missed. " * 12
+
+
+def _last_logits(engine: Engine, text: str) -> np.ndarray:
+    """The logits after a prompt of the text, read straight from llama.cpp."""
+    engine._evaluate_prompt(engine.build_prompt([Message("user", text)]).tokens, None)
+    logits = engine._lib.llama_get_logits_ith(engine._ctx, -1)
+    return np.ctypeslib.as_array(logits, shape=(engine.n_vocab,)).copy()
+
+
+def _engine_with(model: Path, **environ: str) -> Engine:
+    return load_engine(settings_from({"MODEL_PATH": str(model), "N_THREADS": "2", **environ}))
+
+
+def test_kv_cache_k_is_q8_0_by_default_and_attention_stays_close_to_f16(engine: Engine, tiny_model: Path) -> None:
+    # GIVEN the default engine and one with an f16 K cache, on a model with 32-value heads
+    f16 = _engine_with(tiny_model, KV_CACHE_TYPE_K="f16")
+
+    # WHEN both read the same long prompt
+    quantized, exact = _last_logits(engine, LONG_TEXT), _last_logits(f16, LONG_TEXT)
+
+    # THEN the default quantizes K, and the next-token logits move only by quantization noise
+    assert engine.kv_cache_type_k == "q8_0"
+    assert f16.kv_cache_type_k == "f16"
+    assert np.abs(quantized - exact).max() < 0.05 * exact.std()
+
+
+def test_kv_cache_k_stays_f16_when_heads_are_not_whole_blocks(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # GIVEN a model with 16-value heads: half a q8_0 block each
+    model = make_test_model.make_model(tmp_path_factory.mktemp("model") / "heads16.gguf", "tiny-16-value-heads")
+
+    # WHEN the engine is asked for a q8_0 K cache
+    requested = _engine_with(model, KV_CACHE_TYPE_K="q8_0")
+    f16 = _engine_with(model, KV_CACHE_TYPE_K="f16")
+
+    # THEN it keeps f16 and computes exactly what an f16 engine computes
+    assert requested.kv_cache_type_k == "f16"
+    assert np.array_equal(_last_logits(requested, LONG_TEXT), _last_logits(f16, LONG_TEXT))
+
+
+# -- prompt cache ---------------------------------------------------------------------------------
+
+
+def test_next_request_reuses_the_shared_instruction_and_answers_as_from_an_empty_cache(engine: Engine) -> None:
+    # GIVEN two prompts with the same instruction before different texts
+    instruction = "Summarize the following sentences with bullet points:\n\n"
+    first = engine.build_prompt([Message("user", instruction + "Cats sleep most of the day.")])
+    second = engine.build_prompt([Message("user", instruction + "Dogs bark at the mail carrier.")])
+    shared = next(i for i, (a, b) in enumerate(zip(first.tokens, second.tokens, strict=False)) if a != b)
+    options = GenerationOptions(max_tokens=12, stop=[])
+
+    # WHEN the second follows the first, and again after the cache is cleared
+    engine.clear_cache()
+    engine.generate(first, options)
+    warm = engine.generate(second, options)
+    engine.clear_cache()
+    cold = engine.generate(second, options)
+
+    # THEN the warm request evaluates only what follows the shared prefix, and answers the same
+    assert shared > 5
+    assert warm.prompt_eval_tokens == len(second.tokens) - shared
+    assert cold.prompt_eval_tokens == len(second.tokens)
+    assert (warm.text, warm.completion_tokens) == (cold.text, cold.completion_tokens)
