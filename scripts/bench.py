@@ -305,7 +305,7 @@ def child_engine(spec: dict[str, Any]) -> dict[str, Any]:
     # The same prompt once more from an empty cache: a second sample of the prompt speed, as in (a).
     engine.clear_cache()
     repeat = engine.generate(prompt, GenerationOptions(max_tokens=1), ignore_eos=True)
-    reuse: dict[str, Any] = {
+    extra: dict[str, Any] = {
         "repeat_prompt_eval_tokens": repeat.prompt_eval_tokens,
         "repeat_prompt_ms": repeat.prompt_ms,
     }
@@ -313,13 +313,13 @@ def child_engine(spec: dict[str, Any]) -> dict[str, Any]:
         # A warm environment's next request: same instruction, other text; the KV cache keeps the prefix.
         again = SummarizeRequest(task="summarize", text=spec["second_text"], style="bullets")
         second = engine.generate(engine.build_prompt(build_messages(again)), options, ignore_eos=True)
-        reuse = {
-            "second_prompt_tokens": second.prompt_tokens,
-            "second_prompt_eval_tokens": second.prompt_eval_tokens,
-            "second_prompt_ms": second.prompt_ms,
-        }
+        extra.update(
+            second_prompt_tokens=second.prompt_tokens,
+            second_prompt_eval_tokens=second.prompt_eval_tokens,
+            second_prompt_ms=second.prompt_ms,
+        )
     return {
-        **reuse,
+        **extra,
         "threads": engine.n_threads,
         "threads_batch": engine._llama.n_threads_batch,
         "prompt_tokens": completion.prompt_tokens,
