@@ -215,14 +215,7 @@ class Engine:
         self.batch_n_ctx = max(batch_n_ctx or self.n_ctx, self.n_ctx)
         self._batch: tuple[Any, Any] | None = None
         #: The K cache type in use (the batch context copies the main context's parameters).
-        self.kv_cache_type_k = next(
-            (
-                name
-                for name in _KV_BLOCK_SIZE
-                if getattr(llama_cpp, f"GGML_TYPE_{name.upper()}") == llama.context_params.type_k
-            ),
-            str(llama.context_params.type_k),
-        )
+        self.kv_cache_type_k = ggml_type_name(llama.context_params.type_k)
         self._kv_tokens: list[int] = []
         #: Speeds measured on this machine, for predicting whether a request fits a time budget.
         self.measured_prompt_tokens_per_s: float | None = None
@@ -701,6 +694,18 @@ def _quantization_name(lib: Any, file_type: str | None) -> str | None:
         return str(file_type)
 
 
+def ggml_type(name: str) -> int:
+    """llama.cpp's number for a KV cache type offered here ("f16", "q8_0")."""
+    import llama_cpp
+
+    return int(getattr(llama_cpp, f"GGML_TYPE_{name.upper()}"))
+
+
+def ggml_type_name(value: int) -> str:
+    """The name of a KV cache type offered here, from llama.cpp's number (the number itself for others)."""
+    return next((name for name in _KV_BLOCK_SIZE if ggml_type(name) == value), str(value))
+
+
 def kv_cache_type_k(path: Path, requested: str) -> str:
     """The K cache type for this model: ``requested`` when each attention head's K row is whole blocks of it.
 
@@ -768,7 +773,7 @@ def load_engine(settings: Settings) -> Engine:
             n_batch=settings.n_batch,
             n_ubatch=settings.n_ubatch,
             use_mmap=settings.use_mmap,
-            type_k=getattr(llama_cpp, f"GGML_TYPE_{type_k.upper()}"),
+            type_k=ggml_type(type_k),
             flash_attn=settings.flash_attn,
             verbose=False,
         )

@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from handler.config import available_cpus, settings_from  # noqa: E402
-from handler.engine import kv_cache_type_k  # noqa: E402
+from handler.engine import ggml_type, ggml_type_name, kv_cache_type_k  # noqa: E402
 
 DEFAULT_MODEL = Path("models/bench/phi3-mini-random-q4_0.gguf")
 PRESET = "phi3-mini"
@@ -271,22 +271,12 @@ def child_seed(spec: dict[str, Any]) -> dict[str, Any]:
         "finish_reason": answer["choices"][0]["finish_reason"],
         "text_head": answer["choices"][0]["text"][:120],
         "eog_suppressed": len(eog),
-        "type_k": _type_name(llm.context_params.type_k),
+        "type_k": ggml_type_name(llm.context_params.type_k),
     }
-
-
-def _type_name(ggml_type: int) -> str:
-    import llama_cpp
-
-    return next(
-        (name for name in KV_BYTES_PER_VALUE if getattr(llama_cpp, f"GGML_TYPE_{name.upper()}") == ggml_type),
-        str(ggml_type),
-    )
 
 
 def child_engine(spec: dict[str, Any]) -> dict[str, Any]:
     """(b) This project's engine, the service's summarize prompt, EOG suppressed by ``ignore_eos``."""
-    from handler.config import settings_from
     from handler.engine import load_engine
     from handler.schemas import GenerationOptions, SummarizeRequest
     from handler.tasks import build_messages
@@ -356,7 +346,7 @@ def _raw_context(spec: dict[str, Any], n_ctx: int, n_seq_max: int) -> tuple[Any,
     params.n_threads = spec["threads"]
     params.n_threads_batch = spec["threads"]
     params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    params.type_k = getattr(llama_cpp, f"GGML_TYPE_{spec['type_k'].upper()}")
+    params.type_k = ggml_type(spec["type_k"])
     params.no_perf = False
     ctx = llama_cpp.llama_init_from_model(model, params)
     if not model or not ctx:
