@@ -335,7 +335,8 @@ def _raw_context(spec: dict[str, Any], n_ctx: int, n_seq_max: int) -> tuple[Any,
     llama_cpp.llama_backend_init()
     started = time.perf_counter()
     model_params = llama_cpp.llama_model_default_params()
-    model_params.use_mmap = spec["use_mmap"]
+    # llama.cpp's model parameters name the loading mode; Llama(use_mmap=...) sets the same field.
+    model_params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if spec["use_mmap"] else llama_cpp.LLAMA_LOAD_MODE_NONE
     model = llama_cpp.llama_model_load_from_file(spec["model"].encode(), model_params)
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = n_ctx
