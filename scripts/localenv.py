@@ -261,6 +261,8 @@ class MotoDynamoDB:
     """moto in server mode on a free loopback port.
 
     moto keeps its state per Python process, so two servers in one process share their tables.
+    Requests are served one at a time: DynamoDB applies each conditional write atomically, while
+    moto checks a condition and then writes, so two concurrent claims of one item could both pass.
     """
 
     def __init__(self, port: int = 0, region: str = DEFAULT_REGION, *, quiet: bool = True) -> None:
@@ -268,37 +270,49 @@ class MotoDynamoDB:
         self.region = region
         self.quiet = quiet
         self._server: Any = None
+        self._thread: threading.Thread | None = None
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> MotoDynamoDB:
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
 
-        if self.port:
-            # ThreadedMotoServer.start() waits forever when its thread cannot bind, so check first.
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                try:
-                    probe.bind(("127.0.0.1", self.port))
-                except OSError as exc:
-                    raise RuntimeError(f"cannot start moto on 127.0.0.1:{self.port}: {exc}") from exc
         werkzeug_log = logging.getLogger("werkzeug")
         if self.quiet and werkzeug_log.level == logging.NOTSET:
             # Otherwise werkzeug prints a line on stderr for every request.
             werkzeug_log.setLevel(logging.WARNING)
-        # Port 0 lets the server bind a free port itself: no window for another process to take it.
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-        self.port = int(self._server.get_host_and_port()[1])
+        app = DomainDispatcherApplication(create_backend_app)
+        one_at_a_time = threading.Lock()
+
+        def serialized(environ: dict[str, Any], start_response: Any) -> Any:
+            with one_at_a_time:
+                return app(environ, start_response)
+
+        try:
+            # Port 0 lets the server bind a free port itself: no window for another process to take it.
+            self._server = make_server(
+                "127.0.0.1", self.port, serialized, threaded=True, request_handler=MotoRequestHandler
+            )
+        except OSError as exc:
+            raise RuntimeError(f"cannot start moto on 127.0.0.1:{self.port}: {exc}") from exc
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._server is not None:
-            self._server.stop()
+            self._server.shutdown()
+            self._server.server_close()
             self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     def client(self) -> DynamoDBClient:
         """A boto3 DynamoDB client for this server (dummy credentials)."""
