@@ -396,15 +396,17 @@ def child_raw(spec: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError("llama_decode failed while decoding")
     finished = time.perf_counter()
     perf = llama_cpp.llama_perf_context(ctx)
-    # The prompt once more from an empty cache: a second sample of the prompt speed, as in (a) and (b).
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-    llama_cpp.llama_perf_context_reset(ctx)
-    _eval_prompt(ctx, tokens)
-    llama_cpp.llama_synchronize(ctx)
-    repeat = llama_cpp.llama_perf_context(ctx)
+    extra: dict[str, Any] = {}
+    if spec.get("repeat_prompt", True):
+        # The prompt once more from an empty cache: a second sample of the prompt speed, as in (a) and (b).
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        llama_cpp.llama_perf_context_reset(ctx)
+        _eval_prompt(ctx, tokens)
+        llama_cpp.llama_synchronize(ctx)
+        repeat = llama_cpp.llama_perf_context(ctx)
+        extra.update(repeat_prompt_eval_tokens=int(repeat.n_p_eval), repeat_prompt_ms=repeat.t_p_eval_ms)
     return {
-        "repeat_prompt_eval_tokens": int(repeat.n_p_eval),
-        "repeat_prompt_ms": repeat.t_p_eval_ms,
+        **extra,
         "threads": spec["threads"],
         "threads_batch": spec["threads"],
         "prompt_tokens": len(tokens),
@@ -970,7 +972,9 @@ def main(argv: list[str] | None = None) -> int:
             configs = [
                 ("a", {**common, "config": "a"}),
                 ("b", {**common, "config": "b"}),
-                ("c", {**common, "config": "c", "threads": threads}),
+                # The quick run keeps one prompt sample of (c): its prompt speed is in no goal (b/a is), and
+                # the second sample would cost about 20 s of the five minutes.
+                ("c", {**common, "config": "c", "threads": threads, "repeat_prompt": not args.quick}),
             ]
             # Each repetition starts with another configuration, so no one of them always runs first
             # (a cooler CPU, a fresher page cache).
