@@ -893,7 +893,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Decode-speed benchmark: seed setup, engine, raw llama.cpp, roofline, batching."
     )
     parser.add_argument(
-        "--quick", action="store_true", help="64 tokens, the summarize input only, 3 repetitions (batched: one)"
+        "--quick",
+        action="store_true",
+        help="64 tokens, the summarize input only, 3 repetitions (batched: one; raw: one prompt sample)",
     )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="GGUF to run; generated if it is missing")
     parser.add_argument("--out-dir", type=Path, default=Path("bench-results"))
