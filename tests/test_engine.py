@@ -10,7 +10,7 @@ import pytest
 
 import make_test_model
 from handler.config import settings_from
-from handler.engine import Engine, load_engine, model_identity
+from handler.engine import Engine, _Stream, load_engine, model_identity
 from handler.errors import InputTooLong, ModelLoadError
 from handler.schemas import GenerationOptions
 from handler.tasks import Message
@@ -330,3 +330,32 @@ def test_next_request_reuses_the_shared_instruction_and_answers_as_from_an_empty
     assert warm.prompt_eval_tokens == len(second.tokens) - shared
     assert cold.prompt_eval_tokens == len(second.tokens)
     assert (warm.text, warm.completion_tokens) == (cold.text, cold.completion_tokens)
+
+
+def test_stream_stops_on_end_of_generation_text_spelled_in_pieces() -> None:
+    # GIVEN a model that writes its end-of-turn marker as ordinary text pieces rather than the token
+    pieces = {1: b"Hello", 2: b" there<|im", 3: b"_end|>", 4: b" more"}
+    stream = _Stream(GenerationOptions(max_tokens=10), frozenset({99}), ("<|im_end|>",), ignore_eos=False)
+
+    # WHEN the pieces arrive
+    finished = [stream.accept(token, pieces.__getitem__) for token in (1, 2, 3)]
+
+    # THEN the marker's text ends the generation like the token would, and is cut from the output
+    assert finished == [False, False, True]
+    assert stream.finish_reason == "stop"
+    assert stream.text == "Hello there"
+
+
+def test_stream_ignoring_eos_keeps_end_of_generation_text() -> None:
+    stream = _Stream(GenerationOptions(max_tokens=2), frozenset({99}), ("<|im_end|>",), ignore_eos=True)
+
+    assert stream.accept(1, lambda token: b"<|im_end|>") is False
+    assert stream.accept(99, lambda token: b"x") is True
+    assert stream.finish_reason == "length"
+
+
+def test_engine_stop_texts_are_the_models_end_of_generation_tokens(engine: Engine) -> None:
+    # The tiny model carries Phi-3's vocabulary: its end-of-generation markers, read from the model.
+    assert "<|end|>" in engine.eog_texts
+    assert "<|endoftext|>" in engine.eog_texts
+    assert "<|user|>" not in engine.eog_texts

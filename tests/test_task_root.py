@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import build_llama
 import build_task_root
 import localenv
 from conftest import DUMMY_AWS, ROOT, Table, load_event
@@ -101,8 +102,8 @@ def test_dockerfile_reads_the_flags_of_the_target_architecture() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
 
     assert "layers/build/cmake-${TARGETARCH}.args" in dockerfile
-    shipped = sorted(path.name for path in CMAKE_ARGS_DIR.glob("cmake-*.args"))
-    assert shipped == [f"cmake-{arch}.args" for arch in ARCHITECTURES]
+    shipped = {path.name for path in CMAKE_ARGS_DIR.glob("cmake-*.args")}
+    assert {f"cmake-{arch}.args" for arch in ARCHITECTURES} <= shipped
 
 
 # --- the real task root, served by a Python that sees nothing else ---------------------------------------
@@ -138,10 +139,19 @@ def _system_python() -> Path:
 
 @pytest.fixture(scope="module")
 def task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real task root: runtime requirements from pip (llama-cpp-python from its wheel cache) and the handler."""
-    out: Path = build_task_root.build_task_root(
-        tmp_path_factory.mktemp("image") / "task", build_task_root.DEFAULT_REQUIREMENTS
-    )
+    """The real task root: runtime requirements from pip and the handler.
+
+    llama-cpp-python comes from the wheel `make setup` built with the image's flags (build_llama.py),
+    as the image's build takes it from its own wheel folder: never a fresh (native) build from source.
+    """
+    flags = build_llama.read_flags(build_llama.default_flags_file())
+    wheel = build_llama.ensure_wheel(build_llama.pinned_version(), flags, sys.executable, build_llama.DEFAULT_CACHE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIP_FIND_LINKS", str(wheel.parent))
+        patch.setenv("PIP_ONLY_BINARY", "llama-cpp-python")
+        out: Path = build_task_root.build_task_root(
+            tmp_path_factory.mktemp("image") / "task", build_task_root.DEFAULT_REQUIREMENTS
+        )
     return out
 
 
