@@ -86,9 +86,14 @@ format: $(VENV)/.installed
 test: setup $(TEST_MODEL) $(REAL_MODEL_FILE) lint
 	TEST_MODEL_PATH=$(TEST_MODEL) REAL_MODEL_PATH=$(REAL_MODEL_FILE) $(PY) -m pytest $(PYTEST_ARGS)
 
-# The speed benchmark (a model with Phi-3-mini's shapes is generated once into models/bench/).
-# make bench-quick runs under 5 minutes (GNU make cannot take `make bench --quick`: it reads --quick as
-# an option of its own).
+# The speed benchmark. Its model, Phi-3-mini's shapes with random weights, is generated once into
+# models/bench/ (F16, quantized to Q4_K_M by llama.cpp: minutes, 7.6 GB of disk while it runs). On an
+# x86_64 host with AVX-512 it also measures the AVX-512 build (layers/build/cmake-amd64-avx512.args,
+# compiled once by scripts/build_llama.py, about 10 minutes; unpacked into build/llama-avx512/);
+# BENCH_ARGS=--no-compare-builds skips it. Neither preparation counts in the run's time.
+# make bench-quick is the short run: one input, 64 tokens (estimated 9-10 minutes on 2 cores: Q4_K_M
+# prompts evaluate about 3x slower than the earlier Q4_0 model's). GNU make cannot take
+# `make bench --quick`: it reads --quick as an option of its own.
 BENCH_ARGS ?=
 bench: $(VENV)/.installed
 	$(PY) scripts/bench.py $(BENCH_ARGS)

@@ -1,5 +1,9 @@
 """Decode-speed benchmark on a Phi-3-mini-shaped model with random weights.
 
+The model has Phi-3-mini's shapes and the default model's quantization: generated once in F16 and
+quantized by llama.cpp's own quantizer to Q4_K_M, so its tensors have the types llama.cpp chooses
+for the real model (Q4_K, Q6_K for the output and some layers' QKV and FFN-down matrices).
+
 One run, on the same inputs (the first seed's summarize request, about 368 prompt tokens, and a
 2,000-token input in the full run), each configuration in a fresh subprocess:
 
@@ -9,11 +13,19 @@ One run, on the same inputs (the first seed's summarize request, about 368 promp
   d  the roofline: this machine's read bandwidth over the bytes read per decoded token
   e  batched decoding: K = 1, 2, 4, 8 sequences per ``llama_decode`` step in one context
 
+All of them run the shipped build of llama.cpp (``layers/build/cmake-<arch>.args``, AVX2 on
+x86_64). On an x86_64 host with AVX-512, (b) and (c) also run with the AVX-512 build
+(``layers/build/cmake-amd64-avx512.args``, loaded through ``LLAMA_CPP_LIB_PATH``) in the same
+repetitions: (b') and (c'), whose speeds over (b)'s and (c)'s decide whether an AVX-512 build is
+worth shipping beside the AVX2 one. Every child records the build it loaded (llama.cpp's system
+info and the library files mapped).
+
 End-of-generation tokens are suppressed everywhere, so every configuration generates exactly
 ``max_tokens`` tokens on random weights. Prints a table and ratios; writes ``bench.json`` (all raw
 numbers and the machine) and ``decode_vs_k.png`` to the output folder.
 
-Usage: ``python scripts/bench.py [--quick] [--model PATH] [--out-dir bench-results] [--threads N]``
+Usage: ``python scripts/bench.py [--quick] [--model PATH] [--out-dir bench-results] [--threads N]
+[--no-compare-builds]``
 """
 
 from __future__ import annotations
@@ -44,8 +56,9 @@ if str(ROOT) not in sys.path:
 from handler.config import available_cpus, settings_from  # noqa: E402
 from handler.engine import ggml_type, ggml_type_name, kv_cache_type_k  # noqa: E402
 
-DEFAULT_MODEL = Path("models/bench/phi3-mini-random-q4_0.gguf")
+DEFAULT_MODEL = Path("models/bench/phi3-mini-random-q4_k_m.gguf")
 PRESET = "phi3-mini"
+QUANTIZATION = "Q4_K_M"  # the default model's (layers/models/phi-3-mini-4k-instruct-q4.json)
 # The first seed's request: its instruction, prompt format, stop string and context size.
 SEED_INSTRUCTION = "Summarize the following sentences with bullet points:\n\n"
 SEED_STOP = ["<|end|>"]
@@ -57,6 +70,23 @@ BANDWIDTH_GIB = 1.5
 BANDWIDTH_RUNS = 5
 CHILD_TIMEOUT_S = 3600
 DISTURBED_SHARE = 0.05  # other processes' share of all CPUs above which a run is flagged
+# The comparison build: its flags file and where its shared libraries are unpacked (git-ignored).
+COMPARE_FLAGS = ROOT / "layers" / "build" / "cmake-amd64-avx512.args"
+COMPARE_LIB_DIR = ROOT / "build" / "llama-avx512"
+COMPARE_BUILD = "avx512"
+# The CPU flags (/proc/cpuinfo) each ON option of the flags file compiles in (ggml-cpu's CMakeLists).
+CPU_FLAGS_OF_OPTION = {
+    "GGML_AVX512": ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"),
+    "GGML_AVX512_VBMI": ("avx512vbmi",),
+    "GGML_AVX512_VNNI": ("avx512_vnni",),
+    "GGML_AVX512_BF16": ("avx512_bf16",),
+}
+# Configurations that run again with the comparison build, and their table labels.
+COMPARED = {"b": "b' engine", "c": "c' raw llama_decode"}
+DISPATCH_GAIN = 1.15  # the comparison build's speed over the shipped one's that is worth a second build
+# Repetitions of the quick run that run (b') and (c') too: on this model a repetition of (a), (b), (c)
+# takes about two minutes on 2 cores already, and (b') and (c') add one more; the full run has them in all.
+QUICK_COMPARE_REPEATS = 1
 
 
 def seed_prompt(content: str) -> str:
@@ -82,17 +112,25 @@ def _quiet_llama_logs() -> None:
 
 
 def ensure_model(path: Path) -> dict[str, Any]:
-    """Generate the model once (to a temporary name, so an interrupted run leaves no half file) and its sidecar."""
-    info: dict[str, Any] = {"path": str(path), "preset": PRESET, "generated_now": False}
+    """Generate the model once, and its sidecar.
+
+    make_test_model writes the F16 model and the quantized one under temporary names and renames
+    the quantized file into place when complete: an interrupted run leaves no half file at ``path``.
+    """
+    info: dict[str, Any] = {"path": str(path), "preset": PRESET, "quantization": QUANTIZATION, "generated_now": False}
     if not path.is_file():
         import make_test_model
 
-        print(f"generating {path} (preset {PRESET}, once) ...", flush=True)
-        partial = path.with_name(path.name + ".partial")
-        started = time.perf_counter()
-        make_test_model.make_model(partial, PRESET)
-        partial.replace(path)
-        info.update(generated_now=True, generation_s=round(time.perf_counter() - started, 1))
+        for suffix in (".f16.partial", ".partial"):  # left by an interrupted generation
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        print(
+            f"generating {path} once: preset {PRESET} in F16 (7.6 GB, deleted afterwards), quantized to "
+            f"{QUANTIZATION} by llama.cpp's quantizer ...",
+            flush=True,
+        )
+        timings = make_test_model.make_quantized_model(path, PRESET, QUANTIZATION)
+        print(f"generated in {timings['generation_s']:.0f} s, quantized in {timings['quantization_s']:.0f} s")
+        info.update(generated_now=True, **timings)
     sidecar = path.with_name(path.name + ".sha256")
     if not sidecar.is_file() or sidecar.stat().st_mtime < path.stat().st_mtime:
         # The engine reads the hash from the sidecar; without it its load would include hashing 2 GB.
@@ -106,8 +144,23 @@ def ensure_model(path: Path) -> dict[str, Any]:
     return info
 
 
+def tensor_bytes(type_name: str, shape: list[int]) -> int:
+    """Bytes of a tensor of this ggml type and shape (ggml order: row length first), from its block size."""
+    import gguf
+
+    block_size, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]]
+    row_length = shape[0]
+    if row_length % block_size:
+        raise ValueError(f"a row of {row_length} values is not whole {type_name} blocks of {block_size}")
+    return int(np.prod(shape[1:], dtype=np.int64)) * (row_length // block_size) * type_size
+
+
 def model_layout(path: Path) -> dict[str, Any]:
-    """Tensor bytes from the GGUF header: what one decoded token reads, and KV bytes per position."""
+    """Tensor types and bytes from the GGUF header: what one decoded token reads, and KV bytes per position.
+
+    Bytes come from each tensor's own type (Q4_K_M mixes Q4_K, Q6_K and more, chosen per tensor by
+    llama.cpp's quantizer) and shape; token_embd is only gathered, one row per token.
+    """
     import gguf
 
     reader = gguf.GGUFReader(path)
@@ -122,24 +175,38 @@ def model_layout(path: Path) -> dict[str, Any]:
     n_embd = field(f"{arch}.embedding_length")
     n_head = field(f"{arch}.attention.head_count")
     n_head_kv = field(f"{arch}.attention.head_count_kv")
-    tensors = {t.name: (int(t.n_bytes), t.tensor_type.name) for t in reader.tensors}
-    embd_bytes = tensors["token_embd.weight"][0]
-    total = sum(nbytes for nbytes, _ in tensors.values())
+    file_type = gguf.LlamaFileType(field("general.file_type")).name.removeprefix("MOSTLY_")
+    tensors: dict[str, tuple[str, list[int]]] = {
+        t.name: (t.tensor_type.name, [int(n) for n in t.shape]) for t in reader.tensors
+    }
+    sizes = {name: tensor_bytes(type_name, shape) for name, (type_name, shape) in tensors.items()}
+    total = sum(sizes.values())
     types: dict[str, int] = {}
-    for nbytes, type_name in tensors.values():
-        types[type_name] = types.get(type_name, 0) + nbytes
+    counts: dict[str, int] = {}
+    # Each kind of matrix (attn_qkv, ffn_down, ...) by type: which layers llama.cpp gave more bits.
+    kinds: dict[str, dict[str, int]] = {}
+    for name, (type_name, _) in tensors.items():
+        types[type_name] = types.get(type_name, 0) + sizes[name]
+        counts[type_name] = counts.get(type_name, 0) + 1
+        kind = name.split(".")[-2] if name.startswith("blk.") else name.removesuffix(".weight")
+        by_type = kinds.setdefault(kind, {})
+        by_type[type_name] = by_type.get(type_name, 0) + 1
+    embd_type, embd_shape = tensors["token_embd.weight"]
+    embd_row_bytes = tensor_bytes(embd_type, embd_shape[:1])
     return {
         "n_vocab": n_vocab,
         "n_layer": n_layer,
         "n_embd": n_embd,
         "n_head": n_head,
         "n_head_kv": n_head_kv,
+        "file_type": file_type,
         "tensor_bytes": total,
         "bytes_by_type": types,
-        "output_type": tensors["output.weight"][1],
-        "token_embd_type": tensors["token_embd.weight"][1],
-        # token_embd is only gathered: one row per token.
-        "weight_bytes_per_token": total - embd_bytes + embd_bytes // n_vocab,
+        "tensors_by_type": counts,
+        "types_by_kind": kinds,
+        "output_type": tensors["output.weight"][0],
+        "token_embd_type": embd_type,
+        "weight_bytes_per_token": total - sizes["token_embd.weight"] + embd_row_bytes,
         # K and V values per context position, all layers (Phi-3-mini has no GQA).
         "kv_values_per_position": n_layer * (n_embd // n_head * n_head_kv),
     }
@@ -522,13 +589,59 @@ def child_bandwidth(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def compared_config(config: str) -> str:
+    """The key of a configuration run with the comparison build: ``b-avx512`` (runs ``b-avx512-summarize-0``)."""
+    return f"{config}-{COMPARE_BUILD}"
+
+
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "a": child_seed,
     "b": child_engine,
     "c": child_raw,
     "d": child_bandwidth,
     "e": child_batched,
+    # (b) and (c) with the comparison build: the same code, other libraries (LLAMA_CPP_LIB_PATH).
+    compared_config("b"): child_engine,
+    compared_config("c"): child_raw,
 }
+
+
+def build_label(system_info: str) -> str:
+    """A short name for a llama.cpp build from its system info: the widest instruction set compiled in.
+
+    ``llama_print_system_info`` lists the CPU features the library was compiled with (``AVX2 = 1``);
+    ggml's CPU backend reports compile-time flags there, not the host's.
+    """
+    features = {
+        key.strip()
+        for key, _, value in (item.partition("=") for item in system_info.split("|"))
+        if value.strip() == "1"
+    }
+    for feature in ("AVX512", "AVX2", "AVX", "SVE", "DOTPROD", "NEON"):
+        if feature in features:
+            return feature.lower()
+    return "generic"
+
+
+def loaded_build() -> dict[str, Any]:
+    """Which llama.cpp this process loaded: the library folder, the files mapped, the build's features."""
+    import llama_cpp
+
+    override = os.environ.get("LLAMA_CPP_LIB_PATH")
+    system_info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
+    # The files the loader really mapped: libllama finds libggml-cpu through its RUNPATH, next to it.
+    mapped = {
+        line.split(maxsplit=5)[-1]
+        for line in Path("/proc/self/maps").read_text(encoding="utf-8").splitlines()
+        if any(f"/lib{name}" in line for name in ("llama.so", "ggml"))
+    }
+    return {
+        "build": build_label(system_info),
+        "llama_lib_path": override or str(Path(llama_cpp.__file__).resolve().parent / "lib"),
+        "llama_lib_path_from": "LLAMA_CPP_LIB_PATH" if override else "package",
+        "llama_system_info": system_info,
+        "loaded_libraries": sorted(mapped),
+    }
 
 
 def run_child(spec_path: Path) -> int:
@@ -537,6 +650,18 @@ def run_child(spec_path: Path) -> int:
     result: dict[str, Any] = {"config": spec["config"], "input": spec.get("input"), "loadavg_start": _loadavg()}
     result.update(CHILDREN[spec["config"]](spec))
     result.update(peak_rss_mb=peak_rss_mb(), loadavg_end=_loadavg())
+    if "llama_cpp" in sys.modules:  # not (d): no llama.cpp there
+        result.update(loaded_build())
+        expected = spec.get("expect_build")
+        if expected and result["build"] != expected:
+            raise RuntimeError(
+                f"expected the {expected} build, loaded {result['build']} from {result['loaded_libraries']}: "
+                f"{result['llama_system_info']}"
+            )
+        lib_dir = spec.get("lib_path")
+        outside = [lib for lib in result["loaded_libraries"] if lib_dir and not lib.startswith(lib_dir + "/")]
+        if outside:
+            raise RuntimeError(f"libraries loaded from outside {lib_dir}: {outside}")
     Path(spec["result"]).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
 
@@ -564,6 +689,10 @@ def spawn(spec: dict[str, Any], work: Path, name: str) -> dict[str, Any]:
     spec_path = work / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     log_path = work / f"{name}.log"
+    environ = dict(os.environ)
+    if spec.get("lib_path"):
+        # llama-cpp-python loads libllama from here instead of its package (libmtmd, if ever imported, too).
+        environ.update(LLAMA_CPP_LIB_PATH=spec["lib_path"], MTMD_CPP_LIB=spec["lib_path"])
     print(f"  {name} ...", end="", flush=True)
     started, busy, own = time.perf_counter(), _busy_cpu_s(), _children_cpu_s()
     with log_path.open("w", encoding="utf-8") as log:
@@ -571,6 +700,7 @@ def spawn(spec: dict[str, Any], work: Path, name: str) -> dict[str, Any]:
             [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=environ,
             timeout=CHILD_TIMEOUT_S,
             check=False,
         ).returncode
@@ -614,17 +744,18 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {key: round(_median(rows, key), 3) for key in keys}
     for key in ("prompt_tokens", "decode_tokens", "threads", "threads_batch", "type_k"):
         summary[key] = rows[0][key]
+    summary["build"] = runs_build(rows)
     summary["repeats"] = len(rows)
     return summary
 
 
-def paired_ratio(runs: list[dict[str, Any]], name: str, numerator: str, denominator: str, key: str) -> float | None:
-    """Median over repetitions of one configuration's speed over another's in the same repetition.
+def runs_build(runs: list[dict[str, Any]]) -> str:
+    """The build label of these runs (one, unless something went wrong: then all of them, joined)."""
+    return "/".join(sorted({run.get("build", "-") for run in runs}))
 
-    On a shared virtual machine the speed drifts over tens of seconds (runs a minute apart differ by
-    up to 15% here) while runs of one repetition, seconds apart, drift together: a ratio within
-    each repetition cancels most of the drift that a ratio of separate medians keeps.
-    """
+
+def paired_ratios(runs: list[dict[str, Any]], name: str, numerator: str, denominator: str, key: str) -> list[float]:
+    """One configuration's speed over another's in each repetition that ran both (on input ``name``)."""
     by_run = {run["run"]: run for run in runs}
     ratios = []
     for run in runs:
@@ -634,6 +765,17 @@ def paired_ratio(runs: list[dict[str, Any]], name: str, numerator: str, denomina
         partner = by_run.get(f"{numerator}-{name}-{repeat}")
         if partner is not None and speeds(run)[key] > 0:
             ratios.append(speeds(partner)[key] / speeds(run)[key])
+    return ratios
+
+
+def paired_ratio(runs: list[dict[str, Any]], name: str, numerator: str, denominator: str, key: str) -> float | None:
+    """Median over repetitions of one configuration's speed over another's in the same repetition.
+
+    On a shared virtual machine the speed drifts over tens of seconds (runs a minute apart differ by
+    up to 15% here) while runs of one repetition, seconds apart, drift together: a ratio within
+    each repetition cancels most of the drift that a ratio of separate medians keeps.
+    """
+    ratios = paired_ratios(runs, name, numerator, denominator, key)
     return round(statistics.median(ratios), 3) if ratios else None
 
 
@@ -651,10 +793,15 @@ def tabulate(
     rows: list[dict[str, Any]] = []
     summary: dict[str, dict[str, Any]] = {}
     for name, data in inputs.items():
-        for config, label in (("a", "a seed defaults"), ("b", "b engine"), ("c", "c raw llama_decode")):
+        labels = [("a", "a seed defaults"), ("b", "b engine"), ("c", "c raw llama_decode")]
+        for config in [config for config, _ in labels] + [compared_config(config) for config in COMPARED]:
             selected = [run for run in runs if run["config"] == config and run["input"] == name]
-            summary[f"{config}-{name}"] = summarize_runs(selected)
+            if selected:  # the compared builds' configurations only when the build comparison ran
+                summary[f"{config}-{name}"] = summarize_runs(selected)
+        for config, label in labels:
             rows.append({"name": label, "input": name, **summary[f"{config}-{name}"]})
+            if f"{compared_config(config)}-{name}" in summary:
+                rows.append({"name": COMPARED[config], "input": name, **summary[f"{compared_config(config)}-{name}"]})
         mean_context = len(data["tokens"]) + max_tokens / 2
         bytes_per_token = layout["weight_bytes_per_token"] + kv_bytes_per_position(layout, type_k) * mean_context
         roofline = round(bandwidth_gbs * 1e9 / bytes_per_token, 3)
@@ -666,7 +813,14 @@ def tabulate(
             "decode_tokens_per_s": roofline,
         }
         rows.append(
-            {"name": "d roofline", "input": name, "threads": threads, "type_k": type_k, "decode_tokens_per_s": roofline}
+            {
+                "name": "d roofline",
+                "input": name,
+                "build": "-",
+                "threads": threads,
+                "type_k": type_k,
+                "decode_tokens_per_s": roofline,
+            }
         )
     batched_runs = [run for run in runs if run["config"] == "e"]
     batched: list[dict[str, Any]] = []
@@ -678,6 +832,7 @@ def tabulate(
             {
                 "name": f"e batched K={k}",
                 "input": "summarize",
+                "build": runs_build(batched_runs),
                 "threads": threads,
                 "type_k": batched_runs[0]["type_k"],
                 "prompt_tokens": batched_runs[0]["prompt_tokens"],
@@ -714,6 +869,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     columns = [
         ("configuration", "name"),
         ("input", "input"),
+        ("build", "build"),
         ("threads", "threads"),
         ("K cache", "type_k"),
         ("prompt tok", "prompt_tokens"),
@@ -725,7 +881,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ("load s", "load_s"),
         ("peak RSS MB", "peak_rss_mb"),
     ]
-    print_aligned([title for title, _ in columns], [[_cell(row.get(key)) for _, key in columns] for row in rows], 2)
+    print_aligned([title for title, _ in columns], [[_cell(row.get(key)) for _, key in columns] for row in rows], 3)
 
 
 def print_aligned(header: list[str], lines: list[list[str]], text_columns: int) -> None:
@@ -743,7 +899,9 @@ def print_aligned(header: list[str], lines: list[list[str]], text_columns: int) 
             print("  ".join("-" * width for width in widths))
 
 
-def plot(batched: list[dict[str, Any]], ceiling: float | None, single: float | None, path: Path) -> str | None:
+def plot(
+    batched: list[dict[str, Any]], ceiling: float | None, single: float | None, path: Path, title: str
+) -> str | None:
     """Aggregate and per-sequence tok/s against K; returns an error text instead of raising when it cannot plot."""
     try:
         import matplotlib
@@ -765,7 +923,7 @@ def plot(batched: list[dict[str, Any]], ceiling: float | None, single: float | N
     axes.set_xlabel("sequences per decode step (K)")
     axes.set_ylabel("decode tokens/s")
     axes.set_ylim(bottom=0)
-    axes.set_title("Batched decoding, Phi-3-mini shapes, random Q4_0")
+    axes.set_title(title)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -798,7 +956,7 @@ def machine_info() -> dict[str, Any]:
 
     return {
         "cpu_model": cpuinfo("model name"),
-        "cpu_flags_avx512f": "avx512f" in (cpuinfo("flags") or "").split(),
+        "cpu_flags_avx512f": "avx512f" in cpu_flags(),
         "cpu_count": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)),
         "mem_total_gib": meminfo_gib(),
@@ -809,6 +967,113 @@ def machine_info() -> dict[str, Any]:
             name: importlib.metadata.version(name) for name in ("llama_cpp_python", "numpy", "gguf", "pydantic")
         },
     }
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags /proc/cpuinfo lists for the first CPU (empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+# -- the second build -------------------------------------------------------------------------
+
+
+def prepare_compare_build(enabled: bool) -> dict[str, Any]:
+    """The AVX-512 build's libraries, unpacked into COMPARE_LIB_DIR, or why the comparison is skipped.
+
+    scripts/build_llama.py compiles the build once (about 10 minutes on 2 cores) and keeps its wheel
+    under a key of its flags; later runs only check the key of the unpacked libraries.
+    """
+    import build_llama
+
+    info: dict[str, Any] = {"build": COMPARE_BUILD, "flags_file": str(COMPARE_FLAGS.relative_to(ROOT))}
+    machine = platform.machine().lower()
+    if not enabled:
+        return {**info, "skipped": "--no-compare-builds"}
+    if build_llama.ARCHITECTURES.get(machine) != "amd64":
+        return {**info, "skipped": f"this machine is {machine}, not x86_64: no AVX-512 build to compare"}
+    options = build_llama.cmake_flag_values(build_llama.read_flags(COMPARE_FLAGS))
+    needed = [flag for option, flags in CPU_FLAGS_OF_OPTION.items() if options.get(option) == "ON" for flag in flags]
+    missing = [flag for flag in needed if flag not in cpu_flags()]
+    if missing:
+        return {**info, "skipped": f"this CPU lacks {', '.join(missing)}, which the AVX-512 build uses"}
+    print(
+        f"preparing the {COMPARE_BUILD} build's libraries in {COMPARE_LIB_DIR.relative_to(ROOT)} "
+        f"(the first time compiles llama.cpp with {COMPARE_FLAGS.name}: about 10 minutes on 2 cores) ...",
+        flush=True,
+    )
+    started = time.perf_counter()
+    try:
+        lib_dir = build_llama.unpack_libraries(
+            sys.executable, COMPARE_FLAGS, build_llama.DEFAULT_CACHE, COMPARE_LIB_DIR
+        )
+    except (build_llama.BuildError, OSError) as exc:
+        return {**info, "skipped": f"the {COMPARE_BUILD} build could not be prepared: {exc}"}
+    key = (lib_dir / build_llama.MARKER_NAME).read_text(encoding="utf-8").split()[0]
+    return {**info, "lib_dir": str(lib_dir.resolve()), "key": key, "prepare_s": round(time.perf_counter() - started, 1)}
+
+
+def compare_builds(runs: list[dict[str, Any]], inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Paired ratios of the comparison build over the shipped one, and the dispatch decision.
+
+    Each ratio is taken within a repetition, (b') over (b) and (c') over (c), as paired_ratio does;
+    the decision takes the median of all of them, both configurations and every input pooled.
+    """
+    ratios: dict[str, dict[str, float | None]] = {}
+    pooled: dict[str, list[float]] = {"prompt": [], "decode": []}
+    for name in inputs:
+        ratios[name] = {}
+        for config in COMPARED:
+            for speed, key in (("prompt", "prompt_tokens_per_s"), ("decode", "decode_tokens_per_s")):
+                values = paired_ratios(runs, name, compared_config(config), config, key)
+                pooled[speed] += values
+                label = f"{config}'/{config} {speed}"
+                ratios[name][label] = round(statistics.median(values), 3) if values else None
+    prompt, decode = (round(statistics.median(pooled[k]), 3) if pooled[k] else None for k in ("prompt", "decode"))
+    if prompt is None or decode is None:
+        return {"ratios": ratios, "dispatch": None, "dispatch_text": "dispatch: no paired runs of both builds"}
+    worth = max(prompt, decode) >= DISPATCH_GAIN
+    if worth:
+        text = f"dispatch: AVX-512 build worth shipping beside AVX2 (prompt {prompt:.2f}, decode {decode:.2f})"
+    else:
+        text = f"dispatch: one AVX2 build (AVX-512 gains prompt {prompt:.2f}, decode {decode:.2f} < {DISPATCH_GAIN})"
+    return {
+        "ratios": ratios,
+        "pooled_ratios": {speed: [round(value, 3) for value in values] for speed, values in pooled.items()},
+        "dispatch": {
+            "prompt_ratio": prompt,
+            "decode_ratio": decode,
+            "threshold": DISPATCH_GAIN,
+            "decision": "ship the AVX-512 build beside AVX2" if worth else "one AVX2 build",
+        },
+        "dispatch_text": text,
+    }
+
+
+def builds_of(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each build the children ran: its full system info, library folder and mapped files, and its configurations."""
+    builds: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        if "build" not in run:
+            continue
+        entry = builds.setdefault(
+            run["build"],
+            {
+                "llama_system_info": run["llama_system_info"],
+                "llama_lib_path": run["llama_lib_path"],
+                "llama_lib_path_from": run["llama_lib_path_from"],
+                "loaded_libraries": run["loaded_libraries"],
+                "configs": [],
+            },
+        )
+        if run["config"] not in entry["configs"]:
+            entry["configs"].append(run["config"])
+    return builds
 
 
 # -- the engine settings sweep ---------------------------------------------------------------
@@ -890,12 +1155,13 @@ def print_sweep(sweep: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
-        description="Decode-speed benchmark: seed setup, engine, raw llama.cpp, roofline, batching."
+        description="Decode-speed benchmark: seed setup, engine, raw llama.cpp, roofline, batching, AVX-512 build."
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="64 tokens, the summarize input only, 3 repetitions (batched: one; raw: one prompt sample)",
+        help="64 tokens, the summarize input only, 3 repetitions (batched: one; raw: one prompt sample; "
+        f"(b') and (c'): {QUICK_COMPARE_REPEATS} repetition)",
     )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="GGUF to run; generated if it is missing")
     parser.add_argument("--out-dir", type=Path, default=Path("bench-results"))
@@ -903,7 +1169,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="threads of (b), (c), (e); default: CPUs this process may use"
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="repetitions of (a), (b), (c), (e); default 3, medians reported"
+        "--repeats", type=int, default=None, help="repetitions of (a)-(c'), (e); default 3, medians reported"
     )
     parser.add_argument("--max-tokens", type=int, default=None, help="tokens to generate; default 64 quick, 170 full")
     parser.add_argument(
@@ -911,12 +1177,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: each engine setting (threads, batch size, K cache, flash attention, mmap) against the defaults",
     )
+    parser.add_argument(
+        "--no-compare-builds",
+        action="store_true",
+        help="skip (b') and (c'): the AVX-512 build beside the shipped one (run only on x86_64 hosts with AVX-512)",
+    )
+    parser.add_argument(
+        "--compare-repeats",
+        type=int,
+        default=None,
+        help=f"repetitions that also run (b') and (c'); default: all ({QUICK_COMPARE_REPEATS} in the quick run)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return run_child(args.child)
 
-    started = time.perf_counter()
     max_tokens = args.max_tokens or (32 if args.sweep else 64 if args.quick else 170)
     repeats = args.repeats or 3
     threads = args.threads or available_cpus()
@@ -924,8 +1200,22 @@ def main(argv: list[str] | None = None) -> int:
     work = out_dir / "runs"
     work.mkdir(parents=True, exist_ok=True)
 
+    # Generating the model and compiling the comparison build happen once, before the timed part.
     model = ensure_model(args.model)
+    compare = prepare_compare_build(not args.no_compare_builds) if not args.sweep else None
+    if compare and compare.get("skipped"):
+        print(f"build comparison skipped: {compare['skipped']}")
+    compare_lib = compare.get("lib_dir") if compare else None
+    compare_repeats = min(
+        repeats,
+        args.compare_repeats if args.compare_repeats is not None else QUICK_COMPARE_REPEATS if args.quick else repeats,
+    )
+    started = time.perf_counter()
     layout = model_layout(args.model)
+    print(
+        f"model: {layout['file_type']}, {layout['tensor_bytes'] / 1e9:.2f} GB of tensors: "
+        + ", ".join(f"{count} {name}" for name, count in sorted(layout["tensors_by_type"].items()))
+    )
     # Every child then finds the file in the page cache: none pays the disk read for the others.
     with args.model.open("rb") as model_file:
         while model_file.read(8 << 20):
@@ -962,29 +1252,44 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     runs: list[dict[str, Any]] = []
+    compared = f", (b') and (c') with the {COMPARE_BUILD} build in {compare_repeats} of them" if compare_lib else ""
     print(
         f"running (threads {threads} for b/c/e, K cache {type_k} for b/c/d/e, {max_tokens} tokens, "
-        f"{repeats} repetition(s)):"
+        f"{repeats} repetition(s){compared}):"
     )
     bandwidth = spawn({**base, "config": "d", "threads": threads}, work, "d")
     runs.append(bandwidth)
     for repeat in range(repeats):
         for name, data in inputs.items():
             common = {**base, "input": name, "prompt": data["prompt"], "text": data["text"], "tokens": data["tokens"]}
-            configs = [
-                ("a", {**common, "config": "a"}),
-                ("b", {**common, "config": "b"}),
+            groups = [
+                [("a", {**common, "config": "a"})],
+                [("b", {**common, "config": "b"})],
                 # The quick run keeps one prompt sample of (c): its prompt speed is in no goal (b/a is), and
                 # the second sample would cost about 20 s of the five minutes.
-                ("c", {**common, "config": "c", "threads": threads, "repeat_prompt": not args.quick}),
+                [("c", {**common, "config": "c", "threads": threads, "repeat_prompt": not args.quick})],
             ]
+            if compare_lib and repeat < compare_repeats:
+                for group in groups:
+                    config, spec = group[0]
+                    if config not in COMPARED:
+                        continue
+                    twin_spec = {
+                        "config": compared_config(config),
+                        "lib_path": compare_lib,
+                        "expect_build": COMPARE_BUILD,
+                    }
+                    twin = (compared_config(config), {**spec, **twin_spec})
+                    # The two builds back to back, which first alternating: their ratio sees the least drift.
+                    group[:] = [group[0], twin] if repeat % 2 == 0 else [twin, group[0]]
             # Each repetition starts with another configuration, so no one of them always runs first
             # (a cooler CPU, a fresher page cache).
-            shift = repeat % len(configs)
-            for config, spec in configs[shift:] + configs[:shift]:
-                runs.append(spawn(spec, work, f"{config}-{name}-{repeat}"))
+            shift = repeat % len(groups)
+            for group in groups[shift:] + groups[:shift]:
+                for config, spec in group:
+                    runs.append(spawn(spec, work, f"{config}-{name}-{repeat}"))
         if args.quick and repeat > 0:
-            continue  # batched decoding once: its K=4 gain is far from its goal, and the quick run must stay short
+            continue  # batched decoding once (about two minutes on 2 cores): the quick run must stay short
         summarize_input = inputs["summarize"]
         batched_spec = {
             **base,
@@ -1027,6 +1332,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios["summarize"].update(
         {f"e({entry['k']})/e(1) aggregate": _ratio(entry["aggregate_tokens_per_s"], single) for entry in batched[1:]}
     )
+    builds = builds_of(runs)
+    comparison = compare_builds(runs, inputs) if compare_lib else None
 
     print()
     print_table(rows)
@@ -1041,6 +1348,17 @@ def main(argv: list[str] | None = None) -> int:
     print("ratios of (a), (b), (c): medians of the ratios within each repetition")
     for name, values in ratios.items():
         print(f"ratios ({name}): " + ", ".join(f"{key} {_cell(value)}" for key, value in values.items()))
+    for build, entry in builds.items():
+        print(f"build {build} ({', '.join(entry['configs'])}; {entry['llama_lib_path']}): {entry['llama_system_info']}")
+    if comparison:
+        for name, values in comparison["ratios"].items():
+            print(
+                f"{COMPARE_BUILD} over {summary[f'b-{name}']['build']} ({name}, paired within repetitions): "
+                + ", ".join(f"{key} {_cell(value)}" for key, value in values.items())
+            )
+        print(comparison["dispatch_text"] + " [medians of all paired ratios of (b')/(b) and (c')/(c)]")
+    elif compare:
+        print(f"dispatch: not measured ({compare.get('skipped')})")
     for name in inputs:
         goals = [
             ("b/a decode, end to end", ratios[name]["b/a e2e decode"], 1.7),
@@ -1057,11 +1375,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
 
+    batched_build = next(row["build"] for row in rows if row["name"].startswith("e "))
     plot_error = plot(
         batched,
         summary["d-summarize"]["decode_tokens_per_s"],
         summary["c-summarize"]["decode_tokens_per_s"],
         out_dir / "decode_vs_k.png",
+        f"Batched decoding, Phi-3-mini shapes, random {layout['file_type']}, {batched_build} build",
     )
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -1073,6 +1393,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_sizes": list(BATCH_SIZES),
             "seed_n_ctx": SEED_N_CTX,
             "type_k": type_k,
+            "compare_repeats": compare_repeats if compare_lib else 0,
         },
         "machine": machine_info(),
         "model": {**model, **layout},
@@ -1083,6 +1404,8 @@ def main(argv: list[str] | None = None) -> int:
         "disturbed_runs": disturbed,
         "summary": summary,
         "ratios": ratios,
+        "builds": builds,
+        "build_comparison": {**(compare or {}), **(comparison or {})},
         "runs": runs,
         "plot_error": plot_error,
         "wall_s": round(time.perf_counter() - started, 1),
@@ -1091,7 +1414,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {out_dir / 'bench.json'}" + (f"; {plot_error}" if plot_error else f" and {out_dir / 'decode_vs_k.png'}")
     )
-    print(f"benchmark wall time {report['wall_s']:.0f} s")
+    print(f"benchmark wall time {report['wall_s']:.0f} s (without generating the model or compiling a build)")
     if not counts_match:
         print(f"error: generated token counts differ from {max_tokens}: {counts}", file=sys.stderr)
         return 1

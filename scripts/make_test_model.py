@@ -5,17 +5,26 @@ loads it through the same code paths as the real model: the ``phi3`` architectur
 SentencePiece (``llama``) vocabulary with byte fallback, Phi-3's special tokens and chat template.
 
 Presets: ``tiny`` (under 1 MB, for tests) and ``phi3-mini`` (Phi-3-mini's exact shapes and
-32064-token vocabulary, Q4_0 with a Q6_K output matrix, about 2.2 GB, for speed measurements).
+32064-token vocabulary in F16, 7.6 GB, for speed measurements). With ``--quantize Q4_K_M`` the
+F16 model is written beside ``--out`` and quantized into it by llama.cpp's own quantizer, so each
+tensor gets the type llama.cpp gives it in a real model of the architecture (Q4_K_M, the type of
+Phi-3-mini-4k-instruct-q4.gguf: Q4_K, with Q6_K for the output matrix and for half the layers' QKV
+and FFN-down matrices); the F16 file is deleted afterwards. The benchmark's model:
+``--preset phi3-mini --quantize Q4_K_M`` (2,396,832,640 bytes; the published q4 file has 2,393,231,072).
 
-Usage: ``python scripts/make_test_model.py --out PATH [--preset tiny|phi3-mini]``
+Usage: ``python scripts/make_test_model.py --out PATH [--preset tiny|phi3-mini] [--quantize Q4_K_M]``
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
+import logging
+import os
 import string
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +105,9 @@ class Preset:
     n_vocab: int | None = None
     #: Type of output.weight; None: ``weight_type``.
     output_type: gguf.GGMLQuantizationType | None = None
-    #: Draw quantized blocks directly from random bits instead of quantizing f32 weights: the
-    #: weights are random either way, and this is fast and needs one tensor in memory at a time.
-    random_blocks: bool = False
+    #: Declare every tensor first, then draw and write one tensor at a time (F16 or F32 weights):
+    #: memory stays at one tensor, however large the model.
+    streamed: bool = False
 
 
 PRESETS: dict[str, Preset] = {
@@ -106,8 +115,8 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(n_embd=64, n_layer=2, n_head=2, n_head_kv=2, n_ff=128),
     # Heads of 16 values: a quantized K cache cannot be cut per head (tests of the f16 fallback).
     "tiny-16-value-heads": Preset(n_embd=64, n_layer=2, n_head=4, n_head_kv=4, n_ff=128),
-    # Phi-3-mini-4k-instruct's shapes. Its q4 file (Q4_K_M) keeps output.weight in Q6_K, the
-    # largest matrix read on every token, so it is Q6_K here too; token_embd is only gathered.
+    # Phi-3-mini-4k-instruct's shapes in F16, the input of llama.cpp's quantizer (see quantize):
+    # quantized to Q4_K_M, as the real q4 file is, it is the benchmark's model.
     "phi3-mini": Preset(
         n_embd=3072,
         n_layer=32,
@@ -115,10 +124,9 @@ PRESETS: dict[str, Preset] = {
         n_head_kv=32,
         n_ff=8192,
         n_vocab=32064,
-        weight_type=gguf.GGMLQuantizationType.Q4_0,
-        output_type=gguf.GGMLQuantizationType.Q6_K,
-        file_type=gguf.LlamaFileType.MOSTLY_Q4_0,
-        random_blocks=True,
+        weight_type=gguf.GGMLQuantizationType.F16,
+        file_type=gguf.LlamaFileType.MOSTLY_F16,
+        streamed=True,
     ),
 }
 
@@ -237,8 +245,8 @@ def _add_tensor(writer: gguf.GGUFWriter, name: str, data: np.ndarray, qtype: ggu
 
 
 @dataclass(frozen=True)
-class _BlockTensor:
-    """A tensor to draw from random bits: name, numpy shape (ggml ne reversed), type and target std."""
+class _TensorSpec:
+    """A tensor to draw: name, numpy shape (ggml ne reversed), type and target std."""
 
     name: str
     shape: tuple[int, ...]
@@ -248,7 +256,7 @@ class _BlockTensor:
     row_scale: np.ndarray | None = None
 
 
-def _block_tensors(preset: Preset, normal_mask: np.ndarray) -> Iterator[_BlockTensor]:
+def _tensor_specs(preset: Preset, normal_mask: np.ndarray) -> Iterator[_TensorSpec]:
     """The tensors of ``_weights``, in the same order and with the same spreads, as specs."""
     n_vocab = len(normal_mask)
     d = preset.n_embd
@@ -258,69 +266,56 @@ def _block_tensors(preset: Preset, normal_mask: np.ndarray) -> Iterator[_BlockTe
     f32 = gguf.GGMLQuantizationType.F32
     weight = preset.weight_type
     proj_std = preset.init_std / np.sqrt(d)
-    yield _BlockTensor(names[t.TOKEN_EMBD] + ".weight", (n_vocab, d), weight, preset.init_std)
+    yield _TensorSpec(names[t.TOKEN_EMBD] + ".weight", (n_vocab, d), weight, preset.init_std)
     for i in range(preset.n_layer):
-        yield _BlockTensor(names[t.ATTN_NORM].format(bid=i) + ".weight", (d,), f32)
-        yield _BlockTensor(names[t.ATTN_QKV].format(bid=i) + ".weight", (d + 2 * n_embd_gqa, d), weight, proj_std)
-        yield _BlockTensor(names[t.ATTN_OUT].format(bid=i) + ".weight", (d, d), weight, proj_std)
-        yield _BlockTensor(names[t.FFN_NORM].format(bid=i) + ".weight", (d,), f32)
-        yield _BlockTensor(names[t.FFN_UP].format(bid=i) + ".weight", (2 * preset.n_ff, d), weight, proj_std)
+        yield _TensorSpec(names[t.ATTN_NORM].format(bid=i) + ".weight", (d,), f32)
+        yield _TensorSpec(names[t.ATTN_QKV].format(bid=i) + ".weight", (d + 2 * n_embd_gqa, d), weight, proj_std)
+        yield _TensorSpec(names[t.ATTN_OUT].format(bid=i) + ".weight", (d, d), weight, proj_std)
+        yield _TensorSpec(names[t.FFN_NORM].format(bid=i) + ".weight", (d,), f32)
+        yield _TensorSpec(names[t.FFN_UP].format(bid=i) + ".weight", (2 * preset.n_ff, d), weight, proj_std)
         down_std = preset.init_std / np.sqrt(preset.n_ff)
-        yield _BlockTensor(names[t.FFN_DOWN].format(bid=i) + ".weight", (d, preset.n_ff), weight, down_std)
-    yield _BlockTensor(names[t.OUTPUT_NORM] + ".weight", (d,), f32)
+        yield _TensorSpec(names[t.FFN_DOWN].format(bid=i) + ".weight", (d, preset.n_ff), weight, down_std)
+    yield _TensorSpec(names[t.OUTPUT_NORM] + ".weight", (d,), f32)
     row_scale = np.where(normal_mask, 1.0, 0.1)  # as in _weights: near-zero logits for non-text tokens
     output_std = preset.init_std * 4 / np.sqrt(d)
     output_type = preset.output_type or weight
-    yield _BlockTensor(names[t.OUTPUT] + ".weight", (n_vocab, d), output_type, output_std, row_scale)
+    yield _TensorSpec(names[t.OUTPUT] + ".weight", (n_vocab, d), output_type, output_std, row_scale)
 
 
-def _block_bytes(spec: _BlockTensor) -> int:
-    block_size, type_size = gguf.GGML_QUANT_SIZES[spec.qtype]
-    return int(np.prod(spec.shape)) // block_size * type_size
+_STREAMED_DTYPES = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}
 
 
-def _random_blocks(rng: np.random.Generator, spec: _BlockTensor) -> np.ndarray:
-    """The tensor's bytes in its ggml block layout, from random quants and scales of the target spread."""
-    rows, cols = spec.shape
-    row_scale = np.ones(rows) if spec.row_scale is None else spec.row_scale
-    if spec.qtype == gguf.GGMLQuantizationType.Q4_0:
-        # block_q4_0: f16 d, then 32 4-bit quants q packed in 16 bytes; weight = d * (q - 8).
-        n_blocks = cols // 32
-        quants = rng.integers(0, 256, size=(rows, n_blocks, 16), dtype=np.uint8)
-        # E[(q - 8)^2] = 21.5 for uniform q; random signs of d keep the weights' mean at 0.
-        scale = rng.normal(0.0, spec.std / np.sqrt(21.5), size=(rows, n_blocks, 1)) * row_scale[:, None, None]
-        blocks = np.concatenate([scale.astype(np.float16).view(np.uint8), quants], axis=-1)
-    elif spec.qtype == gguf.GGMLQuantizationType.Q6_K:
-        # block_q6_K: ql[128], qh[64] (6-bit quants q), int8 scales[16], f16 d;
-        # weight = d * scale * (q - 32). E[(q - 32)^2] = 341.5; scales uniform in [-32, 32]: E = 352.
-        n_blocks = cols // 256
-        quants = rng.integers(0, 256, size=(rows, n_blocks, 192), dtype=np.uint8)
-        scales = rng.integers(-32, 33, size=(rows, n_blocks, 16), dtype=np.int8)
-        d = np.broadcast_to(row_scale[:, None, None] * spec.std / np.sqrt(341.5 * 352.0), (rows, n_blocks, 1))
-        blocks = np.concatenate([quants, scales.view(np.uint8), d.astype(np.float16).view(np.uint8)], axis=-1)
-    else:
-        raise ValueError(f"random blocks of {spec.qtype.name} are not implemented")
-    return blocks.reshape(rows, -1)
+def _random_values(rng: np.random.Generator, spec: _TensorSpec) -> np.ndarray:
+    """The tensor's values: ones for norms (1-D, F32), else normal with the target spread (finite, checked)."""
+    dtype = _STREAMED_DTYPES[spec.qtype]
+    if len(spec.shape) == 1:
+        return np.ones(spec.shape, dtype=dtype)
+    values = rng.standard_normal(spec.shape, dtype=np.float32)
+    values *= np.float32(spec.std)
+    if spec.row_scale is not None:
+        values *= spec.row_scale.astype(np.float32)[:, None]
+    cast = values.astype(dtype)
+    # The quantizer fails on (or silently spreads) NaN and inf; F16's range is far above these spreads.
+    if not np.isfinite(cast).all():
+        raise ValueError(f"{spec.name}: random values not finite in {spec.qtype.name}")
+    return cast
 
 
-def _write_random_blocks(writer: gguf.GGUFWriter, preset: Preset, normal_mask: np.ndarray) -> None:
+def _write_streamed(writer: gguf.GGUFWriter, preset: Preset, normal_mask: np.ndarray) -> None:
     """Declare every tensor, then draw and write them one at a time: memory stays at one tensor."""
     rng = np.random.default_rng(preset.seed)
-    specs = list(_block_tensors(preset, normal_mask))
+    specs = list(_tensor_specs(preset, normal_mask))
     for spec in specs:
-        if spec.qtype == gguf.GGMLQuantizationType.F32:
-            writer.add_tensor_info(spec.name, spec.shape, np.dtype(np.float32), 4 * int(np.prod(spec.shape)))
-        else:
-            byte_shape = (*spec.shape[:-1], _block_bytes(spec) // spec.shape[0])
-            writer.add_tensor_info(spec.name, byte_shape, np.dtype(np.uint8), _block_bytes(spec), raw_dtype=spec.qtype)
+        if spec.qtype not in _STREAMED_DTYPES:
+            kind = spec.qtype.name
+            raise ValueError(f"{spec.name}: streamed tensors are F32 or F16 (llama.cpp quantizes), not {kind}")
+        dtype = np.dtype(_STREAMED_DTYPES[spec.qtype])
+        writer.add_tensor_info(spec.name, spec.shape, dtype, int(np.prod(spec.shape)) * dtype.itemsize)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for spec in specs:
-        if spec.qtype == gguf.GGMLQuantizationType.F32:
-            writer.write_tensor_data(np.ones(spec.shape, dtype=np.float32))
-        else:
-            writer.write_tensor_data(_random_blocks(rng, spec))
+        writer.write_tensor_data(_random_values(rng, spec))
 
 
 def make_model(out: Path, preset: str = "tiny") -> Path:
@@ -363,8 +358,8 @@ def make_model(out: Path, preset: str = "tiny") -> Path:
     writer.add_chat_template(PHI3_CHAT_TEMPLATE)
 
     normal_mask = np.array([t == gguf.TokenType.NORMAL for t in vocab.types])
-    if p.random_blocks:
-        _write_random_blocks(writer, p, normal_mask)
+    if p.streamed:
+        _write_streamed(writer, p, normal_mask)
     else:
         for name, data in _weights(p, normal_mask):
             _add_tensor(writer, name, data, p.weight_type)
@@ -373,6 +368,55 @@ def make_model(out: Path, preset: str = "tiny") -> Path:
         writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def quantize(source: Path, out: Path, quantization: str = "Q4_K_M", threads: int | None = None) -> None:
+    """Quantize an F16/F32 GGUF with llama.cpp's own quantizer (``llama_model_quantize``, as llama-quantize).
+
+    ``quantization`` is a llama_ftype name without ``LLAMA_FTYPE_MOSTLY_`` (Q4_K_M, Q4_0, Q8_0, ...);
+    llama.cpp picks each tensor's type for it as it does for a real model of the architecture.
+    Threads: ``threads``, else every CPU this process may run on.
+    """
+    import llama_cpp
+
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quantization.upper()}", None)
+    if not isinstance(ftype, int):
+        raise ValueError(f"llama.cpp has no file type {quantization!r} (LLAMA_FTYPE_MOSTLY_{quantization.upper()})")
+    # llama-cpp-python prints llama.cpp's log (a line per tensor here) until its logger is told otherwise.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads or len(os.sched_getaffinity(0))
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params))
+    if status != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {source} to {quantization} (status {status})")
+
+
+def make_quantized_model(
+    out: Path, preset: str = "phi3-mini", quantization: str = "Q4_K_M", threads: int | None = None
+) -> dict[str, float]:
+    """Write ``preset`` (F16) beside ``out``, quantize it into ``out`` with llama.cpp, delete the F16 file.
+
+    Both files are written under temporary names (``.f16.partial``, ``.partial``): ``out`` appears only
+    complete, and an interrupted run leaves no file that looks finished. Returns the seconds each step took.
+    """
+    if PRESETS[preset].weight_type not in _STREAMED_DTYPES:
+        raise ValueError(f"preset {preset} is {PRESETS[preset].weight_type.name}: llama.cpp quantizes F16 or F32")
+    out = Path(out)
+    source = out.with_name(out.name + ".f16.partial")
+    partial = out.with_name(out.name + ".partial")
+    try:
+        started = time.perf_counter()
+        make_model(source, preset)
+        generated = time.perf_counter()
+        quantize(source, partial, quantization, threads)
+        quantized = time.perf_counter()
+        partial.replace(out)
+    finally:
+        source.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    return {"generation_s": round(generated - started, 1), "quantization_s": round(quantized - generated, 1)}
 
 
 def sha256_of(path: Path) -> str:
@@ -389,8 +433,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write a deterministic phi3 GGUF test model.")
     parser.add_argument("--out", type=Path, required=True, help="GGUF file to write")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument(
+        "--quantize",
+        metavar="TYPE",
+        help="write the preset beside OUT and quantize it into OUT with llama.cpp (e.g. Q4_K_M), then delete it",
+    )
     args = parser.parse_args(argv)
-    path = make_model(args.out, args.preset)
+    if args.quantize:
+        timings = make_quantized_model(args.out, args.preset, args.quantize)
+        print(f"generated in {timings['generation_s']:.0f} s, quantized in {timings['quantization_s']:.0f} s")
+        path = Path(args.out)
+    else:
+        path = make_model(args.out, args.preset)
     print(f"{path} {path.stat().st_size} bytes sha256={sha256_of(path)}")
     return 0
 
