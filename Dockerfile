@@ -4,6 +4,9 @@
 #   docker buildx build --build-arg MODEL=qwen3-4b-q4 ...           (another manifest in layers/models/)
 #   docker buildx build --build-arg MODEL_FILE=models/local/Phi-3-mini-4k-instruct-q4.gguf ...  (offline)
 #   sam build --use-buildkit                                        (template.yaml names this file)
+#   docker buildx build --build-arg BASE_IMAGE=llm-service/lambda-python-stand-in:bookworm ...
+#                                                   (the local stand-in base: image/base/, `make sam-base`)
+#   docker buildx build --secret id=ca-bundle,src=/path/to/ca.pem ...  (TLS re-signed by a proxy's CA)
 #
 # Needs BuildKit (RUN --mount, COPY --link): Docker 23+ or buildx. `sam build` without --use-buildkit
 # uses the legacy builder, which stops at the first RUN --mount.
@@ -16,24 +19,38 @@
 # and append the top-level "Digest:" it prints (the multi-arch index, right for both architectures):
 #   ARG PYTHON_IMAGE_TAG=3.12.2026.10.03.13@sha256:<digest>
 ARG PYTHON_IMAGE_TAG=3.12.2026.10.03.13
+# The base of every stage. Where AWS's image cannot be pulled (no registry reachable), a stand-in with
+# the same interface is built from Debian's packages (image/base/build.sh, `make sam-base`) under a name
+# of its own, and given here: --build-arg BASE_IMAGE=llm-service/lambda-python-stand-in:bookworm
+ARG BASE_IMAGE=public.ecr.aws/lambda/python:${PYTHON_IMAGE_TAG}
 
 # --- build: llama-cpp-python compiled for the target CPUs, then the task root ---------------------------
-FROM public.ecr.aws/lambda/python:${PYTHON_IMAGE_TAG} AS build
+FROM ${BASE_IMAGE} AS build
 ARG TARGETARCH
+ARG BASE_IMAGE
 SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
 # Amazon Linux 2023 locks its repositories to the base image's release, so the pinned base tag pins
-# these packages' versions too.
+# these packages' versions too. An optional BuildKit secret ca-bundle (a PEM file: `--secret
+# id=ca-bundle,src=ca.pem`) is trusted by dnf and pip where TLS is re-signed (a corporate proxy); unused
+# when not given.
 # hadolint ignore=DL3041
-RUN dnf install -y gcc gcc-c++ cmake make && dnf clean all
+RUN --mount=type=secret,id=ca-bundle,required=false \
+    echo "base image: ${BASE_IMAGE}"; \
+    ca=(); if [[ -s /run/secrets/ca-bundle ]]; then ca=(--setopt=sslcacert=/run/secrets/ca-bundle); fi; \
+    dnf install -y "${ca[@]}" gcc gcc-c++ cmake make && dnf clean all
 WORKDIR /src
 COPY layers/runtime/requirements.txt layers/runtime/
 COPY layers/build/ layers/build/
+COPY scripts/build_llama.py scripts/
 # The wheels get a layer of their own, so a handler change does not compile llama.cpp again. No pip
 # cache: its wheels are keyed by the source, not by CMAKE_ARGS, and --no-binary keeps any prebuilt
-# llama-cpp-python wheel (built for some other CPU) out.
-RUN args="layers/build/cmake-${TARGETARCH}.args"; \
+# llama-cpp-python wheel (built for some other CPU) out. build_llama.py reads the flags file exactly
+# as `make setup` does for the development build.
+RUN --mount=type=secret,id=ca-bundle,required=false \
+    if [[ -s /run/secrets/ca-bundle ]]; then export PIP_CERT=/run/secrets/ca-bundle; fi; \
+    args="layers/build/cmake-${TARGETARCH}.args"; \
     if [[ ! -f "$args" ]]; then echo "no $args (TARGETARCH='${TARGETARCH}'): build with BuildKit for linux/amd64 or linux/arm64" >&2; exit 1; fi; \
-    CMAKE_ARGS="$(sed -e 's/#.*//' "$args" | tr -s '[:space:]' ' ')"; \
+    CMAKE_ARGS="$(python scripts/build_llama.py --print-cmake-args --flags "$args")"; \
     echo "CMAKE_ARGS=${CMAKE_ARGS}"; \
     CMAKE_ARGS="$CMAKE_ARGS" FORCE_CMAKE=1 python -m pip wheel --no-cache-dir --no-binary llama-cpp-python \
         --wheel-dir /build/wheels --requirement layers/runtime/requirements.txt
@@ -49,7 +66,7 @@ FROM scratch AS local-models
 COPY models/loca[l] /
 
 # Data only, so it runs on the build machine's own platform instead of under emulation.
-FROM --platform=$BUILDPLATFORM public.ecr.aws/lambda/python:${PYTHON_IMAGE_TAG} AS model
+FROM --platform=$BUILDPLATFORM ${BASE_IMAGE} AS model
 ARG MODEL=phi-3-mini-4k-instruct-q4
 ARG MODEL_FILE=
 SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
@@ -62,6 +79,8 @@ COPY layers/models/ layers/models/
 # requirements-dev.txt (read by grep), which hadolint cannot see.
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=local-models,target=/local \
+    --mount=type=secret,id=ca-bundle,required=false \
+    if [[ -s /run/secrets/ca-bundle ]]; then export PIP_CERT=/run/secrets/ca-bundle; fi; \
     if [[ -n "$MODEL_FILE" ]]; then \
         if [[ "$MODEL_FILE" != models/local/* ]]; then echo "MODEL_FILE must be a file under models/local/, not $MODEL_FILE" >&2; exit 1; fi; \
         path="$(python scripts/download_model.py --model "$MODEL" --local "/local/${MODEL_FILE#models/local/}" --out-dir /opt/model)"; \
@@ -76,10 +95,13 @@ RUN --mount=type=bind,from=local-models,target=/local \
     ls -l /opt/model
 
 # --- the function -----------------------------------------------------------------------------------------
-FROM public.ecr.aws/lambda/python:${PYTHON_IMAGE_TAG}
+FROM ${BASE_IMAGE}
+ARG BASE_IMAGE
+# checkov:skip=CKV_DOCKER_7: BASE_IMAGE defaults to the dated tag PYTHON_IMAGE_TAG (digest optional); checkov reads the variable as untagged
 # checkov:skip=CKV_DOCKER_3: Lambda runs the function as its own unprivileged user whatever USER says; the check below reads everything as uid 65534
 # Lambda does not run container health checks (it watches the runtime API), so none is declared.
 HEALTHCHECK NONE
+LABEL org.opencontainers.image.base.name="${BASE_IMAGE}"
 # The model first, as a layer of its own that does not depend on the layers under it (--link): code
 # changes neither rebuild nor re-push its gigabytes.
 COPY --link --from=model /opt/model /opt/model
@@ -94,8 +116,10 @@ ENV MODEL_PATH=/opt/model/model.gguf \
 # Fail the build rather than the first invocation: as an unprivileged user, as on Lambda, import the
 # handler and llama.cpp's libraries from this image and read the model and its sidecar.
 WORKDIR ${LAMBDA_TASK_ROOT}
-RUN python -c "import os; os.setgroups([]); os.setgid(65534); os.setuid(65534); \
+RUN echo "base image: ${BASE_IMAGE}"; \
+    python -c "import os, sys; os.setgroups([]); os.setgid(65534); os.setuid(65534); \
 import handler.app, llama_cpp; \
+print('Python', sys.version.split()[0]); \
 model = os.environ['MODEL_PATH']; \
 assert open(model, 'rb').read(4) == b'GGUF', model + ' is not a GGUF file'; \
 assert len(open(model + '.sha256').read().split()[0]) == 64, model + '.sha256 holds no sha256'; \

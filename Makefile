@@ -108,3 +108,58 @@ bench-sweep: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) $(MODELS_DIR)/test .pytest_cache .mypy_cache .ruff_cache
 
+# === Local SAM loop: the image that `sam build` makes, run by `sam local` ==============================
+# sam-build builds the function image with the small real model baked in offline (models/local/);
+# sam-invoke runs the seed events through `sam local invoke` against a local DynamoDB and SQS (moto),
+# the first again answered from the table; sam-api serves the API with `sam local start-api` and sends
+# a request to every route; sam-local does all three. sam-db keeps a local table for your own
+# `sam local` calls. They need Docker with buildx: docker-engine uses a running engine, or installs
+# and starts one (root on Debian; docker-engine-stop stops only that one).
+#   BASE_IMAGE=aws       AWS's Lambda Python image (the Dockerfile's default)
+#   BASE_IMAGE=stand-in  the local stand-in built from Debian's packages (image/base/), no registry needed
+#   BASE_IMAGE=<name>    any image with the Lambda base image's interface
+#   CA_BUNDLE=<pem>      extra CAs for pip and dnf inside the builds (TLS re-signed by a proxy); none by default
+#   API_AUTH=API_KEY     the API mode that sam-api serves (default IAM)
+BASE_IMAGE ?= aws
+CA_BUNDLE ?=
+API_AUTH ?= IAM
+STAND_IN_IMAGE := llm-service/lambda-python-stand-in:bookworm
+SAM_LOCAL = $(PY) scripts/sam_local.py
+SAM_BASE_ARG = $(if $(filter stand-in,$(BASE_IMAGE)),$(STAND_IN_IMAGE),$(BASE_IMAGE))
+
+.PHONY: docker-engine docker-engine-stop sam-base sam-build sam-invoke sam-api sam-local sam-db test-image lint-image
+
+docker-engine:
+	bash scripts/docker_engine.sh ensure
+
+docker-engine-stop:
+	bash scripts/docker_engine.sh stop
+
+sam-base: docker-engine $(SAM_VENV)/.installed
+	STAND_IN_IMAGE=$(STAND_IN_IMAGE) CA_BUNDLE="$(CA_BUNDLE)" bash image/base/build.sh
+
+sam-build: docker-engine $(VENV)/.installed $(SAM_VENV)/.installed $(REAL_MODEL_FILE) $(if $(filter stand-in,$(BASE_IMAGE)),sam-base)
+	CA_BUNDLE="$(CA_BUNDLE)" $(SAM_LOCAL) build --api-auth $(API_AUTH) --base-image "$(SAM_BASE_ARG)" --model $(REAL_MODEL)
+
+sam-invoke: docker-engine $(VENV)/.installed $(SAM_VENV)/.installed
+	$(SAM_LOCAL) invoke $(SAM_EVENTS)
+
+sam-api: docker-engine $(VENV)/.installed $(SAM_VENV)/.installed
+	$(SAM_LOCAL) api
+
+sam-local: sam-build
+	$(MAKE) sam-invoke
+	$(MAKE) sam-api
+
+sam-db: docker-engine $(VENV)/.installed
+	$(SAM_LOCAL) db
+
+# The image tests (CI runs them after `make test`): the image of the last sam-build, through sam local.
+test-image: lint-image docker-engine $(VENV)/.installed $(SAM_VENV)/.installed
+	$(PY) -m pytest image/tests -p no:cacheprovider $(PYTEST_ARGS)
+
+# What `make lint` does not cover: the stand-in base's Dockerfile and the image tests' types.
+lint-image: $(VENV)/.installed $(LINT_VENV)/.installed
+	$(VENV)/bin/mypy image/tests
+	$(LINT_VENV)/bin/hadolint image/base/Dockerfile
+	$(LINT_VENV)/bin/checkov --quiet --compact --skip-download --framework dockerfile -f image/base/Dockerfile

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from handler.errors import ConfigurationError, describe_validation_error
 
@@ -91,12 +91,15 @@ class Settings(BaseModel):
         None, alias="RESULT_TTL_DAYS", ge=1, le=3650, description="Expire stored results after this many days."
     )
 
-    @field_validator(
-        "table_name", "model_sha256", "n_threads_batch", "result_ttl_days", "work_queue_url", mode="before"
-    )
+    @model_validator(mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
+    def _empty_is_unset(cls, data: object) -> object:
+        """An empty variable is an unset one, for every setting: CloudFormation's and `sam local`'s
+        ``!Ref AWS::NoValue`` leaves an empty string, and so does ``VAR= command`` in a shell. A required
+        setting given empty is then reported as missing."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value != ""}
+        return data
 
     @property
     def threads_batch(self) -> int:
