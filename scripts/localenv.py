@@ -265,7 +265,11 @@ class MotoDynamoDB:
     moto checks a condition and then writes, so two concurrent claims of one item could both pass.
     """
 
-    def __init__(self, port: int = 0, region: str = DEFAULT_REGION, *, quiet: bool = True) -> None:
+    def __init__(
+        self, port: int = 0, region: str = DEFAULT_REGION, *, quiet: bool = True, host: str = "127.0.0.1"
+    ) -> None:
+        #: The address to listen on: loopback, or an address containers reach (the Docker bridge's gateway).
+        self.host = host
         self.port = port
         self.region = region
         self.quiet = quiet
@@ -274,7 +278,7 @@ class MotoDynamoDB:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def __enter__(self) -> MotoDynamoDB:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -294,10 +298,10 @@ class MotoDynamoDB:
         try:
             # Port 0 lets the server bind a free port itself: no window for another process to take it.
             self._server = make_server(
-                "127.0.0.1", self.port, serialized, threaded=True, request_handler=MotoRequestHandler
+                self.host, self.port, serialized, threaded=True, request_handler=MotoRequestHandler
             )
         except OSError as exc:
-            raise RuntimeError(f"cannot start moto on 127.0.0.1:{self.port}: {exc}") from exc
+            raise RuntimeError(f"cannot start moto on {self.host}:{self.port}: {exc}") from exc
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
         self._thread.start()

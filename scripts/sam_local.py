@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import copy
 import json
-import logging
 import os
 import re
 import shutil
@@ -35,7 +34,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -435,53 +433,19 @@ def built_images(template: Path = BUILT_TEMPLATE) -> dict[str, str]:
 # --- local AWS: DynamoDB and SQS in one moto server ----------------------------------------------
 
 
-class MotoServer:
-    """moto in server mode on ``host`` (the Docker bridge's gateway: containers and this host reach it).
-
-    Like localenv.MotoDynamoDB, requests are served one at a time (conditional writes stay atomic).
-    """
-
-    def __init__(self, host: str, port: int = 0) -> None:
-        self.host = host
-        self.port = port
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def __enter__(self) -> MotoServer:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-        from werkzeug.serving import make_server
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        app = DomainDispatcherApplication(create_backend_app)
-        lock = threading.Lock()
-
-        def serialized(environ: dict[str, Any], start_response: Any) -> Any:
-            with lock:
-                return app(environ, start_response)
-
-        try:
-            self._server = make_server(
-                self.host, self.port, serialized, threaded=True, request_handler=MotoRequestHandler
-            )
-        except OSError as exc:
-            raise LoopError(f"cannot start moto on {self.host}:{self.port}: {exc}") from exc
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+@contextlib.contextmanager
+def moto_server(host: str, port: int = 0) -> Iterator[localenv.MotoDynamoDB]:
+    """localenv's moto server (every service moto has, one request at a time) listening on ``host``:
+    the Docker bridge's gateway, which containers and this host both reach."""
+    server = localenv.MotoDynamoDB(port, host=host)
+    try:
+        server.__enter__()
+    except RuntimeError as exc:
+        raise LoopError(str(exc)) from exc
+    try:
+        yield server
+    finally:
+        server.__exit__(None, None, None)
 
 
 @dataclass
@@ -548,7 +512,7 @@ def prepare_local_aws(
 @contextlib.contextmanager
 def local_aws(env_file: Path, port: int = 0) -> Iterator[LocalAws]:
     require_docker()
-    with MotoServer(docker_gateway(), port) as server:
+    with moto_server(docker_gateway(), port) as server:
         yield prepare_local_aws(server.endpoint_url, env_file)
 
 
@@ -834,7 +798,7 @@ def api(args: argparse.Namespace) -> int:
 
 def db(args: argparse.Namespace) -> int:
     require_docker()
-    with MotoServer(docker_gateway(), args.port) as server:
+    with moto_server(docker_gateway(), args.port) as server:
         aws = prepare_local_aws(server.endpoint_url, ENV_FILE)
         rel = ENV_FILE.relative_to(REPO_ROOT)
         print(f"DynamoDB and SQS (moto): {aws.endpoint_url}; table {aws.table}; queue {aws.queue_url}")
