@@ -90,6 +90,12 @@ class Settings(BaseModel):
     result_ttl_days: int | None = Field(
         None, alias="RESULT_TTL_DAYS", ge=1, le=3650, description="Expire stored results after this many days."
     )
+    llama_builds_dir: Path | None = Field(
+        None,
+        alias="LLAMA_CPP_BUILDS_DIR",
+        description="Extra llama.cpp builds (AVX-512) to choose from at cold start by the CPU's flags; "
+        "unset runs the packaged build.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from handler import llama_builds
 from handler.config import Settings
 from handler.errors import DeadlineReached, GenerationError, InputTooLong, InvalidRequest, ModelLoadError
 from handler.observability import logger
@@ -768,6 +769,8 @@ def load_engine(settings: Settings) -> Engine:
     if not path.is_file():
         raise ModelLoadError(f"model file not found: MODEL_PATH={str(path)!r}")
     identity = model_identity(path, settings.model_sha256)
+    # Before llama_cpp's first import, which loads the libraries of the build chosen here.
+    build = llama_builds.select_build(settings.llama_builds_dir)
     import llama_cpp
 
     started = time.perf_counter()
@@ -797,6 +800,7 @@ def load_engine(settings: Settings) -> Engine:
         "model loaded",
         model=identity.file,
         load_ms=engine.load_ms,
+        **build.log_fields(),
         system_info=llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
     )
     return engine

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import re
@@ -44,6 +45,26 @@ ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llm-service" / "llama-wheels"
 #: Written into the virtualenv: the key of the build installed there.
 MARKER_NAME = "llama-cpp-build.key"
+#: Written beside unpacked libraries: the build's name and the CPU flags it needs (handler/llama_builds.py).
+BUILD_INFO_NAME = "llama-cpp-build.json"
+#: x86 CMake options of ggml and the /proc/cpuinfo flags of the instructions each compiles in
+#: (ggml/src/ggml-cpu/CMakeLists.txt: GGML_AVX512 adds -mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw).
+X86_CPU_FLAGS = {
+    "GGML_SSE42": ("sse4_2",),
+    "GGML_AVX": ("avx",),
+    "GGML_AVX2": ("avx2",),
+    "GGML_FMA": ("fma",),
+    "GGML_F16C": ("f16c",),
+    "GGML_BMI2": ("bmi2",),
+    "GGML_AVX_VNNI": ("avx_vnni",),
+    "GGML_AVX512": ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"),
+    "GGML_AVX512_VBMI": ("avx512vbmi",),
+    "GGML_AVX512_VNNI": ("avx512_vnni",),
+    "GGML_AVX512_BF16": ("avx512_bf16",),
+    "GGML_AMX_TILE": ("amx_tile",),
+    "GGML_AMX_INT8": ("amx_int8",),
+    "GGML_AMX_BF16": ("amx_bf16",),
+}
 
 
 class BuildError(Exception):
@@ -83,6 +104,19 @@ def read_flags(path: Path) -> list[str]:
 def cmake_flag_values(flags: Sequence[str]) -> dict[str, str]:
     """``{"GGML_AVX2": "ON", ...}`` from ``-DGGML_AVX2=ON`` flags."""
     return dict(flag[2:].split("=", 1) for flag in flags)
+
+
+def required_cpu_flags(flags: Sequence[str]) -> list[str]:
+    """The /proc/cpuinfo flags a CPU needs to run a build made with these flags (x86 options only)."""
+    values = cmake_flag_values(flags)
+    needed = {cpu for option, cpus in X86_CPU_FLAGS.items() if values.get(option) == "ON" for cpu in cpus}
+    return sorted(needed)
+
+
+def build_name(flags_file: Path) -> str:
+    """``avx512`` for ``cmake-amd64-avx512.args``; the architecture for a shipped ``cmake-amd64.args``."""
+    stem = flags_file.name.removesuffix(".args").removeprefix("cmake-")
+    return stem.split("-", 1)[1] if "-" in stem else stem
 
 
 def pinned_version(requirements: Path = REQUIREMENTS) -> str:
@@ -170,11 +204,13 @@ def unpack_libraries(python: str, flags_file: Path, cache: Path, lib_dir: Path) 
     """Put the shared libraries of the build for ``flags_file`` into ``lib_dir`` (replacing what is there).
 
     llama-cpp-python loads its libraries from ``$LLAMA_CPP_LIB_PATH`` when set, so one installed
-    package can run another build of llama.cpp: the benchmark compares builds this way.
+    package can run another build of llama.cpp: the benchmark compares builds this way, and the image
+    ships extra builds this way (``llama-cpp-build.json`` says what CPU each needs; handler/llama_builds.py).
     """
     wheel = ensure_wheel(pinned_version(), read_flags(flags_file), python, cache)
     key_file = lib_dir / MARKER_NAME
-    if key_file.is_file() and key_file.read_text(encoding="utf-8").split()[0] == wheel.parent.name:
+    complete = key_file.is_file() and (lib_dir / BUILD_INFO_NAME).is_file()
+    if complete and key_file.read_text(encoding="utf-8").split()[0] == wheel.parent.name:
         return lib_dir
     staging = lib_dir.with_name(lib_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -187,6 +223,14 @@ def unpack_libraries(python: str, flags_file: Path, cache: Path, lib_dir: Path) 
             with archive.open(name) as source, (staging / Path(name).name).open("wb") as target:
                 shutil.copyfileobj(source, target)
     (staging / MARKER_NAME).write_text(f"{wheel.parent.name} {flags_file.name}\n", encoding="utf-8")
+    flags = read_flags(flags_file)
+    info = {
+        "name": build_name(flags_file),
+        "flags_file": flags_file.name,
+        "key": wheel.parent.name,
+        "cpu_flags": required_cpu_flags(flags),
+    }
+    (staging / BUILD_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(lib_dir, ignore_errors=True)
     os.replace(staging, lib_dir)
     _say(f"llama.cpp libraries built with {flags_file.name} unpacked into {lib_dir}")

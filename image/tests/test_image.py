@@ -25,7 +25,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import build_llama  # noqa: E402
 import sam_local  # noqa: E402
+from handler import llama_builds  # noqa: E402
 
 #: Lambda's limit on an image's size.
 LAMBDA_IMAGE_LIMIT_MB = 10 * 1024
@@ -80,7 +82,8 @@ def test_build_log_names_the_base_and_llama_cpp_instruction_sets(images: dict[st
     print("\n" + summary)
 
     assert "base image: (not in the build log)" not in summary
-    # The x86_64 build is portable: AVX2 and FMA, never AVX-512 (layers/build/cmake-amd64.args).
+    # The packaged x86_64 build is portable: AVX2 and FMA, never AVX-512 (layers/build/cmake-amd64.args);
+    # the AVX-512 build beside it is chosen at cold start (test_cold_start_runs_the_build_for_this_cpu).
     info = summary.split("llama.cpp system info:", 1)[1]
     if platform.machine() in ("x86_64", "AMD64"):
         assert "AVX2 = 1" in info
@@ -130,6 +133,32 @@ def test_seed_event_is_generated_and_stored(
     item = aws.item(answer["id"])
     assert item is not None
     assert item["output"] == answer["output"]
+
+
+def test_cold_start_runs_the_build_for_this_cpu(seed_answers: dict[str, sam_local.Invocation]) -> None:
+    """The image carries the AVX2 and the AVX-512 build; the container runs on this host's CPU."""
+    loaded = [
+        json.loads(line)
+        for invocation in seed_answers.values()
+        for line in invocation.logs.splitlines()
+        if line.startswith("{") and '"model loaded"' in line
+    ]
+    assert loaded, "no 'model loaded' log line in the invocations' logs"
+    host = llama_builds.host_cpu_flags() or frozenset()
+    avx512 = set(
+        build_llama.required_cpu_flags(build_llama.read_flags(build_llama.BUILD_DIR / "cmake-amd64-avx512.args"))
+    )
+    for line in loaded:
+        print(f"\nllama_build={line['llama_build']} ({line['llama_build_reason']}): {line['system_info']}")
+        if platform.machine() != "x86_64":
+            assert line["llama_build"] == "packaged"
+        elif avx512 <= host:
+            assert line["llama_build"] == "avx512"
+            assert line["llama_lib_dir"] == "/opt/llama-cpp/avx512"
+            assert "AVX512 = 1" in line["system_info"]
+        else:
+            assert line["llama_build"] == "packaged"
+            assert "AVX512 = 1" not in line["system_info"]
 
 
 def test_identical_invoke_is_answered_from_the_table(
