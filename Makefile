@@ -91,7 +91,7 @@ test: setup $(TEST_MODEL) $(REAL_MODEL_FILE) lint
 # x86_64 host with AVX-512 it also measures the AVX-512 build (layers/build/cmake-amd64-avx512.args,
 # compiled once by scripts/build_llama.py, about 10 minutes; unpacked into build/llama-avx512/);
 # BENCH_ARGS=--no-compare-builds skips it. Neither preparation counts in the run's time.
-# make bench-quick is the short run: one input, 64 tokens (estimated 9-10 minutes on 2 cores: Q4_K_M
+# make bench-quick is the short run: one input, 64 tokens (565 s on 2 cores, measured: Q4_K_M
 # prompts evaluate about 3x slower than the earlier Q4_0 model's). GNU make cannot take
 # `make bench --quick`: it reads --quick as an option of its own.
 BENCH_ARGS ?=
