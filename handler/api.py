@@ -15,7 +15,6 @@ import binascii
 import json
 import os
 import re
-import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Annotated, Any, Literal, TypeVar, cast
@@ -35,7 +34,6 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler.app import deadline_of, error_answer, get_service
 from handler.errors import (
     ConfigurationError,
     InputTooLong,
@@ -50,7 +48,8 @@ from handler.errors import (
     describe_problems,
     field_problems,
 )
-from handler.observability import emit_cached, logger, metrics
+from handler.observability import logger, metrics
+from handler.runtime import deadline_of, error_answer, get_service
 from handler.schemas import Answer, ChatRequest, ErrorAnswer, SummarizeRequest, TranslateRequest
 from handler.store import DONE, FAILED
 
@@ -275,24 +274,14 @@ def get_result(id: ResultId) -> Response[Answer]:
 
 
 def _submit(request: TextRequest, prefer: str | None) -> Response[Answer]:
-    """Answer from the table, queue, or generate within the API's budget."""
+    """Answer from the table, queue, or generate within the API's budget (the service decides which)."""
     service = get_service()
-    item_id = service.request_id(request)
-    stored = service.lookup(item_id)
-    if stored is not None and stored.status == DONE:
-        emit_cached(request.task)
-        logger.info("answered from table", id=item_id, task=request.task)
-        return _answer(stored)
-    if _prefers_async(prefer):
-        return _answer(service.enqueue(item_id, request), {"Preference-Applied": "respond-async"})
-    if request.mode == "async":
-        return _answer(service.enqueue(item_id, request))
+    respond_async = _prefers_async(prefer)
     deadline = deadline_of(app.lambda_context, service.settings.api_budget_s)
-    predicted_s, budget_s = service.predicted_seconds(request), deadline - time.monotonic()
-    if predicted_s > budget_s:
-        logger.info("queued: predicted beyond the budget", id=item_id, predicted_s=predicted_s, budget_s=budget_s)
-        return _answer(service.enqueue(item_id, request))
-    return _answer(service.answer(request, deadline))
+    answer = service.answer(request, deadline, respond_async=respond_async, queue_if_late=True)
+    # A done result is answered from the table whatever the preference; otherwise the preference was applied.
+    applied = {"Preference-Applied": "respond-async"} if respond_async and not answer.cached else None
+    return _answer(answer, applied)
 
 
 def _answer(answer: Answer, headers: dict[str, str] | None = None) -> Response[Answer]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -23,35 +21,8 @@ from handler.config import get_settings
 from handler.engine import get_engine
 from handler.errors import InvalidRequest, ServiceError
 from handler.observability import logger, metrics
-from handler.service import TextService, parse_request
-from handler.store import ResultStore
-from handler.workqueue import WorkQueue
-
-
-@lru_cache(maxsize=1)
-def get_service() -> TextService:
-    """The process-wide service, built from the settings on first use."""
-    settings = get_settings()
-    store = ResultStore(settings.table_name, ttl_days=settings.result_ttl_days) if settings.table_name else None
-    queue = WorkQueue(settings.work_queue_url) if settings.work_queue_url else None
-    return TextService(settings, store, queue)
-
-
-def deadline_of(context: LambdaContext, budget_s: float | None = None) -> float:
-    """A ``time.monotonic()`` deadline: the invocation's remaining time (or a smaller budget) less the margin."""
-    available = context.get_remaining_time_in_millis() / 1000.0
-    if budget_s is not None:
-        available = min(available, budget_s)
-    return time.monotonic() + max(available - get_settings().safety_margin_s, 0.0)
-
-
-def error_answer(exc: Exception) -> dict[str, Any]:
-    """The one error shape; unforeseen failures are logged with their traceback and answered without it."""
-    if isinstance(exc, ServiceError):
-        logger.warning("request failed", error_type=exc.error_type, error=exc.message)
-        return exc.to_answer()
-    logger.exception("unexpected failure")
-    return {"error": {"type": "InternalError", "message": "internal error; see the function's logs"}}
+from handler.runtime import deadline_of, error_answer, get_service
+from handler.service import parse_request
 
 
 @logger.inject_lambda_context(log_event=False)

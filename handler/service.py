@@ -135,8 +135,20 @@ class TextService:
 
     # -- answering -------------------------------------------------------------------------------
 
-    def answer(self, request: TextRequest, deadline: float | None = None) -> Answer:
-        """Answer from the table when done; otherwise generate (queueing the work if the deadline comes first)."""
+    def answer(
+        self,
+        request: TextRequest,
+        deadline: float | None = None,
+        *,
+        respond_async: bool = False,
+        queue_if_late: bool = False,
+    ) -> Answer:
+        """The one way a request is answered, whatever the entry point.
+
+        From the table when its result is done (one read); queued when the caller asks for it
+        (``mode: async`` or ``respond_async``) or, with ``queue_if_late``, when generating is predicted
+        to pass ``deadline``; otherwise generated, and queued after all if the deadline comes first.
+        """
         cold_start, self._served_first = not self._served_first, True
         item_id = self.request_id(request)
         stored = self.lookup(item_id)
@@ -144,8 +156,15 @@ class TextService:
             emit_cached(request.task)
             logger.info("answered from table", id=item_id, task=request.task)
             return stored
-        if request.mode == "async":
+        if respond_async or request.mode == "async":
             return self.enqueue(item_id, request)
+        if queue_if_late and deadline is not None:
+            predicted_s, budget_s = self.predicted_seconds(request), deadline - time.monotonic()
+            if predicted_s > budget_s:
+                logger.info(
+                    "queued: predicted beyond the budget", id=item_id, predicted_s=predicted_s, budget_s=budget_s
+                )
+                return self.enqueue(item_id, request)
         try:
             generated = self.generate(item_id, request, cold_start, deadline)
         except DeadlineReached:

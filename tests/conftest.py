@@ -107,13 +107,13 @@ def service_env(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, results_table
 @pytest.fixture(autouse=True)
 def _fresh_settings() -> Iterator[None]:
     """Settings and the service are read once per process; each test starts from its own environment."""
-    from handler import app, config
+    from handler import config, runtime
 
     config.get_settings.cache_clear()
-    app.get_service.cache_clear()
+    runtime.get_service.cache_clear()
     yield
     config.get_settings.cache_clear()
-    app.get_service.cache_clear()
+    runtime.get_service.cache_clear()
 
 
 def start_emulator(

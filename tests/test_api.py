@@ -106,6 +106,34 @@ def test_api_post_generates_within_budget_and_stores(
     assert generations == [1]
 
 
+def test_api_cache_miss_reads_the_table_once(
+    api_env: Table, call: Callable[[dict[str, Any]], ApiAnswer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One consistent read decides cached / queued / generate; storing the result needs no other read."""
+    reads: list[str] = []
+    original = ResultStore.get
+
+    def counted(self: ResultStore, item_id: str) -> Any:
+        reads.append(item_id)
+        return original(self, item_id)
+
+    monkeypatch.setattr(ResultStore, "get", counted)
+
+    generated = call(post("chat", sample("chat", max_tokens=4)))
+    assert generated.body["status"] == "DONE"
+    assert reads == [generated.body["id"]]
+
+    reads.clear()
+    queued = call(post("chat", sample("chat", max_tokens=5), headers={"Prefer": "respond-async"}))
+    assert queued.status == 202
+    assert reads == [queued.body["id"]]
+
+    reads.clear()
+    cached = call(post("chat", sample("chat", max_tokens=4)))
+    assert cached.body["cached"] is True
+    assert reads == [generated.body["id"]]
+
+
 def test_api_sample_events_are_the_direct_invoke_samples_without_task() -> None:
     for route, name in SAMPLES.items():
         direct = load_event("chat-solve.json" if route == "chat" else f"{route}.json")
@@ -219,12 +247,12 @@ def test_api_generation_overtaken_by_its_deadline_answers_202(
     api_env: Table, call: Callable[[dict[str, Any]], ApiAnswer], generations: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a request predicted to fit, whose generation runs into its deadline (moved to now)
-    original = TextService.answer
+    original = TextService.generate
 
-    def slower_than_predicted(self: TextService, request: Any, deadline: float | None = None) -> Any:
-        return original(self, request, time.monotonic())
+    def slower_than_predicted(self: TextService, item_id: str, request: Any, cold_start: bool, deadline: Any) -> Any:
+        return original(self, item_id, request, cold_start, time.monotonic())
 
-    monkeypatch.setattr(TextService, "answer", slower_than_predicted)
+    monkeypatch.setattr(TextService, "generate", slower_than_predicted)
 
     # WHEN it is asked for
     answer = call(post("chat", sample("chat", max_tokens=400)))

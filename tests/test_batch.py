@@ -17,8 +17,9 @@ import export_results
 from conftest import FakeLambdaContext, Table
 from handler import batch
 from handler import engine as engine_module
-from handler.app import get_service, schedule_handler, worker_handler
+from handler.app import schedule_handler, worker_handler
 from handler.errors import GenerationError, StoreError
+from handler.runtime import get_service
 from handler.service import TextService, parse_request
 from handler.store import ResultStore
 

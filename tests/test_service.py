@@ -120,7 +120,7 @@ def test_handler_does_not_overwrite_a_result_another_writer_stored(
     service_env: Table, lambda_context: FakeLambdaContext, generations: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a request whose DONE item is written by another writer while this invocation generates
-    from handler.app import get_service
+    from handler.runtime import get_service
 
     event = _small(load_event("translate.json"))
     first = lambda_handler(event, lambda_context)

@@ -1,0 +1,46 @@
+"""Runtime wiring shared by every entry point: the process-wide service, deadlines and the error answer.
+
+Entry modules (handler/app.py, handler/api.py) import this module and never each other, so importing
+one entry point never runs another's initialisation.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handler.config import get_settings
+from handler.errors import ServiceError
+from handler.observability import logger
+from handler.service import TextService
+from handler.store import ResultStore
+from handler.workqueue import WorkQueue
+
+
+@lru_cache(maxsize=1)
+def get_service() -> TextService:
+    """The process-wide service, built from the settings on first use."""
+    settings = get_settings()
+    store = ResultStore(settings.table_name, ttl_days=settings.result_ttl_days) if settings.table_name else None
+    queue = WorkQueue(settings.work_queue_url) if settings.work_queue_url else None
+    return TextService(settings, store, queue)
+
+
+def deadline_of(context: LambdaContext, budget_s: float | None = None) -> float:
+    """A ``time.monotonic()`` deadline: the invocation's remaining time (or a smaller budget) less the margin."""
+    available = context.get_remaining_time_in_millis() / 1000.0
+    if budget_s is not None:
+        available = min(available, budget_s)
+    return time.monotonic() + max(available - get_settings().safety_margin_s, 0.0)
+
+
+def error_answer(exc: Exception) -> dict[str, Any]:
+    """The one error shape; unforeseen failures are logged with their traceback and answered without it."""
+    if isinstance(exc, ServiceError):
+        logger.warning("request failed", error_type=exc.error_type, error=exc.message)
+        return exc.to_answer()
+    logger.exception("unexpected failure")
+    return {"error": {"type": "InternalError", "message": "internal error; see the function's logs"}}
