@@ -48,10 +48,10 @@ from handler.errors import (
     describe_problems,
     field_problems,
 )
+from handler.items import Status
 from handler.observability import logger, metrics
 from handler.runtime import deadline_of, error_answer, get_service
-from handler.schemas import Answer, ChatRequest, ErrorAnswer, SummarizeRequest, TranslateRequest
-from handler.store import DONE, FAILED
+from handler.schemas import Answer, ChatRequest, ErrorAnswer, SummarizeRequest, TextRequest, TranslateRequest
 
 API_TITLE = "llm-service"
 API_VERSION = "1.0.0"
@@ -83,7 +83,6 @@ class ChatBody(ChatRequest):
     task: Literal["chat"] = "chat"
 
 
-TextRequest = SummarizeRequest | TranslateRequest | ChatRequest
 Prefer = Annotated[
     str | None,
     Header(
@@ -286,7 +285,7 @@ def _submit(request: TextRequest, prefer: str | None) -> Response[Answer]:
 
 def _answer(answer: Answer, headers: dict[str, str] | None = None) -> Response[Answer]:
     """200 for a final answer (DONE, FAILED); 202 with the result's Location while it is queued or running."""
-    if answer.status in (DONE, FAILED):
+    if answer.status in (Status.DONE, Status.FAILED):
         return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, answer, headers)
     headers = {**(headers or {}), "Location": _result_location(answer.id)}
     return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, answer, headers)

@@ -18,9 +18,10 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from handler.errors import InvalidRequest
+from handler.items import Status, StoredItem, pending_fields
 from handler.observability import logger, metrics
-from handler.service import Processed, TextRequest, TextService, parse_request
-from handler.store import DONE, PENDING, RUNNING
+from handler.schemas import TextRequest
+from handler.service import Processed, TextService, parse_request
 
 
 @dataclass
@@ -56,11 +57,11 @@ def enqueue(service: TextService, requests: Iterable[tuple[int, Any]]) -> Enqueu
         parsed[item_id] = request
     existing = service.store.statuses(list(parsed))
     for status in existing.values():
-        if status == DONE:
+        if status == Status.DONE:
             report.already_done += 1
         else:
             report.already_pending += 1
-    new = [(i, {"task": r.task, "request": r.model_dump(mode="json")}) for i, r in parsed.items() if i not in existing]
+    new = [(item_id, pending_fields(request)) for item_id, request in parsed.items() if item_id not in existing]
     report.new = service.store.put_pending_batch(new)
     if service.queue is not None and new:
         service.queue.send(item_id for item_id, _ in new)
@@ -91,11 +92,11 @@ class RunSummary:
         return {**asdict(self), "tokens_per_s": self.tokens_per_s}
 
 
-def queued_items(service: TextService) -> Iterator[dict[str, Any]]:
+def queued_items(service: TextService) -> Iterator[StoredItem]:
     """Work to do, oldest first: PENDING items, then RUNNING items whose lease expired."""
     assert service.store is not None
-    yield from service.store.items_with_status(PENDING)
-    yield from service.store.items_with_status(RUNNING)
+    yield from service.store.items_with_status(Status.PENDING)
+    yield from service.store.items_with_status(Status.RUNNING)
 
 
 def run(service: TextService, owner: str, deadline: float, dispatch: bool = False) -> RunSummary:
@@ -120,16 +121,16 @@ def run(service: TextService, owner: str, deadline: float, dispatch: bool = Fals
             needed += _predicted_seconds(service, item)
             if time.monotonic() + needed > deadline:
                 summary.stopped_for_time = True
-                leftover.append(item["id"])
+                leftover.append(item.id)
             else:
-                fitting.append(item["id"])
+                fitting.append(item.id)
         if fitting:
             started = time.monotonic()
             processed = service.process_many(fitting, owner, deadline)
             summary.generation_seconds += time.monotonic() - started
             for one in processed.values():
                 _count(one, summary)
-    leftover.extend(item["id"] for item in items)
+    leftover.extend(item.id for item in items)
     summary.left = len(leftover)
     if dispatch and service.queue is not None and leftover:
         summary.dispatched = service.queue.send(leftover)
@@ -137,9 +138,9 @@ def run(service: TextService, owner: str, deadline: float, dispatch: bool = Fals
     return summary
 
 
-def _predicted_seconds(service: TextService, item: dict[str, Any]) -> float:
+def _predicted_seconds(service: TextService, item: StoredItem) -> float:
     try:
-        return service.predicted_seconds(parse_request(item["request"]))
+        return service.predicted_seconds(parse_request(item.request))
     except InvalidRequest:
         return 0.0  # processing fails it at once, with its error
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -95,9 +96,10 @@ class ChatRequest(_Request):
         return self
 
 
-TextRequest = Annotated[SummarizeRequest | TranslateRequest | ChatRequest, Field(discriminator="task")]
+#: Any request; its ``task`` says which.
+TextRequest = SummarizeRequest | TranslateRequest | ChatRequest
 TASKS = ("summarize", "translate", "chat")
-request_adapter: TypeAdapter[SummarizeRequest | TranslateRequest | ChatRequest] = TypeAdapter(TextRequest)
+request_adapter: TypeAdapter[TextRequest] = TypeAdapter(Annotated[TextRequest, Field(discriminator="task")])
 
 
 class ModelInfo(BaseModel):
@@ -126,7 +128,13 @@ class Metrics(BaseModel):
     peak_rss_mb: float
 
 
-Status = Literal["PENDING", "RUNNING", "DONE", "FAILED"]
+class Status(StrEnum):
+    """Where a request is in its life: queued, being generated, finished, or failed for good."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
 
 
 class Answer(BaseModel):

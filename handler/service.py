@@ -18,22 +18,13 @@ from pydantic import ValidationError
 from handler.config import Settings
 from handler.engine import Completion, Engine, PromptTokens, get_engine, loaded_engine, model_identity, peak_rss_mb
 from handler.errors import DeadlineReached, InputTooLong, InvalidRequest, ServiceError, describe_validation_error
+from handler.items import Status, done_fields, pending_fields
 from handler.observability import emit_cached, emit_generation, logger
-from handler.schemas import (
-    TASKS,
-    Answer,
-    ChatRequest,
-    Metrics,
-    ModelInfo,
-    SummarizeRequest,
-    TranslateRequest,
-    request_adapter,
-)
-from handler.store import DONE, MAX_ITEM_BYTES, PENDING, ResultStore, to_dynamo
+from handler.schemas import TASKS, Answer, Metrics, TextRequest, request_adapter
+from handler.store import MAX_ITEM_BYTES, ResultStore, to_dynamo
 from handler.tasks import PROMPT_VERSION, build_messages
 from handler.workqueue import WorkQueue
 
-TextRequest = SummarizeRequest | TranslateRequest | ChatRequest
 EngineProvider = Callable[[Settings], tuple[Engine, bool]]
 Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease"]
 
@@ -61,23 +52,6 @@ def request_id(request: TextRequest, model_sha256: str) -> str:
     identity = {"prompt_version": PROMPT_VERSION, "model_sha256": model_sha256, "request": request.identity()}
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def answer_from_item(item: dict[str, Any], cached: bool) -> Answer:
-    """The answer a stored item gives."""
-    return Answer(
-        id=item["id"],
-        task=item["task"],
-        status=item["status"],
-        output=item.get("output"),
-        finish_reason=item.get("finish_reason"),
-        cached=cached and item["status"] == DONE,
-        stored=True,
-        metrics=Metrics.model_validate(item["metrics"]) if item.get("metrics") else None,
-        model=ModelInfo.model_validate(item["model"]) if item.get("model") else None,
-        last_error=item.get("error"),
-        attempts=item.get("attempts"),
-    )
 
 
 @dataclass(frozen=True)
@@ -116,7 +90,7 @@ class TextService:
         if self.store is None:
             return None
         item = self.store.get(item_id)
-        return answer_from_item(item, cached=True) if item is not None else None
+        return item.to_answer(cached=True) if item is not None else None
 
     def predicted_seconds(self, request: TextRequest) -> float:
         """How long generating this request should take here, from token counts and measured speeds."""
@@ -152,7 +126,7 @@ class TextService:
         cold_start, self._served_first = not self._served_first, True
         item_id = self.request_id(request)
         stored = self.lookup(item_id)
-        if stored is not None and stored.status == DONE:
+        if stored is not None and stored.status == Status.DONE:
             emit_cached(request.task)
             logger.info("answered from table", id=item_id, task=request.task)
             return stored
@@ -184,14 +158,14 @@ class TextService:
         """Queue a request for a worker: a PENDING item, and its id on the work queue when there is one."""
         if self.store is None:
             raise DeadlineReached("the request cannot finish in time and there is no results table to queue it in")
-        created = self.store.put_pending(item_id, {"task": request.task, "request": request.model_dump(mode="json")})
+        created = self.store.put_pending(item_id, pending_fields(request))
         if created and self.queue is not None:
             self.queue.send([item_id])
         if not created:
             existing = self.lookup(item_id)
             if existing is not None:
                 return existing
-        return Answer(id=item_id, task=request.task, status=PENDING, stored=True)
+        return Answer(id=item_id, task=request.task, status=Status.PENDING, stored=True)
 
     def generate(
         self, item_id: str, request: TextRequest, cold_start: bool, deadline: float | None
@@ -227,22 +201,13 @@ class TextService:
         answer = Answer(
             id=item_id,
             task=request.task,
-            status=DONE,
+            status=Status.DONE,
             output=completion.text,
             finish_reason=completion.finish_reason,
             metrics=metrics,
             model=engine.info,
         )
-        fields = {
-            "task": request.task,
-            "request": request.model_dump(mode="json"),
-            "output": completion.text,
-            "finish_reason": completion.finish_reason,
-            "metrics": metrics.model_dump(mode="json"),
-            "model": engine.info.model_dump(mode="json"),
-            "prompt_version": PROMPT_VERSION,
-        }
-        return Generated(answer, fields)
+        return Generated(answer, done_fields(request, completion.text, completion.finish_reason, metrics, engine.info))
 
     # -- queued work -----------------------------------------------------------------------------
 
@@ -265,7 +230,7 @@ class TextService:
                 results[item_id] = Processed("skipped")
                 continue
             try:
-                request = parse_request(item["request"])
+                request = parse_request(item.request)
                 engine, loaded = self._engine_provider(self.settings)
                 loaded_now = loaded_now or loaded
                 prompt = _checked_prompt(engine, request)
@@ -330,7 +295,7 @@ class TextService:
         assert self.store is not None
         logger.warning("queued request failed", id=item_id, error=error, permanent=permanent)
         status = self.store.release(item_id, owner, error, 0 if permanent else self.settings.max_attempts)
-        return Processed("failed" if status == "FAILED" else "requeued")
+        return Processed("failed" if status == Status.FAILED else "requeued")
 
 
 def _checked_prompt(engine: Engine, request: TextRequest) -> PromptTokens:

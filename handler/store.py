@@ -24,8 +24,10 @@ import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
-from handler.errors import StoreError
+from handler.errors import StoreError, describe_validation_error
+from handler.items import Status, StoredItem
 
 # Item attribute and index names; template.yaml defines the same table (a test keeps them equal).
 KEY = "id"
@@ -34,7 +36,6 @@ CREATED_AT = "created_at"
 EXPIRES_AT = "expires_at"
 STATUS_INDEX = "status-created_at-index"
 
-PENDING, RUNNING, DONE, FAILED = "PENDING", "RUNNING", "DONE", "FAILED"
 #: DynamoDB's item size limit; an output that would not fit fails cleanly instead of staying RUNNING.
 MAX_ITEM_BYTES = 400 * 1024
 _BATCH_ATTEMPTS = 6
@@ -94,15 +95,24 @@ class ResultStore:
         except BotoCoreError as exc:
             raise StoreError(f"cannot {what} in table {self.table_name}: {exc}") from exc
 
-    def get(self, item_id: str) -> dict[str, Any] | None:
+    def get(self, item_id: str) -> StoredItem | None:
         """The item with this id, read consistently, or None."""
         response = self._call(
             f"read result {item_id}", lambda: self._table.get_item(Key={KEY: item_id}, ConsistentRead=True)
         )
         item = response.get("Item")
-        return from_dynamo(item) if item is not None else None
+        return self._typed(item) if item is not None else None
 
-    def _new_item(self, item_id: str, status: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def _typed(self, raw: dict[str, Any]) -> StoredItem:
+        """An item as read, typed; one that is not an item of this service is a store fault naming it."""
+        try:
+            return StoredItem.model_validate(from_dynamo(raw))
+        except ValidationError as exc:
+            raise StoreError(
+                f"item {raw.get(KEY)!r} in table {self.table_name} is malformed: {describe_validation_error(exc)}"
+            ) from exc
+
+    def _new_item(self, item_id: str, status: Status, fields: dict[str, Any]) -> dict[str, Any]:
         now = utc_now()
         item = {KEY: item_id, STATUS: status, CREATED_AT: now.isoformat(), "updated_at": now.isoformat(), **fields}
         if self._ttl_days:
@@ -114,14 +124,14 @@ class ResultStore:
 
         Returns False when another writer's DONE item is already there (it is kept, not overwritten).
         """
-        item = self._new_item(item_id, DONE, fields)
+        item = self._new_item(item_id, Status.DONE, fields)
         written = self._call(
             f"write result {item_id}",
             lambda: self._table.put_item(
                 Item=item,
                 ConditionExpression="attribute_not_exists(#id) OR #status <> :done",
                 ExpressionAttributeNames={"#id": KEY, "#status": STATUS},
-                ExpressionAttributeValues={":done": DONE},
+                ExpressionAttributeValues={":done": Status.DONE},
             ),
             conditional=True,
         )
@@ -129,7 +139,7 @@ class ResultStore:
 
     def put_pending(self, item_id: str, fields: dict[str, Any]) -> bool:
         """Queue a request as a PENDING item; False when an item for this id already exists."""
-        item = self._new_item(item_id, PENDING, {"attempts": 0, **fields})
+        item = self._new_item(item_id, Status.PENDING, {"attempts": 0, **fields})
         written = self._call(
             f"queue request {item_id}",
             lambda: self._table.put_item(
@@ -139,7 +149,7 @@ class ResultStore:
         )
         return written is not None
 
-    def claim(self, item_id: str, owner: str, lease_s: float) -> dict[str, Any] | None:
+    def claim(self, item_id: str, owner: str, lease_s: float) -> StoredItem | None:
         """Take a PENDING item, or a RUNNING one whose lease expired; None if it is held or finished."""
         now = utc_now()
         response = self._call(
@@ -153,8 +163,8 @@ class ResultStore:
                 ConditionExpression="#status = :pending OR (#status = :running AND lease_until < :now)",
                 ExpressionAttributeNames={"#status": STATUS},
                 ExpressionAttributeValues={
-                    ":running": RUNNING,
-                    ":pending": PENDING,
+                    ":running": Status.RUNNING,
+                    ":pending": Status.PENDING,
                     ":owner": owner,
                     ":until": (now + timedelta(seconds=lease_s)).isoformat(),
                     ":now": now.isoformat(),
@@ -164,12 +174,12 @@ class ResultStore:
             ),
             conditional=True,
         )
-        return from_dynamo(response["Attributes"]) if response is not None else None
+        return self._typed(response["Attributes"]) if response is not None else None
 
     def complete(self, item_id: str, owner: str, fields: dict[str, Any]) -> bool:
         """Mark a claimed item DONE with its result, only while ``owner`` still holds its lease."""
         names = {"#status": STATUS, **{f"#f{i}": name for i, name in enumerate(fields)}}
-        values = {":done": DONE, ":running": RUNNING, ":owner": owner, ":now": utc_now().isoformat()}
+        values = {":done": Status.DONE, ":running": Status.RUNNING, ":owner": owner, ":now": utc_now().isoformat()}
         values.update({f":f{i}": value for i, value in enumerate(fields.values())})
         assignments = ", ".join(f"#f{i} = :f{i}" for i in range(len(fields)))
         response = self._call(
@@ -186,17 +196,17 @@ class ResultStore:
         )
         return response is not None
 
-    def release(self, item_id: str, owner: str, error: str | None, max_attempts: int) -> str | None:
+    def release(self, item_id: str, owner: str, error: str | None, max_attempts: int) -> Status | None:
         """Give a claimed item back: PENDING again, or FAILED with its error after ``max_attempts``.
 
         Returns the new status, or None when ``owner`` no longer held the lease.
         """
         item = self.get(item_id)
-        if item is None or item.get(STATUS) != RUNNING or item.get("lease_owner") != owner:
+        if item is None or item.status != Status.RUNNING or item.lease_owner != owner:
             return None
-        attempts = int(item.get("attempts", 0))
-        status = FAILED if error is not None and attempts >= max_attempts else PENDING
-        values: dict[str, Any] = {":status": status, ":running": RUNNING, ":owner": owner}
+        attempts = item.attempts or 0
+        status = Status.FAILED if error is not None and attempts >= max_attempts else Status.PENDING
+        values: dict[str, Any] = {":status": status, ":running": Status.RUNNING, ":owner": owner}
         values[":now"] = utc_now().isoformat()
         update = "SET #status = :status, updated_at = :now"
         if error is not None:
@@ -215,19 +225,19 @@ class ResultStore:
         )
         return status if response is not None else None
 
-    def items_with_status(self, status: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    def items_with_status(self, status: Status, limit: int | None = None) -> Iterator[StoredItem]:
         """Items in a status, oldest first, through the status index (eventually consistent: claims decide).
 
         RUNNING lists only items whose lease has expired: those are free to claim again.
         """
         kwargs: dict[str, Any] = {"IndexName": STATUS_INDEX, "KeyConditionExpression": Key(STATUS).eq(status)}
-        if status == RUNNING:
+        if status == Status.RUNNING:
             kwargs["FilterExpression"] = Attr("lease_until").lt(utc_now().isoformat())
         returned = 0
         while True:
             page = self._call(f"list {status} items", lambda: self._table.query(**kwargs))
             for item in page.get("Items", []):
-                yield from_dynamo(item)
+                yield self._typed(item)
                 returned += 1
                 if limit is not None and returned >= limit:
                     return
@@ -235,7 +245,7 @@ class ResultStore:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def count_with_status(self, status: str) -> int:
+    def count_with_status(self, status: Status) -> int:
         """How many items are in a status (through the status index)."""
         kwargs: dict[str, Any] = {
             "IndexName": STATUS_INDEX,
@@ -283,7 +293,9 @@ class ResultStore:
         client = self._table.meta.client
         written = 0
         for chunk in _batches(items, 25):
-            requests = [{"PutRequest": {"Item": self._new_item(i, PENDING, {"attempts": 0, **f})}} for i, f in chunk]
+            requests = [
+                {"PutRequest": {"Item": self._new_item(i, Status.PENDING, {"attempts": 0, **f})}} for i, f in chunk
+            ]
             pending: dict[str, Any] = {self.table_name: requests}
             for attempt in range(_BATCH_ATTEMPTS):
                 response = self._call("queue requests", partial(client.batch_write_item, RequestItems=pending))

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import batchtools  # noqa: F401  (puts the repository on the path)
+from handler.items import Status
 from handler.schemas import Metrics
-from handler.store import DONE, FAILED, PENDING, RUNNING, ResultStore
+from handler.store import ResultStore
 
 PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
 PRICE_PER_REQUEST = 0.20 / 1_000_000
@@ -116,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     store = ResultStore(args.table)
-    items = list(store.items_with_status(DONE))
-    counts = {status: store.count_with_status(status) for status in (PENDING, RUNNING, DONE, FAILED)}
+    items = [item.as_json() for item in store.items_with_status(Status.DONE)]
+    counts = {str(status): store.count_with_status(status) for status in Status}
     fmt = args.format or ("csv" if args.out.suffix.lower() == ".csv" else "jsonl")
     write_results(items, args.out, fmt)
     price = args.price_per_gb_s or PRICE_PER_GB_S[args.architecture]

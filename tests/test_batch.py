@@ -113,10 +113,10 @@ def test_run_reclaims_an_abandoned_lease_and_refuses_the_dead_workers_write(
     assert summary.done == 1
     item = service.store.get(item_id)
     assert item is not None
-    assert item["status"] == "DONE"
-    assert item["attempts"] == 2
+    assert item.status == "DONE"
+    assert item.attempts == 2
     assert service.store.complete(item_id, "dead-worker", {"output": "late"}) is False
-    assert service.store.get(item_id)["output"] != "late"  # type: ignore[index]
+    assert service.store.get(item_id).output != "late"  # type: ignore[union-attr]
 
 
 def test_run_skips_an_item_whose_lease_is_live(service_env: Table, generations: list[int]) -> None:
@@ -129,7 +129,7 @@ def test_run_skips_an_item_whose_lease_is_live(service_env: Table, generations: 
 
     assert summary.claimed == 0
     assert generations == []
-    assert service.store.get(item_id)["lease_owner"] == "live-worker"  # type: ignore[index]
+    assert service.store.get(item_id).lease_owner == "live-worker"  # type: ignore[union-attr]
 
 
 def test_poison_item_fails_after_max_attempts_and_the_others_finish(
@@ -156,8 +156,8 @@ def test_poison_item_fails_after_max_attempts_and_the_others_finish(
     assert service.store is not None
     poison = service.store.get(ids[-1])
     assert poison is not None
-    assert (poison["status"], poison["attempts"]) == ("FAILED", 3)
-    assert "llama_decode failed" in poison["error"]
+    assert (poison.status, poison.attempts) == ("FAILED", 3)
+    assert "llama_decode failed" in (poison.error or "")
     assert [_statuses(service_env)[i] for i in ids[:-1]] == ["DONE"] * 3
 
 
@@ -171,8 +171,8 @@ def test_invalid_queued_request_fails_at_once(service_env: Table) -> None:
     assert summary.failed == 1
     failed = service.store.get("f" * 64)
     assert failed is not None
-    assert failed["status"] == "FAILED"
-    assert "text" in failed["error"]
+    assert failed.status == "FAILED"
+    assert "text" in (failed.error or "")
 
 
 def test_output_over_the_item_limit_fails_cleanly(service_env: Table, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,9 +193,9 @@ def test_output_over_the_item_limit_fails_cleanly(service_env: Table, monkeypatc
     assert service.store is not None
     item = service.store.get(item_id)
     assert item is not None
-    assert item["status"] == "FAILED"
-    assert "400 KB" in item["error"]
-    assert "lease_owner" not in item
+    assert item.status == "FAILED"
+    assert "400 KB" in (item.error or "")
+    assert item.lease_owner is None
 
 
 def test_run_stops_claiming_at_its_time_budget_and_leaves_nothing_running(

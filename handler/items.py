@@ -1,0 +1,82 @@
+"""The results table's item: one typed model, the only place that builds item fields and reads items.
+
+An item's life: PENDING (queued) -> RUNNING (claimed: lease owner and expiry) -> DONE, or back to
+PENDING when its work failed or was given back, or FAILED after too many attempts (handler/store.py
+makes every change with a conditional write).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from handler.schemas import Answer, Metrics, ModelInfo, Status, TextRequest
+from handler.tasks import PROMPT_VERSION
+
+__all__ = ["Status", "StoredItem", "done_fields", "pending_fields"]
+
+
+class StoredItem(BaseModel):
+    """One item as read from the table. Attributes written by other versions are kept, not dropped."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str
+    status: Status
+    task: str | None = None
+    #: The request as its caller sent it (validated again before it is generated).
+    request: Any = None
+    output: str | None = None
+    finish_reason: str | None = None
+    metrics: Metrics | None = None
+    model: ModelInfo | None = None
+    prompt_version: str | None = None
+    attempts: int | None = None
+    error: str | None = None
+    lease_owner: str | None = None
+    lease_until: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    expires_at: int | None = None
+
+    def to_answer(self, cached: bool) -> Answer:
+        """The answer this item gives; ``cached`` only when it holds a finished result."""
+        return Answer.model_validate(
+            {
+                "id": self.id,
+                "task": self.task,
+                "status": self.status,
+                "output": self.output,
+                "finish_reason": self.finish_reason,
+                "cached": cached and self.status == Status.DONE,
+                "stored": True,
+                "metrics": self.metrics,
+                "model": self.model,
+                "last_error": self.error,
+                "attempts": self.attempts,
+            }
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain JSON data of every attribute the item has (exports)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def pending_fields(request: TextRequest) -> dict[str, Any]:
+    """The fields of a queued request's item (the store adds id, status, attempts and times)."""
+    return {"task": request.task, "request": request.model_dump(mode="json")}
+
+
+def done_fields(
+    request: TextRequest, output: str, finish_reason: str, metrics: Metrics, model: ModelInfo
+) -> dict[str, Any]:
+    """The fields of a finished request's item."""
+    return {
+        **pending_fields(request),
+        "output": output,
+        "finish_reason": finish_reason,
+        "metrics": metrics.model_dump(mode="json"),
+        "model": model.model_dump(mode="json"),
+        "prompt_version": PROMPT_VERSION,
+    }
