@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler import batch
+from handler import queued
 from handler.config import get_settings
 from handler.engine import get_engine
 from handler.errors import InvalidRequest, ServiceError
@@ -61,7 +61,9 @@ def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         # A message without a request id is reported as that message's failure below.
         with contextlib.suppress(ValueError, QueuedWorkFailed):
             ids.append(_queued_id(SQSRecord(record)))
-    outcomes = get_service().process_many(ids, owner=_owner(context), deadline=deadline_of(context)) if ids else {}
+    outcomes = (
+        queued.process_many(get_service(), ids, owner=_owner(context), deadline=deadline_of(context)) if ids else {}
+    )
 
     def record_outcome(record: SQSRecord) -> str:
         item_id = _queued_id(record)
@@ -91,8 +93,8 @@ def schedule_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         if event.get("items"):
             if not isinstance(event["items"], list):
                 raise InvalidRequest("items must be a list of requests")
-            report = batch.enqueue(service, enumerate(event["items"], start=1))
-        summary = batch.run(service, _owner(context), deadline_of(context), dispatch=bool(event.get("dispatch", True)))
+            report = queued.enqueue(service, enumerate(event["items"], start=1))
+        summary = queued.run(service, _owner(context), deadline_of(context), dispatch=bool(event.get("dispatch", True)))
         return {"enqueued": report.as_dict() if report else None, "run": summary.as_dict()}
     except Exception as exc:  # every failure is answered in the one error shape, never as a traceback
         return error_answer(exc)

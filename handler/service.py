@@ -11,30 +11,21 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
 from handler.config import Settings
 from handler.engine import Completion, Engine, PromptTokens, get_engine, loaded_engine, model_identity, peak_rss_mb
-from handler.errors import DeadlineReached, InputTooLong, InvalidRequest, ServiceError, describe_validation_error
+from handler.errors import DeadlineReached, InvalidRequest, describe_validation_error
 from handler.items import Status, done_fields, pending_fields
 from handler.observability import emit_cached, emit_generation, logger
 from handler.schemas import TASKS, Answer, Metrics, TextRequest, request_adapter
-from handler.store import MAX_ITEM_BYTES, ResultStore, to_dynamo
+from handler.store import ResultStore
 from handler.tasks import PROMPT_VERSION, build_messages
 from handler.workqueue import WorkQueue
 
 EngineProvider = Callable[[Settings], tuple[Engine, bool]]
-Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease"]
-
-
-@dataclass(frozen=True)
-class Processed:
-    """What processing one queued item came to, with the generation's metrics when it finished."""
-
-    outcome: Outcome
-    metrics: Metrics | None = None
 
 
 def parse_request(event: Any) -> TextRequest:
@@ -123,7 +114,7 @@ class TextService:
         (``mode: async`` or ``respond_async``) or, with ``queue_if_late``, when generating is predicted
         to pass ``deadline``; otherwise generated, and queued after all if the deadline comes first.
         """
-        cold_start, self._served_first = not self._served_first, True
+        cold_start = self.next_is_cold_start()
         item_id = self.request_id(request)
         stored = self.lookup(item_id)
         if stored is not None and stored.status == Status.DONE:
@@ -171,14 +162,23 @@ class TextService:
         self, item_id: str, request: TextRequest, cold_start: bool, deadline: float | None
     ) -> Generated | None:
         """Generate an answer; None when the deadline came first (no partial result is kept)."""
-        engine, loaded_now = self._engine_provider(self.settings)
-        prompt = _checked_prompt(engine, request)
+        engine, loaded_now = self.engine()
+        prompt = checked_prompt(engine, request)
         completion = engine.generate(prompt, request.options, deadline=deadline)
         if completion.finish_reason == "deadline":
             return None
-        return self._generated(item_id, request, completion, engine, loaded_now, cold_start)
+        return self.generated(item_id, request, completion, engine, loaded_now, cold_start)
 
-    def _generated(
+    def engine(self) -> tuple[Engine, bool]:
+        """The process's engine, loaded on first use; the flag says whether this call loaded it."""
+        return self._engine_provider(self.settings)
+
+    def next_is_cold_start(self) -> bool:
+        """Whether the result about to be served is this environment's first (then it no longer is)."""
+        cold_start, self._served_first = not self._served_first, True
+        return cold_start
+
+    def generated(
         self,
         item_id: str,
         request: TextRequest,
@@ -209,96 +209,8 @@ class TextService:
         )
         return Generated(answer, done_fields(request, completion.text, completion.finish_reason, metrics, engine.info))
 
-    # -- queued work -----------------------------------------------------------------------------
 
-    def process(self, item_id: str, owner: str, deadline: float) -> Processed:
-        """Claim a queued item, generate it before ``deadline`` and complete it while holding the lease."""
-        return self.process_many([item_id], owner, deadline)[item_id]
-
-    def process_many(self, item_ids: list[str], owner: str, deadline: float) -> dict[str, Processed]:
-        """Claim queued items and generate them together (batched decoding), completing each under its lease."""
-        if self.store is None:
-            raise ServiceError("queued work needs TABLE_NAME")
-        lease_s = max(deadline - time.monotonic(), 0.0) + self.settings.safety_margin_s
-        results: dict[str, Processed] = {}
-        claimed: list[tuple[str, TextRequest, PromptTokens]] = []
-        engine: Engine | None = None
-        loaded_now = False
-        for item_id in dict.fromkeys(item_ids):
-            item = self.store.claim(item_id, owner, lease_s)
-            if item is None:
-                results[item_id] = Processed("skipped")
-                continue
-            try:
-                request = parse_request(item.request)
-                engine, loaded = self._engine_provider(self.settings)
-                loaded_now = loaded_now or loaded
-                prompt = _checked_prompt(engine, request)
-            except (InvalidRequest, InputTooLong) as exc:
-                # The request itself is wrong: retrying cannot help.
-                results[item_id] = self._release(item_id, owner, exc.message, permanent=True)
-                continue
-            except ServiceError as exc:
-                results[item_id] = self._release(item_id, owner, exc.message, permanent=False)
-                continue
-            claimed.append((item_id, request, prompt))
-        if not claimed or engine is None:
-            return results
-        completions = self._generate_isolating_failures(engine, claimed, deadline)
-        for (item_id, request, _), completion in zip(claimed, completions, strict=True):
-            if isinstance(completion, ServiceError):
-                results[item_id] = self._release(item_id, owner, completion.message, permanent=False)
-                continue
-            if completion is None:
-                results[item_id] = self._release(
-                    item_id, owner, "did not finish within one invocation", permanent=False
-                )
-                continue
-            cold_start, self._served_first = not self._served_first, True
-            generated = self._generated(item_id, request, completion, engine, loaded_now, cold_start)
-            loaded_now = False  # the load belongs to the first result only
-            results[item_id] = self._complete(item_id, owner, generated)
-        return results
-
-    @staticmethod
-    def _generate_isolating_failures(
-        engine: Engine, claimed: list[tuple[str, TextRequest, PromptTokens]], deadline: float
-    ) -> list[Completion | ServiceError | None]:
-        """Decode the requests together; if that fails, one at a time, so one bad request fails alone."""
-        jobs = [(prompt, request.options) for _, request, prompt in claimed]
-        try:
-            return list(engine.generate_batch(jobs, deadline=deadline))
-        except ServiceError as exc:
-            if len(jobs) == 1:
-                return [exc]
-        alone: list[Completion | ServiceError | None] = []
-        for job in jobs:
-            try:
-                alone.extend(engine.generate_batch([job], deadline=deadline))
-            except ServiceError as exc:
-                alone.append(exc)
-        return alone
-
-    def _complete(self, item_id: str, owner: str, generated: Generated) -> Processed:
-        assert self.store is not None
-        size = len(json.dumps(to_dynamo(generated.fields), default=str).encode("utf-8"))
-        if size > MAX_ITEM_BYTES - 4096:
-            return self._release(
-                item_id, owner, f"result is {size} bytes, over DynamoDB's 400 KB item limit", permanent=True
-            )
-        if not self.store.complete(item_id, owner, generated.fields):
-            logger.warning("lease lost before the result was written", id=item_id, owner=owner)
-            return Processed("lost-lease")
-        return Processed("done", generated.answer.metrics)
-
-    def _release(self, item_id: str, owner: str, error: str, permanent: bool) -> Processed:
-        assert self.store is not None
-        logger.warning("queued request failed", id=item_id, error=error, permanent=permanent)
-        status = self.store.release(item_id, owner, error, 0 if permanent else self.settings.max_attempts)
-        return Processed("failed" if status == Status.FAILED else "requeued")
-
-
-def _checked_prompt(engine: Engine, request: TextRequest) -> PromptTokens:
+def checked_prompt(engine: Engine, request: TextRequest) -> PromptTokens:
     """The request's prompt tokens, refused before any evaluation if they cannot fit the context."""
     prompt = engine.build_prompt(build_messages(request))
     engine.check_fits(prompt, request.options.max_tokens)

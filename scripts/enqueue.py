@@ -22,8 +22,8 @@ from typing import Any
 from tqdm import tqdm
 
 from batchtools import DEFAULT_MODEL, build_service
-from handler.batch import EnqueueReport, enqueue
 from handler.errors import ServiceError
+from handler.queued import EnqueueReport, enqueue
 
 CHUNK = 500
 _INT_OPTIONS = ("max_tokens", "seed")

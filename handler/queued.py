@@ -1,4 +1,8 @@
-"""Batch pre-generation: queue requests, and work through queued ones within one invocation's time.
+"""Queued work: queue requests, claim, generate, complete or release them, and scheduled runs through them.
+
+Every queued request is an item of the results table (handler/items.py); a worker (SQS) or a
+scheduled run claims it under a lease, generates (several at a time through batched decoding) and
+completes it while it still holds the lease, or releases it with its error.
 
 A scheduled run lists PENDING items (and RUNNING ones whose lease expired) through the status index,
 claims each with a conditional write, generates, and completes it while it holds the lease. It stops
@@ -9,19 +13,32 @@ SQS and Lambda's concurrency decide who does what).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from handler.errors import InvalidRequest
+from handler.engine import Completion, Engine, PromptTokens
+from handler.errors import InputTooLong, InvalidRequest, ServiceError
 from handler.items import Status, StoredItem, pending_fields
 from handler.observability import logger, metrics
-from handler.schemas import TextRequest
-from handler.service import Processed, TextService, parse_request
+from handler.schemas import Metrics, TextRequest
+from handler.service import Generated, TextService, checked_prompt, parse_request
+from handler.store import MAX_ITEM_BYTES, to_dynamo
+
+Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease"]
+
+
+@dataclass(frozen=True)
+class Processed:
+    """What processing one queued item came to, with the generation's metrics when it finished."""
+
+    outcome: Outcome
+    metrics: Metrics | None = None
 
 
 @dataclass
@@ -126,7 +143,7 @@ def run(service: TextService, owner: str, deadline: float, dispatch: bool = Fals
                 fitting.append(item.id)
         if fitting:
             started = time.monotonic()
-            processed = service.process_many(fitting, owner, deadline)
+            processed = process_many(service, fitting, owner, deadline)
             summary.generation_seconds += time.monotonic() - started
             for one in processed.values():
                 _count(one, summary)
@@ -165,3 +182,95 @@ def _report(summary: RunSummary) -> None:
         metrics.add_metric(name=f"batch_{name}", unit=MetricUnit.Count, value=getattr(summary, name))
     if summary.generation_seconds > 0:
         metrics.add_metric(name="batch_tokens_per_s", unit=MetricUnit.CountPerSecond, value=summary.tokens_per_s)
+
+
+# -- claim, generate, complete or release ----------------------------------------------------------
+
+
+def process(service: TextService, item_id: str, owner: str, deadline: float) -> Processed:
+    """Claim a queued item, generate it before ``deadline`` and complete it while holding the lease."""
+    return process_many(service, [item_id], owner, deadline)[item_id]
+
+
+def process_many(service: TextService, item_ids: list[str], owner: str, deadline: float) -> dict[str, Processed]:
+    """Claim queued items and generate them together (batched decoding), completing each under its lease."""
+    if service.store is None:
+        raise ServiceError("queued work needs TABLE_NAME")
+    lease_s = max(deadline - time.monotonic(), 0.0) + service.settings.safety_margin_s
+    results: dict[str, Processed] = {}
+    claimed: list[tuple[str, TextRequest, PromptTokens]] = []
+    engine: Engine | None = None
+    loaded_now = False
+    for item_id in dict.fromkeys(item_ids):
+        item = service.store.claim(item_id, owner, lease_s)
+        if item is None:
+            results[item_id] = Processed("skipped")
+            continue
+        try:
+            request = parse_request(item.request)
+            engine, loaded = service.engine()
+            loaded_now = loaded_now or loaded
+            prompt = checked_prompt(engine, request)
+        except (InvalidRequest, InputTooLong) as exc:
+            # The request itself is wrong: retrying cannot help.
+            results[item_id] = _release(service, item_id, owner, exc.message, permanent=True)
+            continue
+        except ServiceError as exc:
+            results[item_id] = _release(service, item_id, owner, exc.message, permanent=False)
+            continue
+        claimed.append((item_id, request, prompt))
+    if not claimed or engine is None:
+        return results
+    completions = _generate_isolating_failures(engine, claimed, deadline)
+    for (item_id, request, _), completion in zip(claimed, completions, strict=True):
+        if isinstance(completion, ServiceError):
+            results[item_id] = _release(service, item_id, owner, completion.message, permanent=False)
+            continue
+        if completion is None:
+            results[item_id] = _release(
+                service, item_id, owner, "did not finish within one invocation", permanent=False
+            )
+            continue
+        generated = service.generated(item_id, request, completion, engine, loaded_now, service.next_is_cold_start())
+        loaded_now = False  # the load belongs to the first result only
+        results[item_id] = _complete(service, item_id, owner, generated)
+    return results
+
+
+def _generate_isolating_failures(
+    engine: Engine, claimed: list[tuple[str, TextRequest, PromptTokens]], deadline: float
+) -> list[Completion | ServiceError | None]:
+    """Decode the requests together; if that fails, one at a time, so one bad request fails alone."""
+    jobs = [(prompt, request.options) for _, request, prompt in claimed]
+    try:
+        return list(engine.generate_batch(jobs, deadline=deadline))
+    except ServiceError as exc:
+        if len(jobs) == 1:
+            return [exc]
+    alone: list[Completion | ServiceError | None] = []
+    for job in jobs:
+        try:
+            alone.extend(engine.generate_batch([job], deadline=deadline))
+        except ServiceError as exc:
+            alone.append(exc)
+    return alone
+
+
+def _complete(service: TextService, item_id: str, owner: str, generated: Generated) -> Processed:
+    assert service.store is not None
+    size = len(json.dumps(to_dynamo(generated.fields), default=str).encode("utf-8"))
+    if size > MAX_ITEM_BYTES - 4096:
+        return _release(
+            service, item_id, owner, f"result is {size} bytes, over DynamoDB's 400 KB item limit", permanent=True
+        )
+    if not service.store.complete(item_id, owner, generated.fields):
+        logger.warning("lease lost before the result was written", id=item_id, owner=owner)
+        return Processed("lost-lease")
+    return Processed("done", generated.answer.metrics)
+
+
+def _release(service: TextService, item_id: str, owner: str, error: str, permanent: bool) -> Processed:
+    assert service.store is not None
+    logger.warning("queued request failed", id=item_id, error=error, permanent=permanent)
+    status = service.store.release(item_id, owner, error, 0 if permanent else service.settings.max_attempts)
+    return Processed("failed" if status == Status.FAILED else "requeued")

@@ -15,8 +15,8 @@ from botocore.exceptions import ClientError
 import enqueue as enqueue_script
 import export_results
 from conftest import FakeLambdaContext, Table
-from handler import batch
 from handler import engine as engine_module
+from handler import queued
 from handler.app import schedule_handler, worker_handler
 from handler.errors import GenerationError, StoreError
 from handler.runtime import get_service
@@ -32,7 +32,7 @@ def _requests(count: int, prefix: str = "Document") -> list[dict[str, Any]]:
 
 
 def _queue(service: TextService, requests: list[dict[str, Any]]) -> list[str]:
-    report = batch.enqueue(service, enumerate(requests, start=1))
+    report = queued.enqueue(service, enumerate(requests, start=1))
     assert report.new == len(requests)
     return [service.request_id(parse_request(r)) for r in requests]
 
@@ -107,7 +107,7 @@ def test_run_reclaims_an_abandoned_lease_and_refuses_the_dead_workers_write(
     time.sleep(0.3)
 
     # WHEN the next run comes
-    summary = batch.run(service, "next-run", time.monotonic() + 60)
+    summary = queued.run(service, "next-run", time.monotonic() + 60)
 
     # THEN it finishes the item, and the dead worker's late write is refused
     assert summary.done == 1
@@ -125,7 +125,7 @@ def test_run_skips_an_item_whose_lease_is_live(service_env: Table, generations: 
     (item_id,) = _queue(service, _requests(1, "Busy"))
     service.store.claim(item_id, "live-worker", lease_s=600)
 
-    summary = batch.run(service, "other", time.monotonic() + 60)
+    summary = queued.run(service, "other", time.monotonic() + 60)
 
     assert summary.claimed == 0
     assert generations == []
@@ -166,7 +166,7 @@ def test_invalid_queued_request_fails_at_once(service_env: Table) -> None:
     assert service.store is not None
     service.store.put_pending("f" * 64, {"task": "summarize", "request": {"task": "summarize", "text": ""}})
 
-    summary = batch.run(service, "worker", time.monotonic() + 60)
+    summary = queued.run(service, "worker", time.monotonic() + 60)
 
     assert summary.failed == 1
     failed = service.store.get("f" * 64)
@@ -187,7 +187,7 @@ def test_output_over_the_item_limit_fails_cleanly(service_env: Table, monkeypatc
     service = get_service()
     (item_id,) = _queue(service, _requests(1, "Huge"))
 
-    summary = batch.run(service, "worker", time.monotonic() + 60)
+    summary = queued.run(service, "worker", time.monotonic() + 60)
 
     assert summary.failed == 1
     assert service.store is not None
@@ -208,7 +208,7 @@ def test_run_stops_claiming_at_its_time_budget_and_leaves_nothing_running(
     monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request: next(predictions, 10_000.0))
 
     # WHEN a run works until its deadline
-    summary = batch.run(service, "worker", time.monotonic() + 60)
+    summary = queued.run(service, "worker", time.monotonic() + 60)
 
     # THEN it does two, stops cleanly and leaves three PENDING, none RUNNING
     assert (summary.done, summary.left, summary.stopped_for_time) == (2, 3, True)
