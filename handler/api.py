@@ -10,14 +10,12 @@ Every error is ``{"error": {"type", "message"[, "details"]}}`` with a status cod
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import re
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
@@ -29,38 +27,39 @@ from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, SecurityScheme
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse, OpenAPIResponseHeader
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handler.api_rules import (
+    MAX_BODY_BYTES,
+    RETRY_AFTER_S,
+    SUBMIT_NOTE,
+    SUBMIT_RESPONSES,
+    body_bytes,
+    check_json,
+    check_media_type,
+    responses,
+    status_of,
+)
 from handler.errors import (
     ConfigurationError,
-    InputTooLong,
     InvalidRequest,
     MalformedJson,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ServiceError,
-    StoreError,
-    UnsupportedMediaType,
     describe_problems,
     field_problems,
 )
 from handler.items import Status
 from handler.observability import logger, metrics
 from handler.runtime import deadline_of, error_answer, get_service
-from handler.schemas import Answer, ChatRequest, ErrorAnswer, SummarizeRequest, TextRequest, TranslateRequest
+from handler.schemas import Answer, ChatRequest, SummarizeRequest, TextRequest, TranslateRequest
 
 API_TITLE = "llm-service"
 API_VERSION = "1.0.0"
-#: Largest request body accepted, checked before the body is parsed (API Gateway itself allows 10 MB): a
-#: queued request is stored whole, and its item, with the result added later, must stay under DynamoDB's 400 KB.
-MAX_BODY_BYTES = 256 * 1024
 RESULT_ID_PATTERN = r"^[0-9a-f]{64}$"
-#: Seconds a throttled caller is asked to wait (DynamoDB on-demand adapts within seconds).
-RETRY_AFTER_S = 2
 
 # -- request bodies: the shared request types, with task implied by the path ------------------------
 
@@ -125,15 +124,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _check_body(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
     """Refuse, before parsing, a body that is too large, not declared as JSON, or not well-formed JSON."""
     event = app.current_event
-    body = _body_bytes(event)
+    body = body_bytes(event)
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(
             f"the request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES} bytes",
             size_bytes=len(body),
             limit_bytes=MAX_BODY_BYTES,
         )
-    _check_media_type(event.headers.get("content-type"))
-    _check_json(body)
+    check_media_type(event.headers.get("content-type"))
+    check_json(body)
     # Media types are case-insensitive, but Powertools parses a body as JSON only for a lowercase one.
     headers = event.raw_event.get("headers") or {}
     for name in headers:
@@ -149,60 +148,6 @@ def _route(method: str, rule: str, *, takes_body: bool, **openapi: Any) -> Calla
     return app.route(rule, method, middlewares=[*checks, _validate_request, _validate_response], **openapi)
 
 
-# -- OpenAPI responses ----------------------------------------------------------------------------
-
-
-def _header(description: str) -> OpenAPIResponseHeader:
-    # Sent with every response of its status; Powertools' TypedDict lacks the OpenAPI header's `required`.
-    return cast(OpenAPIResponseHeader, {"description": description, "required": True, "schema": {"type": "string"}})
-
-
-def _error_response(description: str, headers: dict[str, OpenAPIResponseHeader] | None = None) -> OpenAPIResponse:
-    response: OpenAPIResponse = {"description": description, "content": {"application/json": {"model": ErrorAnswer}}}
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-_ANSWERED: dict[int, OpenAPIResponse] = {
-    200: {"description": "The result: DONE (`cached: true` when read from the table), or FAILED with `last_error`."},
-    202: {
-        "description": "Queued (PENDING) or in progress (RUNNING): poll `Location` until the status is DONE or FAILED.",
-        "headers": {"Location": _header("The result's path, /results/{id}, below the stage prefix of the URL called.")},
-    },
-}
-_ERRORS: dict[int, OpenAPIResponse] = {
-    400: _error_response("MalformedJson: the body is empty, not UTF-8, or not valid JSON."),
-    404: _error_response("NotFound: no result has this id."),
-    405: _error_response("MethodNotAllowed: this path takes another method.", {"Allow": _header("The path's method.")}),
-    413: _error_response(
-        f"PayloadTooLarge: the body exceeds {MAX_BODY_BYTES} bytes; or InputTooLong: the prompt plus "
-        "`max_tokens` exceeds the model's context window (`details` gives the token counts)."
-    ),
-    415: _error_response("UnsupportedMediaType: the body must be sent as `Content-Type: application/json`."),
-    422: _error_response("InvalidRequest: names every bad field, its problem and the value given (`details.fields`)."),
-    429: _error_response(
-        "StoreError, throttled: the results table is over its capacity; retry later.",
-        {"Retry-After": _header("Seconds to wait before retrying.")},
-    ),
-    503: _error_response(
-        "The service cannot answer now: ConfigurationError, ModelLoadError, GenerationError, StoreError or "
-        "DeadlineReached."
-    ),
-}
-
-
-def _responses(*codes: int) -> dict[int, OpenAPIResponse]:
-    return {code: {**_ANSWERED, **_ERRORS}[code] for code in codes}
-
-
-_SUBMIT_RESPONSES = _responses(200, 202, 400, 405, 413, 415, 422, 429, 503)
-_SUBMIT_NOTE = (
-    "Answered from the results table at once when it holds the result (`cached: true`, the model is not loaded). "
-    "Otherwise generated within the API's time budget (200), or queued with 202 and `Location` when the request "
-    "asks for it (`mode: async` or `Prefer: respond-async`) or is predicted not to finish in the budget."
-)
-
 # -- routes ---------------------------------------------------------------------------------------
 
 
@@ -212,8 +157,8 @@ _SUBMIT_NOTE = (
     takes_body=True,
     operation_id="summarize",
     summary="Summarize a text",
-    description=_SUBMIT_NOTE,
-    responses=_SUBMIT_RESPONSES,
+    description=SUBMIT_NOTE,
+    responses=SUBMIT_RESPONSES,
     tags=["requests"],
 )
 def summarize(request: Annotated[SummarizeBody, Body()], prefer: Prefer = None) -> Response[Answer]:
@@ -227,8 +172,8 @@ def summarize(request: Annotated[SummarizeBody, Body()], prefer: Prefer = None) 
     takes_body=True,
     operation_id="translate",
     summary="Translate a text",
-    description=_SUBMIT_NOTE,
-    responses=_SUBMIT_RESPONSES,
+    description=SUBMIT_NOTE,
+    responses=SUBMIT_RESPONSES,
     tags=["requests"],
 )
 def translate(request: Annotated[TranslateBody, Body()], prefer: Prefer = None) -> Response[Answer]:
@@ -242,8 +187,8 @@ def translate(request: Annotated[TranslateBody, Body()], prefer: Prefer = None) 
     takes_body=True,
     operation_id="chat",
     summary="Answer a conversation",
-    description=_SUBMIT_NOTE,
-    responses=_SUBMIT_RESPONSES,
+    description=SUBMIT_NOTE,
+    responses=SUBMIT_RESPONSES,
     tags=["requests"],
 )
 def chat(request: Annotated[ChatBody, Body()], prefer: Prefer = None) -> Response[Answer]:
@@ -258,7 +203,7 @@ def chat(request: Annotated[ChatBody, Body()], prefer: Prefer = None) -> Respons
     operation_id="getResult",
     summary="Read a request's result",
     description="The stored state of a request: PENDING, RUNNING, DONE or FAILED (with `last_error`).",
-    responses=_responses(200, 404, 405, 422, 429, 503),
+    responses=responses(200, 404, 405, 422, 429, 503),
     tags=["results"],
 )
 def get_result(id: ResultId) -> Response[Answer]:
@@ -307,88 +252,11 @@ def _prefers_async(prefer: str | None) -> bool:
     return "respond-async" in names
 
 
-# -- body checks ----------------------------------------------------------------------------------
-
-
-def _body_bytes(event: BaseProxyEvent) -> bytes:
-    body = event.body or ""
-    if event.is_base64_encoded:
-        try:
-            return base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise MalformedJson("the request body is marked base64-encoded but is not valid base64") from exc
-    return body.encode("utf-8", errors="surrogatepass")
-
-
-def _check_media_type(content_type: str | None) -> None:
-    if not content_type:
-        raise UnsupportedMediaType("send the body with Content-Type: application/json")
-    media_type, *parameters = content_type.split(";")
-    if media_type.strip().lower() != "application/json":
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json, not {media_type.strip()[:100]!r}", content_type=content_type[:200]
-        )
-    for parameter in parameters:
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in {"utf-8", "utf8"}:
-            raise UnsupportedMediaType(
-                "JSON is UTF-8: send charset=utf-8 or no charset", content_type=content_type[:200]
-            )
-
-
-def _check_json(body: bytes) -> None:
-    if not body.strip():
-        raise MalformedJson("the request body is empty; send a JSON object")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MalformedJson(f"the request body is not UTF-8 (invalid byte at offset {exc.start})") from exc
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-        # A "\ud800" escape parses into a lone surrogate, which is no text: the model and the table refuse it.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except json.JSONDecodeError as exc:
-        raise MalformedJson(
-            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            line=exc.lineno,
-            column=exc.colno,
-        ) from exc
-    except UnicodeEncodeError as exc:
-        raise MalformedJson("the request body has a \\u escape of an unpaired UTF-16 surrogate") from exc
-    except RecursionError as exc:
-        raise MalformedJson("the request body is nested too deeply") from exc
-    except ValueError as exc:  # int() refuses numbers of more than 4300 digits
-        raise MalformedJson("the request body has a number too long to read") from exc
-
-
-def _reject_constant(name: str) -> Any:
-    raise MalformedJson(f"the request body is not valid JSON: {name} is not a JSON number")
-
-
 # -- errors ---------------------------------------------------------------------------------------
-
-_STATUS: dict[type[ServiceError], HTTPStatus] = {
-    MalformedJson: HTTPStatus.BAD_REQUEST,
-    NotFound: HTTPStatus.NOT_FOUND,
-    MethodNotAllowed: HTTPStatus.METHOD_NOT_ALLOWED,
-    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    InputTooLong: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-    InvalidRequest: HTTPStatus.UNPROCESSABLE_ENTITY,
-}
-
-
-def _status_of(exc: Exception) -> HTTPStatus:
-    if not isinstance(exc, ServiceError):
-        return HTTPStatus.INTERNAL_SERVER_ERROR
-    if isinstance(exc, StoreError) and exc.details.get("throttled"):
-        return HTTPStatus.TOO_MANY_REQUESTS
-    # Anything else the service reports is on its side: configuration, model, generation, table.
-    return next((_STATUS[cls] for cls in type(exc).__mro__ if cls in _STATUS), HTTPStatus.SERVICE_UNAVAILABLE)
 
 
 def _error(exc: Exception, headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
-    status = _status_of(exc)
+    status = status_of(exc)
     if status == HTTPStatus.TOO_MANY_REQUESTS:
         headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_S)}
     return Response(status, content_types.APPLICATION_JSON, error_answer(exc), headers)

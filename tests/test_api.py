@@ -12,7 +12,7 @@ import pytest
 
 from apigw import ApiAnswer, decode, proxy_event
 from conftest import FakeLambdaContext, Table, load_event
-from handler import api
+from handler import api, api_rules
 from handler import engine as engine_module
 from handler.errors import ModelLoadError, StoreError
 from handler.service import TextService
@@ -402,21 +402,21 @@ def test_api_invalid_base64_body_is_400(api_env: Table, call: Callable[[dict[str
 def test_api_body_over_the_limit_is_413_before_parsing(
     api_env: Table, call: Callable[[dict[str, Any]], ApiAnswer]
 ) -> None:
-    body = "{" + " " * api.MAX_BODY_BYTES + "}"  # valid JSON: refused for its size alone
+    body = "{" + " " * api_rules.MAX_BODY_BYTES + "}"  # valid JSON: refused for its size alone
 
     error = assert_error(call(post("summarize", body, content_type="text/plain")), 413, "PayloadTooLarge")
 
-    assert error["details"] == {"size_bytes": api.MAX_BODY_BYTES + 2, "limit_bytes": api.MAX_BODY_BYTES}
+    assert error["details"] == {"size_bytes": api_rules.MAX_BODY_BYTES + 2, "limit_bytes": api_rules.MAX_BODY_BYTES}
 
 
 def test_api_largest_body_is_queued_within_the_item_limit(
     api_env: Table, call: Callable[[dict[str, Any]], ApiAnswer]
 ) -> None:
     # Three-byte characters sent as UTF-8: the stored request is as large as the body.
-    content = "あ" * ((api.MAX_BODY_BYTES - 200) // 9)
+    content = "あ" * ((api_rules.MAX_BODY_BYTES - 200) // 9)
     body = {"messages": [{"role": "user", "content": content}] * 3, "mode": "async"}
     raw = json.dumps(body, ensure_ascii=False).encode("utf-8")
-    assert api.MAX_BODY_BYTES - 2048 < len(raw) <= api.MAX_BODY_BYTES
+    assert api_rules.MAX_BODY_BYTES - 2048 < len(raw) <= api_rules.MAX_BODY_BYTES
 
     answer = call(post("chat", raw))
 

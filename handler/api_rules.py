@@ -1,0 +1,168 @@
+"""The API's HTTP rules that need no resolver: body checks before parsing, each error's status code, and
+the responses the OpenAPI document declares (handler/api.py registers the routes that use them).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from http import HTTPStatus
+from typing import Any, cast
+
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse, OpenAPIResponseHeader
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+
+from handler.errors import (
+    InputTooLong,
+    InvalidRequest,
+    MalformedJson,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    StoreError,
+    UnsupportedMediaType,
+)
+from handler.schemas import ErrorAnswer
+
+#: Largest request body accepted, checked before the body is parsed (API Gateway itself allows 10 MB): a
+#: queued request is stored whole, and its item, with the result added later, must stay under DynamoDB's 400 KB.
+MAX_BODY_BYTES = 256 * 1024
+#: Seconds a throttled caller is asked to wait (DynamoDB on-demand adapts within seconds).
+RETRY_AFTER_S = 2
+
+
+# -- body checks ----------------------------------------------------------------------------------
+
+
+def body_bytes(event: BaseProxyEvent) -> bytes:
+    body = event.body or ""
+    if event.is_base64_encoded:
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedJson("the request body is marked base64-encoded but is not valid base64") from exc
+    return body.encode("utf-8", errors="surrogatepass")
+
+
+def check_media_type(content_type: str | None) -> None:
+    if not content_type:
+        raise UnsupportedMediaType("send the body with Content-Type: application/json")
+    media_type, *parameters = content_type.split(";")
+    if media_type.strip().lower() != "application/json":
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {media_type.strip()[:100]!r}", content_type=content_type[:200]
+        )
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in {"utf-8", "utf8"}:
+            raise UnsupportedMediaType(
+                "JSON is UTF-8: send charset=utf-8 or no charset", content_type=content_type[:200]
+            )
+
+
+def check_json(body: bytes) -> None:
+    if not body.strip():
+        raise MalformedJson("the request body is empty; send a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedJson(f"the request body is not UTF-8 (invalid byte at offset {exc.start})") from exc
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+        # A "\ud800" escape parses into a lone surrogate, which is no text: the model and the table refuse it.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except json.JSONDecodeError as exc:
+        raise MalformedJson(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            line=exc.lineno,
+            column=exc.colno,
+        ) from exc
+    except UnicodeEncodeError as exc:
+        raise MalformedJson("the request body has a \\u escape of an unpaired UTF-16 surrogate") from exc
+    except RecursionError as exc:
+        raise MalformedJson("the request body is nested too deeply") from exc
+    except ValueError as exc:  # int() refuses numbers of more than 4300 digits
+        raise MalformedJson("the request body has a number too long to read") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise MalformedJson(f"the request body is not valid JSON: {name} is not a JSON number")
+
+
+# -- status codes ---------------------------------------------------------------------------------
+
+_STATUS: dict[type[ServiceError], HTTPStatus] = {
+    MalformedJson: HTTPStatus.BAD_REQUEST,
+    NotFound: HTTPStatus.NOT_FOUND,
+    MethodNotAllowed: HTTPStatus.METHOD_NOT_ALLOWED,
+    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    InputTooLong: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    InvalidRequest: HTTPStatus.UNPROCESSABLE_ENTITY,
+}
+
+
+def status_of(exc: Exception) -> HTTPStatus:
+    if not isinstance(exc, ServiceError):
+        return HTTPStatus.INTERNAL_SERVER_ERROR
+    if isinstance(exc, StoreError) and exc.details.get("throttled"):
+        return HTTPStatus.TOO_MANY_REQUESTS
+    # Anything else the service reports is on its side: configuration, model, generation, table.
+    return next((_STATUS[cls] for cls in type(exc).__mro__ if cls in _STATUS), HTTPStatus.SERVICE_UNAVAILABLE)
+
+
+# -- OpenAPI responses ----------------------------------------------------------------------------
+
+
+def _header(description: str) -> OpenAPIResponseHeader:
+    # Sent with every response of its status; Powertools' TypedDict lacks the OpenAPI header's `required`.
+    return cast(OpenAPIResponseHeader, {"description": description, "required": True, "schema": {"type": "string"}})
+
+
+def _error_response(description: str, headers: dict[str, OpenAPIResponseHeader] | None = None) -> OpenAPIResponse:
+    response: OpenAPIResponse = {"description": description, "content": {"application/json": {"model": ErrorAnswer}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_ANSWERED: dict[int, OpenAPIResponse] = {
+    200: {"description": "The result: DONE (`cached: true` when read from the table), or FAILED with `last_error`."},
+    202: {
+        "description": "Queued (PENDING) or in progress (RUNNING): poll `Location` until the status is DONE or FAILED.",
+        "headers": {"Location": _header("The result's path, /results/{id}, below the stage prefix of the URL called.")},
+    },
+}
+_ERRORS: dict[int, OpenAPIResponse] = {
+    400: _error_response("MalformedJson: the body is empty, not UTF-8, or not valid JSON."),
+    404: _error_response("NotFound: no result has this id."),
+    405: _error_response("MethodNotAllowed: this path takes another method.", {"Allow": _header("The path's method.")}),
+    413: _error_response(
+        f"PayloadTooLarge: the body exceeds {MAX_BODY_BYTES} bytes; or InputTooLong: the prompt plus "
+        "`max_tokens` exceeds the model's context window (`details` gives the token counts)."
+    ),
+    415: _error_response("UnsupportedMediaType: the body must be sent as `Content-Type: application/json`."),
+    422: _error_response("InvalidRequest: names every bad field, its problem and the value given (`details.fields`)."),
+    429: _error_response(
+        "StoreError, throttled: the results table is over its capacity; retry later.",
+        {"Retry-After": _header("Seconds to wait before retrying.")},
+    ),
+    503: _error_response(
+        "The service cannot answer now: ConfigurationError, ModelLoadError, GenerationError, StoreError or "
+        "DeadlineReached."
+    ),
+}
+
+
+def responses(*codes: int) -> dict[int, OpenAPIResponse]:
+    return {code: {**_ANSWERED, **_ERRORS}[code] for code in codes}
+
+
+SUBMIT_RESPONSES = responses(200, 202, 400, 405, 413, 415, 422, 429, 503)
+SUBMIT_NOTE = (
+    "Answered from the results table at once when it holds the result (`cached: true`, the model is not loaded). "
+    "Otherwise generated within the API's time budget (200), or queued with 202 and `Location` when the request "
+    "asks for it (`mode: async` or `Prefer: respond-async`) or is predicted not to finish in the budget."
+)
