@@ -26,11 +26,13 @@ help:
 # natively: the tests, make run and the benchmark run the build that ships. The first build takes
 # minutes; scripts/build_llama.py keeps the wheel under a key of its flags, so a changed flags file
 # rebuilds and an unchanged one is reused (pip's own wheel cache ignores CMAKE_ARGS).
-$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt $(wildcard layers/build/cmake-*.args) scripts/build_llama.py
+$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt $(wildcard layers/build/cmake-*.args) scripts/build_llama.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) scripts/build_llama.py --python $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# The project itself, editable: handler and the script modules import by name (pyproject.toml).
+	$(PY) -m pip install --quiet --no-deps --editable .
 	touch $@
 
 $(SAM_VENV)/.installed: requirements-sam.txt

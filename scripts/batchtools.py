@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from handler.config import settings_from
+from handler.service import TextService
+from handler.store import ResultStore
+from handler.workqueue import WorkQueue
 
-from handler.config import settings_from  # noqa: E402
-from handler.service import TextService  # noqa: E402
-from handler.store import ResultStore  # noqa: E402
-from handler.workqueue import WorkQueue  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 DEFAULT_MODEL = "phi-3-mini-4k-instruct-q4"
 

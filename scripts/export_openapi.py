@@ -19,8 +19,6 @@ DOCUMENT = ROOT / "openapi.json"
 
 def render() -> str:
     """The document as committed: keys sorted, two-space indents, a trailing newline."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     from handler.api import openapi_document
 
     return json.dumps(openapi_document(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+import download_model
+import localenv
+import make_test_model
 
-import download_model  # noqa: E402
-import localenv  # noqa: E402
-import make_test_model  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 TEMPLATE = ROOT / "template.yaml"
 #: The manifest (layers/models/) of the real instruct model the tests run.

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+import download_model as dm
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "download_model.py"
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import download_model as dm  # noqa: E402
 
 # Starts with the GGUF magic like a real model; the rest only has to hash to something known.
 MODEL_BYTES = b"GGUF" + bytes(range(256)) * 64

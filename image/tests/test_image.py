@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
-import sys
 import time
 import urllib.error
 from collections.abc import Iterator
@@ -22,12 +21,12 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+import build_llama
+import sam_local
+from handler import llama_builds
 
-import build_llama  # noqa: E402
-import sam_local  # noqa: E402
-from handler import llama_builds  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent.parent
+
 
 #: Lambda's limit on an image's size.
 LAMBDA_IMAGE_LIMIT_MB = 10 * 1024
