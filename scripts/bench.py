@@ -31,7 +31,6 @@ Usage: ``python scripts/bench.py [--quick] [--model PATH] [--out-dir bench-resul
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -49,12 +48,12 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from handler.config import available_cpus, settings_from
+from handler.engine import ggml_type, ggml_type_name, kv_cache_type_k, peak_rss_mb
+from handler.files import file_sha256
 
-from handler.config import available_cpus, settings_from  # noqa: E402
-from handler.engine import ggml_type, ggml_type_name, kv_cache_type_k  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 DEFAULT_MODEL = Path("models/bench/phi3-mini-random-q4_k_m.gguf")
 PRESET = "phi3-mini"
@@ -94,11 +93,6 @@ def seed_prompt(content: str) -> str:
     return f"<|user|>\n{content}<|end|>\n<|assistant|>"
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
-
-
 def _per_s(count: float, ms: float) -> float:
     return round(count * 1000.0 / ms, 3) if ms > 0 else 0.0
 
@@ -134,11 +128,7 @@ def ensure_model(path: Path) -> dict[str, Any]:
     sidecar = path.with_name(path.name + ".sha256")
     if not sidecar.is_file() or sidecar.stat().st_mtime < path.stat().st_mtime:
         # The engine reads the hash from the sidecar; without it its load would include hashing 2 GB.
-        digest = hashlib.sha256()
-        with path.open("rb") as model_file:
-            while chunk := model_file.read(8 << 20):
-                digest.update(chunk)
-        sidecar.write_text(f"{digest.hexdigest()}  {path.name}\n", encoding="utf-8")
+        sidecar.write_text(f"{file_sha256(path)}  {path.name}\n", encoding="utf-8")
     info["sha256"] = sidecar.read_text(encoding="utf-8").split()[0]
     info["bytes"] = path.stat().st_size
     return info

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import hashlib
 import logging
 import os
 import string
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+
+from handler.files import file_sha256
 
 PHI3_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -419,15 +420,6 @@ def make_quantized_model(
     return {"generation_s": round(generated - started, 1), "quantization_s": round(quantized - generated, 1)}
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description="Write a deterministic phi3 GGUF test model.")
@@ -445,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.out)
     else:
         path = make_model(args.out, args.preset)
-    print(f"{path} {path.stat().st_size} bytes sha256={sha256_of(path)}")
+    print(f"{path} {path.stat().st_size} bytes sha256={file_sha256(path)}")
     return 0
 
 

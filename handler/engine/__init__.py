@@ -1,0 +1,167 @@
+"""The process-wide llama.cpp model: loaded once, prompts built safely, generation with timings.
+
+``llama_cpp`` is imported only when the model loads, so an environment that answers from the
+results table never pays for it.
+
+The Engine is assembled here from one module per job: ``identity`` (the model's file name and hash),
+``gguf`` (what the GGUF says before loading), ``prompt`` (chat template and special-token safety),
+``decoding`` (one request at a time) and ``batched`` (several requests in one context).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import re
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from handler import llama_builds
+from handler.config import Settings
+from handler.engine.batched import BatchedDecoding
+from handler.engine.decoding import Completion, _Stream, peak_rss_mb
+from handler.engine.gguf import _quantization_name, ggml_type, ggml_type_name, kv_cache_type_k
+from handler.engine.identity import ModelIdentity, model_identity
+from handler.engine.prompt import PromptTokens, _compile_template
+from handler.errors import ModelLoadError
+from handler.observability import logger
+from handler.schemas import ModelInfo
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+__all__ = [
+    "Completion",
+    "Engine",
+    "ModelIdentity",
+    "PromptTokens",
+    "_Stream",
+    "get_engine",
+    "ggml_type",
+    "ggml_type_name",
+    "kv_cache_type_k",
+    "load_engine",
+    "loaded_engine",
+    "model_identity",
+    "peak_rss_mb",
+]
+
+
+class Engine(BatchedDecoding):
+    """One loaded model and the only way the service talks to llama.cpp."""
+
+    def __init__(
+        self,
+        llama: Llama,
+        identity: ModelIdentity,
+        n_threads: int,
+        load_ms: float,
+        parallel: int = 1,
+        batch_n_ctx: int | None = None,
+    ) -> None:
+        import llama_cpp
+
+        self._llama = llama
+        self._lib = llama_cpp
+        self._lock = threading.Lock()
+        self.identity = identity
+        self.n_threads = n_threads
+        self.load_ms = load_ms
+        self.n_ctx = llama.n_ctx()
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelLoadError(f"model {identity.file} has no tokenizer.chat_template in its GGUF metadata")
+        self._template = _compile_template(template)
+        self._vocab = llama._model.vocab
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._specials, self._eog_ids = self._read_vocabulary()
+        #: The texts of the end-of-generation tokens: stop strings of every generation with this model.
+        self.eog_texts = tuple(sorted({self._token_text(token) for token in self._eog_ids} - {""}))
+        self._special_ids = {special.id for special in self._specials.values()}
+        self._special_pattern = re.compile(
+            "|".join(re.escape(text) for text in sorted(self._specials, key=len, reverse=True))
+        )
+        self._ctx = llama._ctx.ctx
+        self.n_batch = llama.n_batch
+        #: Requests decoded together by generate_batch, and the KV cache size they share.
+        self.parallel = parallel
+        self.batch_n_ctx = max(batch_n_ctx or self.n_ctx, self.n_ctx)
+        self._batch = None
+        #: The K cache type in use (the batch context copies the main context's parameters).
+        self.kv_cache_type_k = ggml_type_name(llama.context_params.type_k)
+        self._kv_tokens = []
+        #: Speeds measured on this machine, for predicting whether a request fits a time budget.
+        self.measured_prompt_tokens_per_s = None
+        self.measured_eval_tokens_per_s = None
+        self._piece_buffer = ctypes.create_string_buffer(64)
+        self._bos = llama_cpp.llama_vocab_bos(self._vocab)
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
+        self.info = ModelInfo(
+            file=identity.file,
+            sha256=identity.sha256,
+            quantization=_quantization_name(llama_cpp, llama.metadata.get("general.file_type")),
+            context_length=self.n_ctx,
+        )
+
+
+def load_engine(settings: Settings) -> Engine:
+    """Load the GGUF named by the settings; errors say which file and why."""
+    path = settings.model_path
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: MODEL_PATH={str(path)!r}")
+    identity = model_identity(path, settings.model_sha256)
+    # Before llama_cpp's first import, which loads the libraries of the build chosen here.
+    build = llama_builds.select_build(settings.llama_builds_dir)
+    import llama_cpp
+
+    started = time.perf_counter()
+    type_k = kv_cache_type_k(path, settings.kv_cache_type_k)
+    try:
+        llama = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=settings.n_ctx,
+            n_threads=settings.n_threads,
+            n_threads_batch=settings.threads_batch,
+            n_batch=settings.n_batch,
+            n_ubatch=settings.n_ubatch,
+            use_mmap=settings.use_mmap,
+            type_k=ggml_type(type_k),
+            flash_attn=settings.flash_attn,
+            verbose=False,
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"llama.cpp could not load {path.name}: {exc}") from exc
+    # Close before interpreter shutdown tears down the ctypes bindings the model's finalizer needs.
+    atexit.register(llama.close)
+    engine = Engine(llama, identity, settings.n_threads, 0.0, settings.batch_parallel, settings.batch_n_ctx)
+    engine.warm_up()
+    engine.load_ms = round((time.perf_counter() - started) * 1000.0, 3)
+    # Which instruction sets this llama.cpp was compiled for: the build is what decides the speed.
+    logger.info(
+        "model loaded",
+        model=identity.file,
+        load_ms=engine.load_ms,
+        **build.log_fields(),
+        system_info=llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
+    )
+    return engine
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine(settings: Settings) -> tuple[Engine, bool]:
+    """The process-wide engine, loaded on first use; the flag says whether this call loaded it."""
+    global _engine
+    with _engine_lock:
+        if _engine is not None:
+            return _engine, False
+        _engine = load_engine(settings)
+        return _engine, True
+
+
+def loaded_engine() -> Engine | None:
+    """The engine if this process has loaded it already."""
+    return _engine

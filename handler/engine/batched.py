@@ -1,0 +1,178 @@
+"""Batched decoding: several requests as sequences of one llama.cpp context, scheduled into its slots."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from handler.engine.decoding import Completion, Decoding, _Stream
+from handler.engine.prompt import PromptTokens
+from handler.errors import GenerationError
+from handler.schemas import GenerationOptions
+
+
+@dataclass
+class _Slot:
+    """A request being decoded in the batch context, as one llama.cpp sequence."""
+
+    index: int
+    seq: int
+    prompt: PromptTokens
+    stream: _Stream
+    sampler: Any
+    reserved: int
+    position: int = 0
+    next_token: int = -1
+    prompt_ms: float = 0.0
+    eval_ms: float = 0.0
+    eval_runs: int = 0
+    started: float = 0.0
+
+
+class BatchedDecoding(Decoding):
+    """The Engine's batched side, in a context of its own (Engine.__init__ sets the state)."""
+
+    parallel: int
+    batch_n_ctx: int
+    _batch: tuple[Any, Any] | None
+
+    def generate_batch(
+        self,
+        jobs: Sequence[tuple[PromptTokens, GenerationOptions]],
+        deadline: float | None = None,
+        ignore_eos: bool = False,
+    ) -> list[Completion | None]:
+        """Generate several requests together: each decode step reads the weights once for all of them.
+
+        Up to ``parallel`` requests are decoded as llama.cpp sequences of one context, each with its own
+        sampler, stops and ``max_tokens``; a finished request frees its slot for the next one. Decode is
+        memory bound, so the step costs about what one sequence's step costs. Requests still waiting or
+        unfinished when the deadline passes come back as None (nothing partial is returned).
+        """
+        for prompt, options in jobs:
+            self.check_fits(prompt, options.max_tokens)
+        results: list[Completion | None] = [None] * len(jobs)
+        with self._lock:
+            context, batch = self._batch_context()
+            memory = self._lib.llama_get_memory(context)
+            self._lib.llama_memory_clear(memory, True)
+            waiting = deque(enumerate(jobs))
+            active: list[_Slot] = []
+            free = list(range(self.parallel - 1, -1, -1))
+            reserved = 0
+            try:
+                while waiting or active:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    # Admit requests while a sequence is free and their tokens fit the shared KV cache.
+                    while waiting and free:
+                        index, (prompt, options) = waiting[0]
+                        need = len(prompt.tokens) + options.max_tokens
+                        if active and reserved + need > self.batch_n_ctx:
+                            break
+                        waiting.popleft()
+                        slot = _Slot(
+                            index,
+                            free.pop(),
+                            prompt,
+                            _Stream(options, self._eog_ids, self.eog_texts, ignore_eos),
+                            self._sampler(options, ignore_eos),
+                            need,
+                        )
+                        reserved += need
+                        slot.started = time.perf_counter()
+                        self._prefill(context, batch, slot)
+                        slot.prompt_ms = (time.perf_counter() - slot.started) * 1000.0
+                        first = self._lib.llama_sampler_sample(slot.sampler, context, -1)
+                        if slot.stream.accept(first, self._piece):
+                            results[index] = self._finish(slot, memory, free)
+                            reserved -= slot.reserved
+                        else:
+                            slot.next_token = first
+                            active.append(slot)
+                    if not active:
+                        continue
+                    # One step: the next token of every active request in one llama_decode.
+                    for i, slot in enumerate(active):
+                        self._batch_set(batch, i, slot.next_token, slot.position, slot.seq, True)
+                    batch.n_tokens = len(active)
+                    step_started = time.perf_counter()
+                    self._batch_decode(context, batch)
+                    step_ms = (time.perf_counter() - step_started) * 1000.0
+                    still: list[_Slot] = []
+                    for i, slot in enumerate(active):
+                        slot.position += 1
+                        slot.eval_ms += step_ms
+                        slot.eval_runs += 1
+                        token = self._lib.llama_sampler_sample(slot.sampler, context, i)
+                        if slot.stream.accept(token, self._piece):
+                            results[slot.index] = self._finish(slot, memory, free)
+                            reserved -= slot.reserved
+                        else:
+                            slot.next_token = token
+                            still.append(slot)
+                    active = still
+            finally:
+                for slot in active:
+                    self._lib.llama_sampler_free(slot.sampler)
+                self._lib.llama_memory_clear(memory, True)
+        return results
+
+    def _batch_context(self) -> tuple[Any, Any]:
+        """The context for batched generation, created on first use (its KV cache is shared by the sequences)."""
+        if self._batch is None:
+            lib = self._lib
+            params = type(self._llama.context_params).from_buffer_copy(self._llama.context_params)
+            params.n_ctx = self.batch_n_ctx
+            params.n_seq_max = self.parallel
+            params.kv_unified = True
+            context = lib.llama_init_from_model(self._llama._model.model, params)
+            if not context:
+                raise GenerationError(
+                    f"llama.cpp could not create a batch context of {self.batch_n_ctx} tokens for "
+                    f"{self.parallel} sequences; lower BATCH_N_CTX or BATCH_PARALLEL"
+                )
+            self._batch = (context, lib.llama_batch_init(max(self.n_batch, self.parallel), 0, 1))
+        return self._batch
+
+    def _batch_set(self, batch: Any, i: int, token: int, position: int, seq: int, logits: bool) -> None:
+        batch.token[i] = token
+        batch.pos[i] = position
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq
+        batch.logits[i] = logits
+
+    def _batch_decode(self, context: Any, batch: Any) -> None:
+        status = self._lib.llama_decode(context, batch)
+        if status != 0:
+            raise GenerationError(f"llama_decode failed with status {status} on a batch of {batch.n_tokens} tokens")
+
+    def _prefill(self, context: Any, batch: Any, slot: _Slot) -> None:
+        """Evaluate a request's prompt in its own sequence, keeping the last token's logits."""
+        tokens = slot.prompt.tokens
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            for i, token in enumerate(chunk):
+                self._batch_set(batch, i, token, start + i, slot.seq, start + i == len(tokens) - 1)
+            batch.n_tokens = len(chunk)
+            self._batch_decode(context, batch)
+        slot.position = len(tokens)
+
+    def _finish(self, slot: _Slot, memory: Any, free: list[int]) -> Completion:
+        self._lib.llama_sampler_free(slot.sampler)
+        self._lib.llama_memory_seq_rm(memory, slot.seq, -1, -1)
+        free.append(slot.seq)
+        return Completion(
+            text=slot.stream.text,
+            finish_reason=slot.stream.finish_reason or "length",
+            prompt_tokens=len(slot.prompt.tokens),
+            prompt_eval_tokens=len(slot.prompt.tokens),
+            prompt_ms=round(slot.prompt_ms, 3),
+            completion_tokens=slot.stream.generated,
+            eval_runs=slot.eval_runs,
+            eval_ms=round(slot.eval_ms, 3),
+            total_ms=round((time.perf_counter() - slot.started) * 1000.0, 3),
+        )

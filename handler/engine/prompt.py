@@ -1,0 +1,221 @@
+"""Prompts built safely: the chat template rendered around message content that never becomes control tokens.
+
+Message content is tokenized as plain text, so special-token text a user writes stays text; only the
+template's own text is searched for special tokens, with llama.cpp's whitespace strip rules beside them.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from handler.errors import GenerationError, InputTooLong, InvalidRequest, ModelLoadError
+from handler.tasks import Message
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+# C's isspace(), which llama.cpp uses when a special token strips the whitespace beside it.
+_C_WHITESPACE = " \t\n\v\f\r"
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """A prompt as token ids, with the token ranges that hold message content (data, never control)."""
+
+    tokens: list[int]
+    data_spans: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class _Special:
+    id: int
+    lstrip: bool
+    rstrip: bool
+
+
+@dataclass
+class _Text:
+    text: str
+    is_data: bool
+
+
+class Prompting:
+    """The Engine's prompt side: vocabulary, chat template, tokenization (Engine.__init__ sets the state)."""
+
+    _llama: Llama
+    _lib: Any
+    _vocab: Any
+    n_vocab: int
+    n_ctx: int
+    _template: jinja2.Template
+    _specials: dict[str, _Special]
+    _special_ids: set[int]
+    _special_pattern: re.Pattern[str]
+    _bos: int
+    _add_bos: bool
+
+    def _read_vocabulary(self) -> tuple[dict[str, _Special], frozenset[int]]:
+        """In one pass over the vocabulary: the tokens llama.cpp matches in text when it parses special
+        tokens (with their strip rules), and the end-of-generation tokens."""
+        lib = self._lib
+        matched = lib.LLAMA_TOKEN_ATTR_CONTROL | lib.LLAMA_TOKEN_ATTR_USER_DEFINED | lib.LLAMA_TOKEN_ATTR_UNKNOWN
+        specials = {}
+        eog_ids = set()
+        for token in range(self.n_vocab):
+            if lib.llama_vocab_is_eog(self._vocab, token):
+                eog_ids.add(token)
+            attr = lib.llama_vocab_get_attr(self._vocab, token)
+            if attr & matched:
+                text = lib.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace")
+                if text:
+                    specials[text] = _Special(
+                        token,
+                        lstrip=bool(attr & lib.LLAMA_TOKEN_ATTR_LSTRIP),
+                        rstrip=bool(attr & lib.LLAMA_TOKEN_ATTR_RSTRIP),
+                    )
+        return specials, frozenset(eog_ids)
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The chat template rendered as one string, as llama-cpp-python's chat path does (reference only)."""
+        return self._template.render(
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True,
+            bos_token=self._token_text(self._bos),
+            eos_token=self._token_text(self._lib.llama_vocab_eos(self._vocab)),
+        )
+
+    def build_prompt(self, messages: Sequence[Message]) -> PromptTokens:
+        """Prompt tokens from the model's chat template, with message content tokenized as plain text.
+
+        The template is rendered with a random placeholder for each content; only the template's own
+        text is searched for special tokens. The result equals what llama.cpp gives for the whole
+        rendered string whenever the content holds no special-token text, and content that does
+        stays text.
+        """
+        nonce = secrets.token_hex(8)
+        placeholders = [f"\ue000{nonce}:{index}\ue001" for index in range(len(messages))]
+        rendered = self._template.render(
+            messages=[{"role": m.role, "content": p} for m, p in zip(messages, placeholders, strict=True)],
+            add_generation_prompt=True,
+            bos_token=self._token_text(self._bos),
+            eos_token=self._token_text(self._lib.llama_vocab_eos(self._vocab)),
+        )
+        pieces = re.split(f"\ue000{nonce}:(\\d+)\ue001", rendered)
+        items: list[_Special | _Text] = []
+        seen = []
+        for position, piece in enumerate(pieces):
+            if position % 2:
+                index = int(piece)
+                seen.append(index)
+                items.append(_Text(messages[index].content, is_data=True))
+            else:
+                items.extend(self._split_specials(piece))
+        if sorted(seen) != list(range(len(messages))):
+            raise GenerationError("the model's chat template dropped or repeated a message; it cannot be used safely")
+        _apply_strip_rules(items)
+        return self._tokenize_items(items)
+
+    def _split_specials(self, template_text: str) -> list[_Special | _Text]:
+        items: list[_Special | _Text] = []
+        position = 0
+        for match in self._special_pattern.finditer(template_text) if self._specials else ():
+            items.append(_Text(template_text[position : match.start()], is_data=False))
+            items.append(self._specials[match.group()])
+            position = match.end()
+        items.append(_Text(template_text[position:], is_data=False))
+        return items
+
+    def _tokenize_items(self, items: list[_Special | _Text]) -> PromptTokens:
+        tokens: list[int] = []
+        data_spans: list[tuple[int, int]] = []
+        if self._add_bos and not (items and isinstance(items[0], _Special) and items[0].id == self._bos):
+            tokens.append(self._bos)
+        run: list[_Text] = []
+
+        def flush() -> None:
+            # Adjacent template text and content form one raw fragment, as in the whole rendered string.
+            text = "".join(part.text for part in run)
+            if text:
+                start = len(tokens)
+                tokens.extend(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+                if any(part.is_data and part.text for part in run):
+                    data_spans.append((start, len(tokens)))
+                    reserved = self._special_ids.intersection(tokens[start:])
+                    if reserved:
+                        names = sorted(self._token_text(token) for token in reserved)
+                        raise InvalidRequest(
+                            f"text contains {names}, which this model reserves even in plain text; remove it"
+                        )
+            run.clear()
+
+        for item in items:
+            if isinstance(item, _Text):
+                run.append(item)
+            else:
+                flush()
+                tokens.append(item.id)
+        flush()
+        return PromptTokens(tokens, data_spans)
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return str(self._lib.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace"))
+
+    def is_special(self, token: int) -> bool:
+        """Whether the token is a control (or reserved) token rather than text."""
+        return token in self._special_ids
+
+    def check_fits(self, prompt: PromptTokens, max_tokens: int) -> None:
+        """Refuse, before any evaluation, a prompt that cannot be answered within the context window."""
+        needed = len(prompt.tokens) + max_tokens
+        if needed > self.n_ctx:
+            raise InputTooLong(
+                f"input is {len(prompt.tokens)} tokens and max_tokens is {max_tokens}: {needed} tokens do not fit "
+                f"the context window of {self.n_ctx}; shorten the text by at least {needed - self.n_ctx} tokens "
+                "or lower options.max_tokens",
+                prompt_tokens=len(prompt.tokens),
+                max_tokens=max_tokens,
+                context_window=self.n_ctx,
+            )
+
+
+def _compile_template(source: str) -> jinja2.Template:
+    # The same sandboxed environment that Hugging Face and llama-cpp-python render chat templates in.
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment.globals["raise_exception"] = raise_exception
+    try:
+        return environment.from_string(source)
+    except jinja2.TemplateError as exc:
+        raise ModelLoadError(f"the model's chat template does not compile: {exc}") from exc
+
+
+def _apply_strip_rules(items: list[_Special | _Text]) -> None:
+    """Strip whitespace beside special tokens marked lstrip/rstrip, as llama.cpp's tokenizer does."""
+    for index, item in enumerate(items):
+        if not isinstance(item, _Special):
+            continue
+        if item.rstrip:
+            for following in items[index + 1 :]:
+                if not isinstance(following, _Text):
+                    break
+                following.text = following.text.lstrip(_C_WHITESPACE)
+                if following.text:
+                    break
+        if item.lstrip:
+            for preceding in reversed(items[:index]):
+                if not isinstance(preceding, _Text):
+                    break
+                preceding.text = preceding.text.rstrip(_C_WHITESPACE)
+                if preceding.text:
+                    break
