@@ -52,7 +52,9 @@ def check_media_type(content_type: str | None) -> None:
     media_type, *parameters = content_type.split(";")
     if media_type.strip().lower() != "application/json":
         raise UnsupportedMediaType(
-            f"Content-Type must be application/json, not {media_type.strip()[:100]!r}", content_type=content_type[:200]
+            f"Content-Type must be application/json, not {media_type.strip()[:100]!r}",
+            log_message="Content-Type is not application/json",
+            content_type=content_type[:200],
         )
     for parameter in parameters:
         name, _, value = parameter.partition("=")

@@ -13,6 +13,7 @@ ServiceError
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,10 +26,26 @@ class ServiceError(Exception):
     #: Whether the caller caused it (bad input) rather than the service.
     client_error = False
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, *, log_message: str | None = None, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self._log_message = log_message
+
+    @property
+    def log_message(self) -> str:
+        """The message for the logs: like ``message`` but never quoting what the caller sent.
+
+        User text is data that is never logged; an answer may show the caller its own value, a log line
+        may not. Problems listed in ``details["fields"]`` are logged without their values; an error
+        whose message quotes caller input says so with ``log_message``.
+        """
+        if self._log_message is not None:
+            return self._log_message
+        fields = self.details.get("fields")
+        if isinstance(fields, list):
+            return describe_problems(fields, with_values=False)
+        return self.message
 
     def to_answer(self) -> dict[str, Any]:
         """The ``{"error": {...}}`` answer body."""
@@ -126,28 +143,43 @@ def field_problems(errors: Iterable[Mapping[str, Any]], union_tags: tuple[str, .
             loc = loc[1:]
         location = ".".join(str(part) for part in loc) or "event"
         if err["type"] == "union_tag_invalid":
+            unknown: dict[str, Any] = {
+                "field": "task",
+                "problem": f"unknown task; expected one of {', '.join(union_tags)}",
+            }
             task = err["input"].get("task")
-            problems.append(
-                {"field": "task", "problem": f"unknown task {task!r}; expected one of {', '.join(union_tags)}"}
-            )
+            if _is_json_scalar(task):
+                unknown["value"] = task
+            problems.append(unknown)
             continue
         if err["type"] == "union_tag_not_found":
             problems.append({"field": "task", "problem": f"field required; expected one of {', '.join(union_tags)}"})
             continue
         problem: dict[str, Any] = {"field": location, "problem": err["msg"]}
         given = err.get("input")
-        if given is not None and not isinstance(given, dict | list) and err["type"] != "extra_forbidden":
-            problem["value"] = given[:80] + "..." if isinstance(given, str) and len(given) > 80 else given
+        if given is not None and err["type"] != "extra_forbidden":
+            if isinstance(given, float) and not math.isfinite(given):
+                # JSON has no Infinity or NaN: an answer quoting one would not parse.
+                problem["value"] = str(given)
+            elif _is_json_scalar(given):
+                problem["value"] = given[:80] + "..." if isinstance(given, str) and len(given) > 80 else given
         problems.append(problem)
     return problems
 
 
-def describe_problems(problems: Iterable[Mapping[str, Any]]) -> str:
-    """One phrase per problem: the field path, the problem and the value given."""
+def _is_json_scalar(value: Any) -> bool:
+    """A value an answer can quote as JSON as it is: a string, a boolean, an integer or a finite number."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str | bool | int)
+
+
+def describe_problems(problems: Iterable[Mapping[str, Any]], with_values: bool = True) -> str:
+    """One phrase per problem: the field path, the problem and (``with_values``) the value given."""
     parts = []
     for problem in problems:
         part = f"{problem['field']}: {problem['problem']}"
-        if "value" in problem:
+        if with_values and "value" in problem:
             shown = repr(problem["value"])
             part += f" (got {shown[:80] + '...' if len(shown) > 80 else shown})"
         parts.append(part)

@@ -213,10 +213,10 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
             prompt = checked_prompt(engine, request)
         except (InvalidRequest, InputTooLong) as exc:
             # The request itself is wrong: retrying cannot help.
-            results[item_id] = _release(service, item_id, owner, exc.message, permanent=True)
+            results[item_id] = _release(service, item_id, owner, exc, permanent=True)
             continue
         except ServiceError as exc:
-            results[item_id] = _release(service, item_id, owner, exc.message, permanent=False)
+            results[item_id] = _release(service, item_id, owner, exc, permanent=False)
             continue
         claimed.append((item_id, request, prompt))
     if not claimed or engine is None:
@@ -224,7 +224,7 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
     completions = _generate_isolating_failures(engine, claimed, deadline)
     for (item_id, request, _), completion in zip(claimed, completions, strict=True):
         if isinstance(completion, ServiceError):
-            results[item_id] = _release(service, item_id, owner, completion.message, permanent=False)
+            results[item_id] = _release(service, item_id, owner, completion, permanent=False)
             continue
         if completion is None:
             results[item_id] = _release(
@@ -269,8 +269,11 @@ def _complete(service: TextService, item_id: str, owner: str, generated: Generat
     return Processed("done", generated.answer.metrics)
 
 
-def _release(service: TextService, item_id: str, owner: str, error: str, permanent: bool) -> Processed:
+def _release(service: TextService, item_id: str, owner: str, error: ServiceError | str, permanent: bool) -> Processed:
+    """Give the item back with its error (stored whole; logged without the caller's values)."""
     assert service.store is not None
-    logger.warning("queued request failed", id=item_id, error=error, permanent=permanent)
-    status = service.store.release(item_id, owner, error, 0 if permanent else service.settings.max_attempts)
+    message = error.message if isinstance(error, ServiceError) else error
+    logged = error.log_message if isinstance(error, ServiceError) else error
+    logger.warning("queued request failed", id=item_id, error=logged, permanent=permanent)
+    status = service.store.release(item_id, owner, message, 0 if permanent else service.settings.max_attempts)
     return Processed("failed" if status == Status.FAILED else "requeued")

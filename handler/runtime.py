@@ -40,7 +40,7 @@ def deadline_of(context: LambdaContext, budget_s: float | None = None) -> float:
 def error_answer(exc: Exception) -> dict[str, Any]:
     """The one error shape; unforeseen failures are logged with their traceback and answered without it."""
     if isinstance(exc, ServiceError):
-        logger.warning("request failed", error_type=exc.error_type, error=exc.message)
+        logger.warning("request failed", error_type=exc.error_type, error=exc.log_message)
         return exc.to_answer()
     logger.exception("unexpected failure")
     return {"error": {"type": "InternalError", "message": "internal error; see the function's logs"}}

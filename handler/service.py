@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from handler.config import Settings
 from handler.engine import Completion, Engine, PromptTokens, get_engine, loaded_engine, model_identity, peak_rss_mb
-from handler.errors import DeadlineReached, InvalidRequest, describe_validation_error
+from handler.errors import DeadlineReached, InvalidRequest, describe_problems, field_problems
 from handler.items import Status, done_fields, pending_fields
 from handler.observability import emit_cached, emit_generation, logger
 from handler.schemas import TASKS, Answer, Metrics, TextRequest, request_adapter
@@ -35,7 +35,8 @@ def parse_request(event: Any) -> TextRequest:
     try:
         return request_adapter.validate_python(event)
     except ValidationError as exc:
-        raise InvalidRequest(describe_validation_error(exc, TASKS)) from exc
+        problems = field_problems(exc.errors(include_url=False), TASKS)
+        raise InvalidRequest(describe_problems(problems), fields=problems) from exc
 
 
 def request_id(request: TextRequest, model_sha256: str) -> str:

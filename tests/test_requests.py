@@ -39,7 +39,7 @@ def test_parse_request_sample_events_are_valid(name: str) -> None:
 @pytest.mark.parametrize(
     ("event", "expected"),
     [
-        ({"task": "poem", "text": "x"}, "unknown task 'poem'"),
+        ({"task": "poem", "text": "x"}, "unknown task; expected one of summarize, translate, chat (got 'poem')"),
         ({"text": "x"}, "task: field required"),
         ({"task": "summarize"}, "text: Field required"),
         ({"task": "summarize", "text": ""}, "text: String should have at least 1 character"),

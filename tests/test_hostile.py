@@ -1,0 +1,100 @@
+"""Hostile and careless callers: what they send may be answered back to them, never logged, never break JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from apigw import decode, proxy_event
+from conftest import FakeLambdaContext, Table
+from handler import api, app, queued
+from handler.runtime import get_service
+
+#: Put into every user value below; no log line may contain it.
+MARKER = "zq-marker-7f3a"
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Every captured log record with all its fields (message and the structured keys), as text."""
+    return "\n".join(json.dumps(vars(record), default=str) for record in caplog.records)
+
+
+def _strict_json(text: str) -> Any:
+    """json.loads that refuses Infinity and NaN, as every other JSON parser does."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+BAD_REQUESTS: list[dict[str, Any]] = [
+    {"task": f"summarize-{MARKER}", "text": "hello"},
+    {"task": "translate", "text": "hello", "target_language": MARKER * 10},
+    {"task": "chat", "messages": [{"role": f"admin-{MARKER}", "content": "hi"}]},
+    {"task": "summarize", "text": "hello", "style": MARKER},
+    {"task": "summarize", "text": "hello", "options": {"temperature": MARKER}},
+    {"task": "summarize", "text": MARKER, "options": {"max_tokens": -1}},
+]
+
+
+@pytest.mark.parametrize("request_body", BAD_REQUESTS, ids=range(len(BAD_REQUESTS)))
+def test_invalid_requests_are_answered_with_their_values_but_logged_without(
+    request_body: dict[str, Any],
+    service_env: Table,
+    lambda_context: FakeLambdaContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    direct = app.lambda_handler(request_body, lambda_context)
+    assert direct["error"]["type"] == "InvalidRequest"
+    task = str(request_body["task"])
+    if task in ("summarize", "translate", "chat"):  # the API's task is its route
+        body = {key: value for key, value in request_body.items() if key != "task"}
+        through_api = decode(api.lambda_handler(proxy_event("POST", f"/{task}", body), lambda_context))
+        assert through_api.status == 422, through_api
+
+    logs = logged(caplog)
+    assert "request failed" in logs
+    assert MARKER not in logs
+
+
+def test_a_queued_request_that_fails_is_stored_with_its_error_and_logged_without_the_values(
+    service_env: Table, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = get_service()
+    assert service.store is not None
+    item_id = "e" * 64
+    bad = {"task": "translate", "text": "hello", "target_language": MARKER * 10}
+    service.store.put_pending(item_id, {"task": "translate", "request": bad})
+
+    outcome = queued.process(service, item_id, "worker", time.monotonic() + 60)
+
+    logs = logged(caplog)
+    item = service.store.get(item_id)
+    assert outcome.outcome == "failed"
+    assert item is not None
+    assert MARKER in (item.error or "")  # the item holds the caller's request anyway
+    assert "queued request failed" in logs
+    assert MARKER not in logs
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400"])
+def test_an_infinite_number_is_answered_in_valid_json(
+    number: str, service_env: Table, lambda_context: FakeLambdaContext
+) -> None:
+    raw = '{"text": "hello", "options": {"temperature": ' + number + "}}"
+    result = api.lambda_handler(proxy_event("POST", "/summarize", raw), lambda_context)
+
+    body = _strict_json(result["body"])
+    assert result["statusCode"] == 422
+    (problem,) = body["error"]["details"]["fields"]
+    assert problem["field"] == "options.temperature"
+    assert problem["value"] in ("inf", "-inf")
+
+    direct = app.lambda_handler(
+        {"task": "summarize", "text": "hello", "options": {"temperature": float(number)}}, lambda_context
+    )
+    assert _strict_json(json.dumps(direct))["error"]["type"] == "InvalidRequest"
