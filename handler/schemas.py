@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
 DEFAULT_MAX_TOKENS = 512
 MAX_TOKENS_LIMIT = 4096
@@ -21,6 +21,21 @@ def _not_blank(value: str) -> str:
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
 
+#: DynamoDB stores no number of smaller magnitude than this (it keeps 0 instead).
+DYNAMODB_SMALLEST_MAGNITUDE = 1e-128
+
+
+def _canonical_number(value: Any) -> Any:
+    """One value per number before validation and before the request id: -0.0 is 0.0, and a magnitude the
+    results table cannot hold is 0, so the id, the check and the stored item all see the same number."""
+    if isinstance(value, float) and (value == 0.0 or abs(value) < DYNAMODB_SMALLEST_MAGNITUDE):
+        return 0.0
+    return value
+
+
+#: A float option: canonical before its limits are checked.
+Number = Annotated[float, BeforeValidator(_canonical_number)]
+
 
 class _Strict(BaseModel):
     # Strict: a number given as a string or a string given as a list is a type error, not a guess.
@@ -35,10 +50,10 @@ class GenerationOptions(_Strict):
     """
 
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_TOKENS_LIMIT, description="Most tokens to generate.")
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 is greedy decoding.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: Number = Field(0.0, ge=0.0, le=2.0, description="0 is greedy decoding.")
+    top_p: Number = Field(1.0, gt=0.0, le=1.0)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    repeat_penalty: float = Field(1.0, ge=0.5, le=2.0)
+    repeat_penalty: Number = Field(1.0, ge=0.5, le=2.0)
     stop: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list,
         max_length=8,

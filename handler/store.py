@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from handler.errors import StoreError, describe_validation_error
 from handler.items import Status, StoredItem
+from handler.schemas import DYNAMODB_SMALLEST_MAGNITUDE
 
 # Item attribute and index names; template.yaml defines the same table (a test keeps them equal).
 KEY = "id"
@@ -39,7 +40,7 @@ STATUS_INDEX = "status-created_at-index"
 #: DynamoDB's item size limit; an output that would not fit fails cleanly instead of staying RUNNING.
 MAX_ITEM_BYTES = 400 * 1024
 _BATCH_ATTEMPTS = 6
-_SMALLEST_NUMBER = Decimal("1e-128")
+_SMALLEST_NUMBER = Decimal(str(DYNAMODB_SMALLEST_MAGNITUDE))
 _THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 
 

@@ -98,3 +98,30 @@ def test_an_infinite_number_is_answered_in_valid_json(
         {"task": "summarize", "text": "hello", "options": {"temperature": float(number)}}, lambda_context
     )
     assert _strict_json(json.dumps(direct))["error"]["type"] == "InvalidRequest"
+
+
+# -- one request, one identity --------------------------------------------------------------------
+
+
+def test_negative_zero_is_the_same_request_as_zero() -> None:
+    from handler.service import parse_request, request_id
+
+    plain = parse_request({"task": "summarize", "text": "hello", "options": {"temperature": 0.0}})
+    negative = parse_request({"task": "summarize", "text": "hello", "options": {"temperature": -0.0}})
+
+    assert request_id(negative, "0" * 64) == request_id(plain, "0" * 64)
+    assert str(negative.options.temperature) == "0.0"
+
+
+@pytest.mark.parametrize("tiny", [1e-300, 5e-324])
+def test_a_number_the_table_would_store_as_zero_is_checked_as_zero(tiny: float) -> None:
+    """top_p must be above 0: a magnitude DynamoDB keeps as 0 is refused now, not at run time from the table."""
+    from handler.errors import InvalidRequest
+    from handler.service import parse_request
+
+    with pytest.raises(InvalidRequest) as refused:
+        parse_request({"task": "summarize", "text": "hello", "options": {"top_p": tiny}})
+
+    assert refused.value.details["fields"][0]["field"] == "options.top_p"
+    kept = parse_request({"task": "summarize", "text": "hello", "options": {"temperature": tiny}})
+    assert kept.options.temperature == 0.0
