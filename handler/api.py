@@ -141,10 +141,23 @@ def _check_body(app: APIGatewayRestResolver, next_middleware: NextMiddleware) ->
     return next_middleware(app)
 
 
+def _join_repeated_headers(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """A header sent more than once is one header whose values are joined with commas (RFC 9110 5.3).
+
+    API Gateway keeps every value in ``multiValueHeaders``, which Powertools validates against the declared
+    type: a repeated ``Prefer`` would otherwise be refused as "not a valid string".
+    """
+    headers = app.current_event.raw_event.get("multiValueHeaders") or {}
+    for name, values in headers.items():
+        if isinstance(values, list) and len(values) > 1:
+            headers[name] = [", ".join(str(value) for value in values)]
+    return next_middleware(app)
+
+
 def _route(method: str, rule: str, *, takes_body: bool, **openapi: Any) -> Callable[[F], F]:
     """Register an operation with its validation; a body is checked first where it takes one."""
     _ROUTE_METHODS.append((re.compile("^" + re.sub(r"<\w+>", "[^/]+", rule) + "$"), method))
-    checks: list[Callable[..., Any]] = [_check_body] if takes_body else []
+    checks: list[Callable[..., Any]] = [_join_repeated_headers, *([_check_body] if takes_body else [])]
     return app.route(rule, method, middlewares=[*checks, _validate_request, _validate_response], **openapi)
 
 

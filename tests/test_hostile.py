@@ -125,3 +125,24 @@ def test_a_number_the_table_would_store_as_zero_is_checked_as_zero(tiny: float) 
     assert refused.value.details["fields"][0]["field"] == "options.top_p"
     kept = parse_request({"task": "summarize", "text": "hello", "options": {"temperature": tiny}})
     assert kept.options.temperature == 0.0
+
+
+# -- repeated headers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values", [["respond-async", "respond-async"], ["wait=10", "respond-async"], ["respond-async", "wait=5"]]
+)
+def test_a_prefer_header_sent_more_than_once_is_read_whole(
+    values: list[str], service_env: Table, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 7230: repeated fields mean their values joined with commas; API Gateway keeps them in multiValueHeaders."""
+    monkeypatch.setenv("API_BUDGET_S", "900")
+    event = proxy_event("POST", "/chat", {"messages": [{"role": "user", "content": "Say hello."}]})
+    event["headers"]["Prefer"] = values[-1]  # API Gateway's single-value map keeps the last one
+    event["multiValueHeaders"]["Prefer"] = values
+
+    answer = decode(api.lambda_handler(event, lambda_context))
+
+    assert answer.status == 202, answer
+    assert answer.headers["Preference-Applied"] == "respond-async"
