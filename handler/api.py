@@ -312,8 +312,18 @@ def _not_found(exc: NotFoundError) -> Response[dict[str, Any]]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Answer an API Gateway REST API proxy event."""
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    """Answer an API Gateway REST API proxy event; anything else is answered 400 in the one error shape."""
+    if not (
+        isinstance(event, dict) and isinstance(event.get("httpMethod"), str) and isinstance(event.get("path"), str)
+    ):
+        problem = InvalidRequest("the API handler takes an API Gateway REST proxy event (httpMethod and path)")
+        return {
+            "statusCode": HTTPStatus.BAD_REQUEST,
+            "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "body": json.dumps(error_answer(problem)),
+            "isBase64Encoded": False,
+        }
     return app.resolve(event, context)
 
 

@@ -46,16 +46,38 @@ def _owner(context: LambdaContext) -> str:
 
 
 def _queued_id(record: SQSRecord) -> str:
-    body = json.loads(record.body)
+    raw = record.raw_event.get("body")
+    try:
+        body = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        body = None
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-        raise QueuedWorkFailed(f"message {record.message_id} carries no request id")
+        raise QueuedWorkFailed(f"message {record.raw_event.get('messageId')} carries no request id")
     return str(body["id"])
+
+
+#: Every failed message is reported in batchItemFailures, also when all failed: raising instead would
+#: answer the caller with a traceback, and SQS redelivers exactly the reported messages either way.
+_REPORT_EVERY_FAILURE = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def _sqs_event_problem(event: Any) -> str | None:
+    """Why ``event`` is not an SQS batch this worker can report on (every record needs its messageId)."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list):
+        return "the worker takes an SQS event: an object whose Records is a list of messages"
+    if not all(isinstance(record, dict) and isinstance(record.get("messageId"), str) for record in records):
+        return "every SQS record must be an object with a messageId"
+    return None
 
 
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
-def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def worker_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Process an SQS batch of queued request ids, decoded together; failures are reported per message."""
+    problem = _sqs_event_problem(event)
+    if problem is not None:
+        return error_answer(InvalidRequest(problem))
     ids = []
     for record in event.get("Records", []):
         # A message without a request id is reported as that message's failure below.
@@ -74,7 +96,7 @@ def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return outcome
 
     return process_partial_response(  # type: ignore[return-value]
-        event=event, record_handler=record_outcome, processor=BatchProcessor(event_type=EventType.SQS), context=context
+        event=event, record_handler=record_outcome, processor=_REPORT_EVERY_FAILURE, context=context
     )
 
 

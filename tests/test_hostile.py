@@ -146,3 +146,41 @@ def test_a_prefer_header_sent_more_than_once_is_read_whole(
 
     assert answer.status == 202, answer
     assert answer.headers["Preference-Applied"] == "respond-async"
+
+
+# -- events that are not what the handler takes ----------------------------------------------------
+
+
+@pytest.mark.parametrize("event", [{}, [], None, "x", {"path": "/chat"}, {"httpMethod": "POST"}], ids=repr)
+def test_the_api_handler_answers_a_malformed_event_with_400_in_the_error_shape(
+    event: Any, service_env: Table, lambda_context: FakeLambdaContext
+) -> None:
+    answer = decode(api.lambda_handler(event, lambda_context))
+
+    assert answer.status == 400
+    assert answer.body["error"]["type"] == "InvalidRequest"
+    assert "proxy event" in answer.body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [[], {}, None, {"Records": "x"}, {"Records": ["x"]}, {"Records": [{"body": "{}"}]}],
+    ids=repr,
+)
+def test_the_worker_answers_a_malformed_event_in_the_error_shape(
+    event: Any, service_env: Table, lambda_context: FakeLambdaContext
+) -> None:
+    answer = app.worker_handler(event, lambda_context)
+
+    assert answer["error"]["type"] == "InvalidRequest"
+
+
+@pytest.mark.parametrize("record", [{"messageId": "m-1"}, {"messageId": "m-1", "body": "not json"}], ids=repr)
+def test_a_message_without_a_readable_body_is_that_message_s_failure(
+    record: dict[str, Any], service_env: Table, lambda_context: FakeLambdaContext
+) -> None:
+    sqs = {**record, "eventSource": "aws:sqs", "receiptHandle": "r", "attributes": {}, "messageAttributes": {}}
+
+    answer = app.worker_handler({"Records": [sqs]}, lambda_context)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
