@@ -184,3 +184,40 @@ def test_a_message_without_a_readable_body_is_that_message_s_failure(
     answer = app.worker_handler({"Records": [sqs]}, lambda_context)
 
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+
+
+# -- poison in the table ---------------------------------------------------------------------------
+
+
+def _raw_put(table: Table, item: dict[str, Any]) -> None:
+    """An item written by hand, an old version or a partial write: not through the service."""
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+    table.client().put_item(TableName=table.name, Item={key: serializer.serialize(v) for key, v in item.items()})
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        {"status": "PENDING", "created_at": "2000-01-01T00:00:00+00:00"},
+        {"status": "PENDING", "created_at": "2000-01-01T00:00:00+00:00", "request": "not an object"},
+    ],
+    ids=["no-request", "request-not-object"],
+)
+def test_a_poison_item_fails_alone_and_the_run_goes_on(
+    poison: dict[str, Any], service_env: Table, lambda_context: FakeLambdaContext
+) -> None:
+    service = get_service()
+    assert service.store is not None
+    _raw_put(service_env, {"id": "d" * 64, **poison})
+    good = {"task": "chat", "messages": [{"role": "user", "content": "Say hello."}], "options": {"max_tokens": 4}}
+    queued.enqueue(service, [(1, good)])
+
+    answer = app.schedule_handler({}, lambda_context)
+
+    assert "error" not in answer, answer
+    assert answer["run"]["done"] == 1
+    statuses = {item["id"]: item["status"] for item in service_env.items()}
+    assert statuses.pop("d" * 64) == "FAILED"
+    assert list(statuses.values()) == ["DONE"]
