@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -13,9 +14,21 @@ MAX_TEXT_CHARS = 100_000
 MAX_MESSAGES = 64
 
 
+#: A language is named in a few words ("Brazilian Portuguese", "Chinese (Traditional)"), not a sentence.
+MAX_LANGUAGE_WORDS = 4
+
+
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    """Text must show something: a letter, digit, punctuation mark or symbol, not only whitespace or
+    invisible characters (zero-width spaces and joiners, direction marks, controls, lone combining marks)."""
+    if not any(unicodedata.category(char)[0] in "LNPS" for char in value):
         raise ValueError("must not be empty or only whitespace")
+    return value
+
+
+def _a_language_name(value: str) -> str:
+    if len(value.split()) > MAX_LANGUAGE_WORDS:
+        raise ValueError(f"must name a language in at most {MAX_LANGUAGE_WORDS} words")
     return value
 
 
@@ -90,6 +103,7 @@ class TranslateRequest(_Request):
         str,
         Field(min_length=1, max_length=64, pattern=r"^[^\W\d_](?:[^\W\d_]|[ \-'(),.])*$"),
         AfterValidator(_not_blank),
+        AfterValidator(_a_language_name),
     ] = "Japanese"
 
 
