@@ -27,7 +27,7 @@ from handler.errors import InputTooLong, InvalidRequest, ServiceError
 from handler.items import Status, StoredItem, pending_fields
 from handler.observability import logger, metrics
 from handler.schemas import Metrics, TextRequest
-from handler.service import Generated, TextService, checked_prompt, parse_request
+from handler.service import NOT_QUEUEABLE, Generated, TextService, checked_prompt, parse_request
 from handler.store import MAX_ITEM_BYTES, to_dynamo
 
 Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease"]
@@ -66,6 +66,9 @@ def enqueue(service: TextService, requests: Iterable[tuple[int, Any]]) -> Enqueu
             request = parse_request(raw)
         except InvalidRequest as exc:
             report.invalid.append((number, exc.message))
+            continue
+        if not request.options.store:
+            report.invalid.append((number, f"options.store: {NOT_QUEUEABLE}"))
             continue
         item_id = service.request_id(request)
         if item_id in parsed:

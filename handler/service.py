@@ -28,6 +28,13 @@ from handler.workqueue import WorkQueue
 EngineProvider = Callable[[Settings], tuple[Engine, bool]]
 
 
+#: Why a request that asks for nothing to be written cannot be queued.
+NOT_QUEUEABLE = (
+    "store: false writes nothing, but a queued request is stored until it is done; "
+    "send store: true to queue it, or ask for a synchronous answer"
+)
+
+
 def parse_request(event: Any) -> TextRequest:
     """A typed request from a direct-invoke event or API body; errors name every bad field."""
     if not isinstance(event, dict):
@@ -123,6 +130,8 @@ class TextService:
             logger.info("answered from table", id=item_id, task=request.task)
             return stored
         if respond_async or request.mode == "async":
+            if not request.options.store:
+                raise InvalidRequest(NOT_QUEUEABLE, fields=[{"field": "options.store", "problem": NOT_QUEUEABLE}])
             return self.enqueue(item_id, request)
         if queue_if_late and deadline is not None:
             predicted_s, budget_s = self.predicted_seconds(request), deadline - time.monotonic()
@@ -148,6 +157,9 @@ class TextService:
 
     def enqueue(self, item_id: str, request: TextRequest) -> Answer:
         """Queue a request for a worker: a PENDING item, and its id on the work queue when there is one."""
+        if not request.options.store:
+            # Nothing is written for such a request: it is answered in time or not at all.
+            raise DeadlineReached("the request cannot finish in time, and with options.store false it is not queued")
         if self.store is None:
             raise DeadlineReached("the request cannot finish in time and there is no results table to queue it in")
         created = self.store.put_pending(item_id, pending_fields(request))
