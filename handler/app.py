@@ -52,7 +52,7 @@ def _queued_id(record: SQSRecord) -> str:
     except ValueError:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-        raise QueuedWorkFailed(f"message {record.raw_event.get('messageId')} carries no request id")
+        raise QueuedWorkFailed(f"message {record.message_id} carries no request id")
     return str(body["id"])
 
 

@@ -41,7 +41,7 @@ DYNAMODB_SMALLEST_MAGNITUDE = 1e-128
 def _canonical_number(value: Any) -> Any:
     """One value per number before validation and before the request id: -0.0 is 0.0, and a magnitude the
     results table cannot hold is 0, so the id, the check and the stored item all see the same number."""
-    if isinstance(value, float) and (value == 0.0 or abs(value) < DYNAMODB_SMALLEST_MAGNITUDE):
+    if isinstance(value, float) and abs(value) < DYNAMODB_SMALLEST_MAGNITUDE:
         return 0.0
     return value
 

@@ -26,7 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from handler.errors import StoreError, describe_validation_error
+from handler.errors import StoreError, describe_problems, field_problems
 from handler.items import Status, StoredItem
 from handler.schemas import DYNAMODB_SMALLEST_MAGNITUDE
 
@@ -109,8 +109,12 @@ class ResultStore:
         try:
             return StoredItem.model_validate(from_dynamo(raw))
         except ValidationError as exc:
+            # The item's values may be a caller's text: the answer names them, the log line does not.
+            problems = field_problems(exc.errors(include_url=False))
+            malformed = f"item {raw.get(KEY)!r} in table {self.table_name} is malformed"
             raise StoreError(
-                f"item {raw.get(KEY)!r} in table {self.table_name} is malformed: {describe_validation_error(exc)}"
+                f"{malformed}: {describe_problems(problems)}",
+                log_message=f"{malformed}: {describe_problems(problems, with_values=False)}",
             ) from exc
 
     def _new_item(self, item_id: str, status: Status, fields: dict[str, Any]) -> dict[str, Any]:

@@ -300,3 +300,18 @@ def test_a_batch_line_that_may_not_be_stored_is_reported_invalid(service_env: Ta
     assert report.invalid[0][0] == 1
     assert "store" in report.invalid[0][1]
     assert service_env.items() == []
+
+
+def test_a_malformed_item_is_named_in_the_answer_and_logged_without_its_values(
+    service_env: Table, lambda_context: FakeLambdaContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    _raw_put(service_env, {"id": "c" * 64, "status": "DONE", "task": "chat", "attempts": MARKER})
+
+    event = proxy_event("GET", f"/results/{'c' * 64}", resource="/results/{id}")
+    answer = decode(api.lambda_handler(event, lambda_context))
+
+    assert answer.status == 503
+    assert answer.body["error"]["type"] == "StoreError"
+    assert "attempts" in answer.body["error"]["message"]
+    assert "request failed" in logged(caplog)
+    assert MARKER not in logged(caplog)
