@@ -26,9 +26,9 @@ from handler.engine import Completion, Engine, PromptTokens
 from handler.errors import InputTooLong, InvalidRequest, ServiceError
 from handler.items import Status, StoredItem, pending_fields
 from handler.observability import logger, metrics
-from handler.schemas import Metrics, TextRequest
+from handler.schemas import MAX_ITEM_BYTES, Metrics, TextRequest
 from handler.service import NOT_QUEUEABLE, Generated, TextService, checked_prompt, parse_request
-from handler.store import MAX_ITEM_BYTES, to_dynamo
+from handler.store import to_dynamo
 
 Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease"]
 
@@ -161,7 +161,7 @@ def run(service: TextService, owner: str, deadline: float, dispatch: bool = Fals
 def _predicted_seconds(service: TextService, item: StoredItem) -> float:
     try:
         return service.predicted_seconds(parse_request(item.request))
-    except InvalidRequest:
+    except (InvalidRequest, InputTooLong):
         return 0.0  # processing fails it at once, with its error
 
 
@@ -261,6 +261,7 @@ def _generate_isolating_failures(
 
 def _complete(service: TextService, item_id: str, owner: str, generated: Generated) -> Processed:
     assert service.store is not None
+    # An output that would not fit fails cleanly instead of staying RUNNING.
     size = len(json.dumps(to_dynamo(generated.fields), default=str).encode("utf-8"))
     if size > MAX_ITEM_BYTES - 4096:
         return _release(

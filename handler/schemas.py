@@ -34,6 +34,14 @@ def _a_language_name(value: str) -> str:
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
 
+#: DynamoDB's item size limit.
+MAX_ITEM_BYTES = 400 * 1024
+#: Room kept in a stored request's item for its result: the longest output (4,096 tokens at 16 bytes, more
+#: than the longest token of common vocabularies), its metrics and model.
+RESULT_ROOM_BYTES = 72 * 1024
+#: The most a request may take as stored (as JSON; DynamoDB counts the same strings and names, without quotes).
+MAX_STORED_REQUEST_BYTES = MAX_ITEM_BYTES - RESULT_ROOM_BYTES
+
 #: DynamoDB stores no number of smaller magnitude than this (it keeps 0 instead).
 DYNAMODB_SMALLEST_MAGNITUDE = 1e-128
 
@@ -80,6 +88,19 @@ class _Request(_Strict):
     mode: Literal["sync", "async"] = Field(
         "sync", description="async: queue the request and answer at once with its id (API: 202)."
     )
+
+    @model_validator(mode="after")
+    def _storable(self) -> _Request:
+        # A request to be stored is checked before anything is promised: its item must hold it and its result.
+        if self.options.store:
+            size = len(self.model_dump_json().encode("utf-8"))
+            if size > MAX_STORED_REQUEST_BYTES:
+                raise ValueError(
+                    f"the request takes {size} bytes as stored, over the {MAX_STORED_REQUEST_BYTES} a stored request "
+                    f"may take (DynamoDB's {MAX_ITEM_BYTES // 1024} KB item, with room for the result); "
+                    "send less text, or options.store false for an answer that is not stored"
+                )
+        return self
 
     def identity(self) -> dict[str, Any]:
         """What makes two requests the same request: everything but how and whether it is answered."""

@@ -16,7 +16,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from handler.config import Settings
-from handler.engine import Completion, Engine, PromptTokens, get_engine, loaded_engine, model_identity, peak_rss_mb
+from handler.engine import (
+    Completion,
+    Engine,
+    PromptTokens,
+    Tokenizer,
+    get_engine,
+    loaded_engine,
+    model_identity,
+    peak_rss_mb,
+    prompt_counter,
+)
 from handler.errors import DeadlineReached, InvalidRequest, describe_problems, field_problems
 from handler.items import Status, done_fields, pending_fields
 from handler.observability import emit_cached, emit_generation, logger
@@ -92,16 +102,15 @@ class TextService:
         return item.to_answer(cached=True) if item is not None else None
 
     def predicted_seconds(self, request: TextRequest) -> float:
-        """How long generating this request should take here, from token counts and measured speeds."""
+        """How long generating this request should take here, from its token count and measured speeds."""
+        prompt_tokens = len(checked_prompt(prompt_counter(self.settings), request).tokens)
         engine = loaded_engine()
         settings = self.settings
         if engine is None:
-            # Without the model no tokens can be counted: about 3 bytes of English per token, plus the load.
-            size = len(json.dumps([m.content for m in build_messages(request)], ensure_ascii=False).encode())
-            prompt_tokens, load_s = size / 3.0, settings.expected_load_s
+            load_s = settings.expected_load_s
             prompt_speed, eval_speed = settings.expected_prompt_tokens_per_s, settings.expected_eval_tokens_per_s
         else:
-            prompt_tokens, load_s = float(len(engine.build_prompt(build_messages(request)).tokens)), 0.0
+            load_s = 0.0
             prompt_speed = engine.measured_prompt_tokens_per_s or settings.expected_prompt_tokens_per_s
             eval_speed = engine.measured_eval_tokens_per_s or settings.expected_eval_tokens_per_s
         return load_s + prompt_tokens / prompt_speed + request.options.max_tokens / eval_speed
@@ -162,6 +171,8 @@ class TextService:
             raise DeadlineReached("the request cannot finish in time, and with options.store false it is not queued")
         if self.store is None:
             raise DeadlineReached("the request cannot finish in time and there is no results table to queue it in")
+        # Nothing is promised that a worker would refuse: the prompt is counted before it is queued.
+        checked_prompt(prompt_counter(self.settings), request)
         created = self.store.put_pending(item_id, pending_fields(request))
         if created and self.queue is not None:
             self.queue.send([item_id])
@@ -223,10 +234,10 @@ class TextService:
         return Generated(answer, done_fields(request, completion.text, completion.finish_reason, metrics, engine.info))
 
 
-def checked_prompt(engine: Engine, request: TextRequest) -> PromptTokens:
+def checked_prompt(counter: Engine | Tokenizer, request: TextRequest) -> PromptTokens:
     """The request's prompt tokens, refused before any evaluation if they cannot fit the context."""
-    prompt = engine.build_prompt(build_messages(request))
-    engine.check_fits(prompt, request.options.max_tokens)
+    prompt = counter.build_prompt(build_messages(request))
+    counter.check_fits(prompt, request.options.max_tokens)
     return prompt
 
 

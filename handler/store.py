@@ -37,8 +37,6 @@ CREATED_AT = "created_at"
 EXPIRES_AT = "expires_at"
 STATUS_INDEX = "status-created_at-index"
 
-#: DynamoDB's item size limit; an output that would not fit fails cleanly instead of staying RUNNING.
-MAX_ITEM_BYTES = 400 * 1024
 _BATCH_ATTEMPTS = 6
 _SMALLEST_NUMBER = Decimal(str(DYNAMODB_SMALLEST_MAGNITUDE))
 _THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}

@@ -15,7 +15,7 @@ from conftest import FakeLambdaContext, Table, load_event
 from handler import api, api_rules
 from handler import engine as engine_module
 from handler.errors import ModelLoadError, StoreError
-from handler.service import TextService
+from handler.service import TextService, parse_request
 from handler.store import ResultStore
 
 ROUTES = ["summarize", "translate", "chat"]
@@ -409,7 +409,7 @@ def test_api_body_over_the_limit_is_413_before_parsing(
     assert error["details"] == {"size_bytes": api_rules.MAX_BODY_BYTES + 2, "limit_bytes": api_rules.MAX_BODY_BYTES}
 
 
-def test_api_largest_body_is_queued_within_the_item_limit(
+def test_api_largest_body_fits_an_item_and_is_refused_only_for_its_tokens(
     api_env: Table, call: Callable[[dict[str, Any]], ApiAnswer]
 ) -> None:
     # Three-byte characters sent as UTF-8: the stored request is as large as the body.
@@ -420,9 +420,11 @@ def test_api_largest_body_is_queued_within_the_item_limit(
 
     answer = call(post("chat", raw))
 
-    assert answer.status == 202, answer
-    (item,) = api_env.items()
-    assert item["request"]["messages"][2]["content"] == content
+    # Storable (the body limit keeps every API request within an item) but counted before it is queued.
+    assert parse_request({"task": "chat", **body}).options.store
+    error = assert_error(answer, 413, "InputTooLong")
+    assert error["details"]["prompt_tokens"] > error["details"]["context_window"]
+    assert api_env.items() == []
 
 
 def test_api_text_too_long_for_the_model_is_413_with_token_counts(

@@ -315,3 +315,80 @@ def test_a_malformed_item_is_named_in_the_answer_and_logged_without_its_values(
     assert "attempts" in answer.body["error"]["message"]
     assert "request failed" in logged(caplog)
     assert MARKER not in logged(caplog)
+
+
+# -- nothing is promised before it is checked ---------------------------------------------------------
+
+#: Far over the tiny model's 4,096-token window, well under the text limit and the API's body limit.
+OVERLONG_TEXT = " ".join(f"{MARKER}-{n}" for n in range(4000))
+
+
+@pytest.fixture
+def without_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No model in this process, and loading one fails: a check before queueing counts with the vocabulary."""
+    from handler import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_engine", None)
+    monkeypatch.setattr(engine_module, "load_engine", lambda settings: pytest.fail("the model was loaded"))
+
+
+@pytest.mark.parametrize("prefer", [{"Prefer": "respond-async"}, {}], ids=["async", "predicted-late"])
+def test_a_text_over_the_context_window_is_refused_before_it_is_queued(
+    prefer: dict[str, str],
+    service_env: Table,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    without_the_model: None,
+) -> None:
+    # Speeds so slow that any request is predicted past the API's budget, whatever was measured before.
+    monkeypatch.setenv("EXPECTED_PROMPT_TOKENS_PER_S", "0.001")
+    event = proxy_event("POST", "/summarize", {"text": OVERLONG_TEXT}, headers=prefer)
+
+    answer = decode(api.lambda_handler(event, lambda_context))
+
+    assert answer.status == 413, answer
+    assert answer.body["error"]["type"] == "InputTooLong"
+    assert answer.body["error"]["details"]["context_window"] == 4096
+    assert answer.body["error"]["details"]["prompt_tokens"] > 4096
+    assert service_env.items() == []
+
+
+def test_a_direct_async_request_over_the_context_window_is_refused(
+    service_env: Table, lambda_context: FakeLambdaContext, without_the_model: None
+) -> None:
+    answer = app.lambda_handler({"task": "summarize", "mode": "async", "text": OVERLONG_TEXT}, lambda_context)
+
+    assert answer["error"]["type"] == "InputTooLong"
+    assert service_env.items() == []
+
+
+#: Sixty-four messages of 6,000 characters: under every field limit, over what one item holds.
+OVERSIZED_CHAT = {
+    "task": "chat",
+    "messages": [{"role": "user", "content": f"{MARKER} " + "é" * 6000} for _ in range(64)],
+}
+
+
+def test_a_request_too_large_to_store_is_a_clear_caller_error_and_nothing_is_written(
+    service_env: Table, lambda_context: FakeLambdaContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    from handler.schemas import MAX_STORED_REQUEST_BYTES
+
+    answer = app.lambda_handler({**OVERSIZED_CHAT, "mode": "async"}, lambda_context)
+    report = queued.enqueue(get_service(), [(1, OVERSIZED_CHAT)])
+
+    assert answer["error"]["type"] == "InvalidRequest", answer
+    assert f"over the {MAX_STORED_REQUEST_BYTES}" in answer["error"]["message"]
+    assert "options.store false" in answer["error"]["message"]
+    assert report.new == 0
+    assert report.invalid[0][0] == 1
+    assert service_env.items() == []
+    assert MARKER not in logged(caplog)
+
+
+def test_a_large_request_that_is_not_stored_is_not_refused_for_its_size() -> None:
+    from handler.service import parse_request
+
+    request = parse_request({**OVERSIZED_CHAT, "options": {"store": False}})
+
+    assert len(request.messages) == 64  # type: ignore[union-attr]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import re
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from handler.engine.batched import BatchedDecoding
 from handler.engine.decoding import Completion, _Stream, peak_rss_mb
 from handler.engine.gguf import _quantization_name, ggml_type, ggml_type_name, kv_cache_type_k
 from handler.engine.identity import ModelIdentity, model_identity
-from handler.engine.prompt import PromptTokens, _compile_template
+from handler.engine.prompt import PromptTokens, Tokenizer
 from handler.errors import ModelLoadError
 from handler.observability import logger
 from handler.schemas import ModelInfo
@@ -36,6 +35,7 @@ __all__ = [
     "Engine",
     "ModelIdentity",
     "PromptTokens",
+    "Tokenizer",
     "_Stream",
     "get_engine",
     "ggml_type",
@@ -45,6 +45,7 @@ __all__ = [
     "loaded_engine",
     "model_identity",
     "peak_rss_mb",
+    "prompt_counter",
 ]
 
 
@@ -69,19 +70,7 @@ class Engine(BatchedDecoding):
         self.n_threads = n_threads
         self.load_ms = load_ms
         self.n_ctx = llama.n_ctx()
-        template = llama.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise ModelLoadError(f"model {identity.file} has no tokenizer.chat_template in its GGUF metadata")
-        self._template = _compile_template(template)
-        self._vocab = llama._model.vocab
-        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        self._specials, self._eog_ids = self._read_vocabulary()
-        #: The texts of the end-of-generation tokens: stop strings of every generation with this model.
-        self.eog_texts = tuple(sorted({self._token_text(token) for token in self._eog_ids} - {""}))
-        self._special_ids = {special.id for special in self._specials.values()}
-        self._special_pattern = re.compile(
-            "|".join(re.escape(text) for text in sorted(self._specials, key=len, reverse=True))
-        )
+        self._read_prompting(llama, identity.file)
         self._ctx = llama._ctx.ctx
         self.n_batch = llama.n_batch
         #: Requests decoded together by generate_batch, and the KV cache size they share.
@@ -95,8 +84,6 @@ class Engine(BatchedDecoding):
         self.measured_prompt_tokens_per_s = None
         self.measured_eval_tokens_per_s = None
         self._piece_buffer = ctypes.create_string_buffer(64)
-        self._bos = llama_cpp.llama_vocab_bos(self._vocab)
-        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
         self.info = ModelInfo(
             file=identity.file,
             sha256=identity.sha256,
@@ -165,3 +152,40 @@ def get_engine(settings: Settings) -> tuple[Engine, bool]:
 def loaded_engine() -> Engine | None:
     """The engine if this process has loaded it already."""
     return _engine
+
+
+#: Vocabularies read in this process, by model path and context length.
+_tokenizers: dict[tuple[str, int], Tokenizer] = {}
+
+
+def prompt_counter(settings: Settings) -> Engine | Tokenizer:
+    """What builds and counts prompts in this process: the loaded engine, else the model's vocabulary alone
+    (loaded once, without the weights), so counting never costs a model load."""
+    with _engine_lock:
+        if _engine is not None:
+            return _engine
+        key = (str(settings.model_path), settings.n_ctx)
+        if key not in _tokenizers:
+            _tokenizers[key] = _load_tokenizer(settings)
+        return _tokenizers[key]
+
+
+def _load_tokenizer(settings: Settings) -> Tokenizer:
+    path = settings.model_path
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: MODEL_PATH={str(path)!r}")
+    llama_builds.select_build(settings.llama_builds_dir)
+    import llama_cpp
+
+    try:
+        # The context of a vocabulary has no layers (no memory), and its size is the engine's, as llama.cpp
+        # rounds it: the window the prompt is checked against is the one it will be generated in.
+        llama = llama_cpp.Llama(model_path=str(path), vocab_only=True, n_ctx=settings.n_ctx or 1, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"llama.cpp could not read the vocabulary of {path.name}: {exc}") from exc
+    atexit.register(llama.close)
+    n_ctx = llama.n_ctx()
+    if not settings.n_ctx:  # the model's own window, which a vocabulary-only load does not read
+        arch = llama.metadata.get("general.architecture", "")
+        n_ctx = int(llama.metadata.get(f"{arch}.context_length", n_ctx))
+    return Tokenizer(llama, llama_cpp, path.name, n_ctx)

@@ -95,8 +95,6 @@ class Decoding(Prompting):
     _lock: threading.Lock
     _ctx: Any
     n_batch: int
-    _eog_ids: frozenset[int]
-    eog_texts: tuple[str, ...]
     _kv_tokens: list[int]
     measured_prompt_tokens_per_s: float | None
     measured_eval_tokens_per_s: float | None

@@ -60,6 +60,27 @@ class Prompting:
     _special_pattern: re.Pattern[str]
     _bos: int
     _add_bos: bool
+    _eog_ids: frozenset[int]
+    eog_texts: tuple[str, ...]
+
+    def _read_prompting(self, llama: Llama, file_name: str) -> None:
+        """Read what building prompts needs from a loaded model: its chat template and vocabulary."""
+        self._llama = llama
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelLoadError(f"model {file_name} has no tokenizer.chat_template in its GGUF metadata")
+        self._template = _compile_template(template)
+        self._vocab = llama._model.vocab
+        self.n_vocab = self._lib.llama_vocab_n_tokens(self._vocab)
+        self._specials, self._eog_ids = self._read_vocabulary()
+        #: The texts of the end-of-generation tokens: stop strings of every generation with this model.
+        self.eog_texts = tuple(sorted({self._token_text(token) for token in self._eog_ids} - {""}))
+        self._special_ids = {special.id for special in self._specials.values()}
+        self._special_pattern = re.compile(
+            "|".join(re.escape(text) for text in sorted(self._specials, key=len, reverse=True))
+        )
+        self._bos = self._lib.llama_vocab_bos(self._vocab)
+        self._add_bos = bool(self._lib.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
 
     def _read_vocabulary(self) -> tuple[dict[str, _Special], frozenset[int]]:
         """In one pass over the vocabulary: the tokens llama.cpp matches in text when it parses special
@@ -185,6 +206,17 @@ class Prompting:
                 max_tokens=max_tokens,
                 context_window=self.n_ctx,
             )
+
+
+class Tokenizer(Prompting):
+    """A model's chat template and vocabulary without its weights (llama.cpp's vocab-only load, tens of
+    milliseconds): prompts are counted exactly, so a request is checked against the context window
+    before anything is promised for it, without loading the model."""
+
+    def __init__(self, llama: Llama, lib: Any, file_name: str, n_ctx: int) -> None:
+        self._lib = lib
+        self.n_ctx = n_ctx
+        self._read_prompting(llama, file_name)
 
 
 def _compile_template(source: str) -> jinja2.Template:
