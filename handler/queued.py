@@ -13,7 +13,6 @@ SQS and Lambda's concurrency decide who does what).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -26,9 +25,9 @@ from handler.engine import Completion, Engine, PromptTokens
 from handler.errors import InputTooLong, InvalidRequest, ServiceError
 from handler.items import Status, StoredItem, pending_fields
 from handler.observability import logger, metrics
-from handler.schemas import MAX_ITEM_BYTES, Metrics, TextRequest
+from handler.schemas import Metrics, TextRequest
 from handler.service import NOT_QUEUEABLE, Generated, TextService, checked_prompt, parse_request
-from handler.store import to_dynamo
+from handler.store import result_too_large
 
 Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease"]
 
@@ -262,12 +261,10 @@ def _generate_isolating_failures(
 def _complete(service: TextService, item_id: str, owner: str, generated: Generated) -> Processed:
     assert service.store is not None
     # An output that would not fit fails cleanly instead of staying RUNNING.
-    size = len(json.dumps(to_dynamo(generated.fields), default=str).encode("utf-8"))
-    if size > MAX_ITEM_BYTES - 4096:
-        return _release(
-            service, item_id, owner, f"result is {size} bytes, over DynamoDB's 400 KB item limit", permanent=True
-        )
-    if not service.store.complete(item_id, owner, generated.fields):
+    oversized = result_too_large(generated.fields)
+    if oversized is not None:
+        return _release(service, item_id, owner, oversized, permanent=True)
+    if service.store.complete(item_id, owner, generated.fields) is None:
         logger.warning("lease lost before the result was written", id=item_id, owner=owner)
         return Processed("lost-lease")
     return Processed("done", generated.answer.metrics)

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from handler.errors import StoreError, describe_problems, field_problems
 from handler.items import Status, StoredItem
-from handler.schemas import DYNAMODB_SMALLEST_MAGNITUDE
+from handler.schemas import DYNAMODB_SMALLEST_MAGNITUDE, MAX_ITEM_BYTES
 
 # Item attribute and index names; template.yaml defines the same table (a test keeps them equal).
 KEY = "id"
@@ -66,6 +66,14 @@ def from_dynamo(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
+
+
+def result_too_large(fields: dict[str, Any]) -> str | None:
+    """Why a finished item cannot be written (DynamoDB's item size limit), or None when it fits."""
+    size = len(json.dumps(to_dynamo(fields), default=str).encode("utf-8"))
+    if size > MAX_ITEM_BYTES - 4096:  # the id, status, times and lease beside the fields
+        return f"result is {size} bytes, over DynamoDB's {MAX_ITEM_BYTES // 1024} KB item limit"
+    return None
 
 
 class ResultStore:
@@ -122,24 +130,6 @@ class ResultStore:
             item[EXPIRES_AT] = int((now + timedelta(days=self._ttl_days)).timestamp())
         return dict(to_dynamo(item))
 
-    def put_done(self, item_id: str, fields: dict[str, Any]) -> bool:
-        """Write a finished result unless the table already holds a finished one for this id.
-
-        Returns False when another writer's DONE item is already there (it is kept, not overwritten).
-        """
-        item = self._new_item(item_id, Status.DONE, fields)
-        written = self._call(
-            f"write result {item_id}",
-            lambda: self._table.put_item(
-                Item=item,
-                ConditionExpression="attribute_not_exists(#id) OR #status <> :done",
-                ExpressionAttributeNames={"#id": KEY, "#status": STATUS},
-                ExpressionAttributeValues={":done": Status.DONE},
-            ),
-            conditional=True,
-        )
-        return written is not None
-
     def put_pending(self, item_id: str, fields: dict[str, Any]) -> bool:
         """Queue a request as a PENDING item; False when an item for this id already exists."""
         item = self._new_item(item_id, Status.PENDING, {"attempts": 0, **fields})
@@ -179,8 +169,72 @@ class ResultStore:
         )
         return self._typed(response["Attributes"]) if response is not None else None
 
-    def complete(self, item_id: str, owner: str, fields: dict[str, Any]) -> bool:
-        """Mark a claimed item DONE with its result, only while ``owner`` still holds its lease."""
+    def claim_to_generate(self, item_id: str, owner: str, lease_s: float, fields: dict[str, Any]) -> bool | None:
+        """Take a request to generate it now, for a caller waiting on it: the table is the single-flight lock.
+
+        Creates the item RUNNING under ``owner``'s lease, or takes it when it is PENDING, FAILED, or
+        RUNNING with an expired lease. Returns True when this call created the item, False when it took
+        an existing one, and None when another holder's lease runs or the item is DONE.
+        """
+        now = utc_now()
+        names = {"#id": KEY, "#status": STATUS, **{f"#f{i}": name for i, name in enumerate(fields)}}
+        values: dict[str, Any] = {
+            ":running": Status.RUNNING,
+            ":pending": Status.PENDING,
+            ":failed": Status.FAILED,
+            ":owner": owner,
+            ":until": (now + timedelta(seconds=lease_s)).isoformat(),
+            ":now": now.isoformat(),
+            ":one": 1,
+            **{f":f{i}": value for i, value in enumerate(fields.values())},
+        }
+        assignments = [
+            "#status = :running",
+            "lease_owner = :owner",
+            "lease_until = :until",
+            "updated_at = :now",
+            f"{CREATED_AT} = if_not_exists({CREATED_AT}, :now)",
+            *(f"#f{i} = :f{i}" for i in range(len(fields))),
+        ]
+        if self._ttl_days:
+            assignments.append(f"{EXPIRES_AT} = if_not_exists({EXPIRES_AT}, :expires)")
+            values[":expires"] = int((now + timedelta(days=self._ttl_days)).timestamp())
+        response = self._call(
+            f"claim {item_id}",
+            lambda: self._table.update_item(
+                Key={KEY: item_id},
+                UpdateExpression=f"SET {', '.join(assignments)} ADD attempts :one",
+                ConditionExpression="attribute_not_exists(#id) OR #status IN (:pending, :failed) "
+                "OR (#status = :running AND lease_until < :now)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_dynamo(values),
+                ReturnValues="ALL_OLD",
+            ),
+            conditional=True,
+        )
+        if response is None:
+            return None
+        return not response.get("Attributes")
+
+    def forget(self, item_id: str, owner: str) -> bool:
+        """Delete an item this owner created and still holds, when its generation failed (nothing half-written)."""
+        deleted = self._call(
+            f"remove {item_id}",
+            lambda: self._table.delete_item(
+                Key={KEY: item_id},
+                ConditionExpression="#status = :running AND lease_owner = :owner",
+                ExpressionAttributeNames={"#status": STATUS},
+                ExpressionAttributeValues={":running": Status.RUNNING, ":owner": owner},
+            ),
+            conditional=True,
+        )
+        return deleted is not None
+
+    def complete(self, item_id: str, owner: str, fields: dict[str, Any]) -> StoredItem | None:
+        """Mark a claimed item DONE with its result, only while ``owner`` still holds its lease.
+
+        Returns the finished item, or None when ``owner`` no longer held the lease.
+        """
         names = {"#status": STATUS, **{f"#f{i}": name for i, name in enumerate(fields)}}
         values = {":done": Status.DONE, ":running": Status.RUNNING, ":owner": owner, ":now": utc_now().isoformat()}
         values.update({f":f{i}": value for i, value in enumerate(fields.values())})
@@ -194,10 +248,11 @@ class ResultStore:
                 ConditionExpression="#status = :running AND lease_owner = :owner",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_dynamo(values),
+                ReturnValues="ALL_NEW",
             ),
             conditional=True,
         )
-        return response is not None
+        return self._typed(response["Attributes"]) if response is not None else None
 
     def release(self, item_id: str, owner: str, error: str | None, max_attempts: int) -> Status | None:
         """Give a claimed item back: PENDING again, or FAILED with its error after ``max_attempts``.

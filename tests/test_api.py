@@ -276,7 +276,8 @@ def test_api_get_result_answers_each_status(
     store.claim(ids["RUNNING"], "owner", 60)
     store.claim(ids["FAILED"], "owner", 60)
     store.release(ids["FAILED"], "owner", "llama_decode failed", max_attempts=1)
-    store.put_done(ids["DONE"], {"task": "chat", "output": "x = -1.2, y = -6.6", "finish_reason": "stop"})
+    store.claim_to_generate(ids["DONE"], "owner", 60, {"task": "chat", "request": {}})
+    store.complete(ids["DONE"], "owner", {"output": "x = -1.2, y = -6.6", "finish_reason": "stop"})
 
     answers = {status: call(get_result(item_id)) for status, item_id in ids.items()}
 

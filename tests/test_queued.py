@@ -115,7 +115,7 @@ def test_run_reclaims_an_abandoned_lease_and_refuses_the_dead_workers_write(
     assert item is not None
     assert item.status == "DONE"
     assert item.attempts == 2
-    assert service.store.complete(item_id, "dead-worker", {"output": "late"}) is False
+    assert service.store.complete(item_id, "dead-worker", {"output": "late"}) is None
     assert service.store.get(item_id).output != "late"  # type: ignore[union-attr]
 
 
