@@ -134,8 +134,13 @@ class MethodNotAllowed(ServiceError):
     client_error = True
 
 
+#: How a field the schema does not have is named where the caller's values are not shown (logs, reports).
+UNKNOWN_FIELD = "<unknown field>"
+
+
 def field_problems(errors: Iterable[Mapping[str, Any]], union_tags: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Each pydantic error as ``{"field", "problem"[, "value"]}``: the value only where it is a scalar given."""
+    """Each pydantic error as ``{"field", "problem"[, "value"][, "unknown"]}``: the value only where it is a
+    scalar given; ``unknown`` marks a field the schema does not have (its name is the caller's text)."""
     problems: list[dict[str, Any]] = []
     for err in errors:
         loc = list(err["loc"])
@@ -156,6 +161,9 @@ def field_problems(errors: Iterable[Mapping[str, Any]], union_tags: tuple[str, .
             problems.append({"field": "task", "problem": f"field required; expected one of {', '.join(union_tags)}"})
             continue
         problem: dict[str, Any] = {"field": location, "problem": err["msg"]}
+        if err["type"] == "extra_forbidden":
+            # The field's name is the caller's own text: the answer shows it, a log line does not.
+            problem["unknown"] = True
         given = err.get("input")
         if given is not None and err["type"] != "extra_forbidden":
             if isinstance(given, float) and not math.isfinite(given):
@@ -175,10 +183,16 @@ def _is_json_scalar(value: Any) -> bool:
 
 
 def describe_problems(problems: Iterable[Mapping[str, Any]], with_values: bool = True) -> str:
-    """One phrase per problem: the field path, the problem and (``with_values``) the value given."""
+    """One phrase per problem: the field path, the problem and (``with_values``) the value given.
+
+    Without values, nothing the caller wrote is shown: an unknown field's name becomes ``<unknown field>``.
+    """
     parts = []
     for problem in problems:
-        part = f"{problem['field']}: {problem['problem']}"
+        field = str(problem["field"])
+        if not with_values and problem.get("unknown"):
+            field = ".".join([*field.split(".")[:-1], UNKNOWN_FIELD])
+        part = f"{field}: {problem['problem']}"
         if with_values and "value" in problem:
             shown = repr(problem["value"])
             part += f" (got {shown[:80] + '...' if len(shown) > 80 else shown})"

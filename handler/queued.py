@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from handler.engine import Completion, Engine, PromptTokens
+from handler.engine import Completion, Engine, PromptTokens, prompt_counter
 from handler.errors import InputTooLong, InvalidRequest, ServiceError
 from handler.items import Status, StoredItem, pending_fields
 from handler.observability import logger, metrics
@@ -60,14 +60,19 @@ def enqueue(service: TextService, requests: Iterable[tuple[int, Any]]) -> Enqueu
         raise InvalidRequest("queueing requests needs TABLE_NAME")
     report = EnqueueReport()
     parsed: dict[str, TextRequest] = {}
+    # Lines are counted in tokens where the model file is at hand (the function's image; an operator who
+    # names the file); elsewhere a worker reports a line that cannot fit.
+    counter = prompt_counter(service.settings) if service.settings.model_path.is_file() else None
     for number, raw in requests:
         try:
             request = parse_request(raw)
-        except InvalidRequest as exc:
-            report.invalid.append((number, exc.message))
-            continue
-        if not request.options.store:
-            report.invalid.append((number, f"options.store: {NOT_QUEUEABLE}"))
+            if not request.options.store:
+                raise InvalidRequest(f"options.store: {NOT_QUEUEABLE}")
+            if counter is not None:
+                checked_prompt(counter, request)
+        except (InvalidRequest, InputTooLong) as exc:
+            # Reported to whoever runs the batch, maybe not the author of the line: no value it holds.
+            report.invalid.append((number, exc.log_message))
             continue
         item_id = service.request_id(request)
         if item_id in parsed:

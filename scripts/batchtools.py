@@ -34,7 +34,7 @@ def model_sha256(model: str) -> str:
 
 def build_service(table: str, model: str, queue_url: str | None = None) -> TextService:
     """A service writing to ``table`` whose request ids match the deployed model's."""
-    settings = settings_from(
-        {"MODEL_PATH": "/opt/model/model.gguf", "MODEL_SHA256": model_sha256(model), "TABLE_NAME": table}
-    )
+    # Given the model file, requests are also counted in tokens before they are queued (handler/queued.py).
+    model_path = Path(model).resolve() if Path(model).is_file() else Path("/opt/model/model.gguf")
+    settings = settings_from({"MODEL_PATH": str(model_path), "MODEL_SHA256": model_sha256(model), "TABLE_NAME": table})
     return TextService(settings, ResultStore(table), WorkQueue(queue_url) if queue_url else None)

@@ -5,7 +5,10 @@
 
 JSONL: one request per line, the same schema as a direct invoke. CSV: a text column plus task
 settings, as columns (style, target_language, max_tokens, temperature, seed) or as options here.
-Requests already in the table are skipped; invalid lines are reported with their line numbers.
+Requests already in the table are skipped; invalid lines are reported with their line numbers and the
+fields and limits at fault, never with what the line holds (it may be anyone's text, or a spreadsheet
+formula). Each line is decoded on its own: a line that is not UTF-8 is reported, the others are queued.
+A UTF-8 byte order mark and CRLF line ends are accepted.
 The endpoint comes from AWS_ENDPOINT_URL_DYNAMODB when set (a local table), else AWS.
 """
 
@@ -16,8 +19,9 @@ import csv
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
@@ -30,29 +34,108 @@ _INT_OPTIONS = ("max_tokens", "seed")
 _FLOAT_OPTIONS = ("temperature", "top_p", "repeat_penalty")
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A line that holds no request, with the reason (never what the line holds)."""
+
+    reason: str
+
+
+def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """Numbered physical lines of a file opened in binary mode, ending at LF, CRLF or CR (ends kept)."""
+    number = 0
+    for chunk in handle:  # binary iteration splits at LF only; splitlines also splits at CR
+        for line in chunk.splitlines(keepends=True):
+            number += 1
+            yield number, line
+
+
+def _decoded(number: int, line: bytes) -> str | UnicodeDecodeError:
+    """One line as text (the first may start with a UTF-8 byte order mark), or why it is not UTF-8."""
+    try:
+        return line.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        return exc
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> Unreadable:
+    return Unreadable(f"not valid UTF-8 (invalid byte at offset {exc.start} of the line)")
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """Numbered requests from a JSONL file; a line that is not JSON becomes an error string."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, f"not JSON: {exc.msg} at column {exc.colno}"
+    """Numbered requests from a JSONL file; a line that cannot be read is ``Unreadable``."""
+    with path.open("rb") as handle:
+        for number, raw in _lines(handle):
+            line = _decoded(number, raw)
+            if isinstance(line, UnicodeDecodeError):
+                yield number, _not_utf8(line)
+            elif line.strip():
+                yield number, _json_value(line)
+
+
+def _json_value(line: str) -> Any:
+    """A line's JSON value, or why it has none (never the line's content).
+
+    As handler/api_rules.check_json does for API bodies: a \\u escape of a lone surrogate is no text
+    (the request id and the table refuse it), and nesting or numbers too deep or long to read are refused.
+    """
+    try:
+        value = json.loads(line)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except json.JSONDecodeError as exc:
+        return Unreadable(f"not JSON: {exc.msg} at column {exc.colno}")
+    except UnicodeEncodeError:
+        return Unreadable("has a \\u escape of an unpaired UTF-16 surrogate (not text)")
+    except RecursionError:
+        return Unreadable("not JSON this script reads: nested too deeply")
+    except ValueError:  # int() refuses numbers of more than 4300 digits
+        return Unreadable("not JSON this script reads: a number too long to read")
+    return value
 
 
 def read_csv(path: Path, task: str, text_column: str, defaults: dict[str, Any]) -> Iterator[tuple[int, Any]]:
-    """Numbered requests from a CSV file with a header row (line numbers count the header)."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or text_column not in reader.fieldnames:
-            raise SystemExit(f"error: {path} has no {text_column!r} column (columns: {reader.fieldnames})")
-        for number, row in enumerate(reader, start=2):
-            yield number, _csv_request(row, task, text_column, defaults)
+    """Numbered requests from a CSV file with a header row; a request's number is the line it starts on.
+
+    Lines are decoded one by one: a record with a line that is not UTF-8, or that is not readable CSV,
+    is ``Unreadable`` and the records after it are still read.
+    """
+    not_utf8: dict[int, UnicodeDecodeError] = {}
+
+    def text_lines(handle: BinaryIO) -> Iterator[str]:
+        for number, raw in _lines(handle):
+            line = _decoded(number, raw)
+            if isinstance(line, UnicodeDecodeError):
+                not_utf8[number] = line
+                line = raw.decode("utf-8", errors="replace")  # keeps the record structure for the next lines
+            yield line
+
+    with path.open("rb") as handle:
+        reader = csv.reader(text_lines(handle))
+        header = next(reader, None)
+        if 1 in not_utf8:
+            raise SystemExit(f"error: {path}: line 1, the header, is {_not_utf8(not_utf8[1]).reason}")
+        if header is None or text_column not in header:
+            raise SystemExit(f"error: {path} has no {text_column!r} column (columns: {header})")
+        while True:
+            first = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # csv's messages name the problem, not the field
+                yield first, Unreadable(f"not readable CSV: {exc}")
+                continue
+            bad = [number for number in range(first, reader.line_num + 1) if number in not_utf8]
+            if bad:
+                reason = _not_utf8(not_utf8[bad[0]]).reason
+                yield first, Unreadable(reason if bad[0] == first else f"its line {bad[0]} is {reason}")
+            elif row:  # a blank line is no record
+                # As csv.DictReader: a missing cell is None, the last of repeated column names wins.
+                cells = {name: row[index] if index < len(row) else None for index, name in enumerate(header)}
+                yield first, _csv_request(cells, task, text_column, defaults)
 
 
-def _csv_request(row: dict[str, str], task: str, text_column: str, defaults: dict[str, Any]) -> Any:
+def _csv_request(row: dict[str, str | None], task: str, text_column: str, defaults: dict[str, Any]) -> Any:
     request: dict[str, Any] = {"task": row.get("task") or task, "text": row[text_column]}
     options: dict[str, Any] = {}
     for name, value in {**defaults, **{k: v for k, v in row.items() if v not in (None, "")}}.items():
@@ -62,7 +145,9 @@ def _csv_request(row: dict[str, str], task: str, text_column: str, defaults: dic
             try:
                 options[name] = int(value) if name in _INT_OPTIONS else float(value)
             except ValueError:
-                return f"{name}: not a number ({value!r})"
+                return Unreadable(
+                    f"{name}: not a number (expected {'an integer' if name in _INT_OPTIONS else 'a number'})"
+                )
     if options:
         request["options"] = options
     return request
@@ -76,8 +161,9 @@ def enqueue_all(rows: Iterator[tuple[int, Any]], table: str, model: str, queue_u
     with tqdm(unit="request", desc="enqueue", file=sys.stderr) as progress:
 
         def flush() -> None:
-            valid = [(n, raw) for n, raw in chunk if not isinstance(raw, str)]
-            total.invalid.extend((n, raw) for n, raw in chunk if isinstance(raw, str))
+            # The service checks each request and reports it without what it holds (EnqueueReport.invalid).
+            valid = [(number, raw) for number, raw in chunk if not isinstance(raw, Unreadable)]
+            total.invalid.extend((number, raw.reason) for number, raw in chunk if isinstance(raw, Unreadable))
             report = enqueue(service, valid)
             total.new += report.new
             total.already_done += report.already_done
@@ -127,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = enqueue_all(rows, args.table, args.model, args.queue_url)
     except ServiceError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {exc.log_message}", file=sys.stderr)
         return 1
     print(
         f"new: {report.new}  already done: {report.already_done}  already pending: {report.already_pending}  "

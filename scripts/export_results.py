@@ -3,6 +3,11 @@
     python scripts/export_results.py --table TABLE --out results.jsonl [--format csv] [--plot decode.png]
 
 Prices are AWS Lambda's on-demand prices in us-east-1 per GB-second (change them with --price-per-gb-s).
+
+JSONL is the lossless format, for programs. CSV is for spreadsheets, which run a cell that starts with
+=, +, -, @, a tab or a carriage return as a formula: as OWASP's CSV Injection guidance says, such a text
+cell is written with a single quote before it, and every text cell is quoted (numbers are written as
+numbers). The output of a bullet-point summary ("- ...") therefore starts with "'" in CSV.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from handler.store import ResultStore
 PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
 PRICE_PER_REQUEST = 0.20 / 1_000_000
 METRIC_NAMES = list(Metrics.model_fields)
+#: OWASP CSV Injection: a cell starting with one of these is read as a formula by spreadsheet apps.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -56,29 +63,40 @@ def summarize(
     }
 
 
+def spreadsheet_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula: text starting with a formula character gets a
+    single quote before it (OWASP); numbers, booleans and empty cells are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def write_results(items: list[dict[str, Any]], out: Path, fmt: str) -> None:
-    """DONE items as JSONL (whole) or CSV (flat: request fields, output and each metric)."""
+    """DONE items as JSONL (whole, lossless) or CSV (flat: request fields, output and each metric).
+
+    CSV text cells are quoted and made formula-safe (``spreadsheet_cell``); JSONL is written untouched.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8", newline="") as handle:
         if fmt == "jsonl":
             for item in items:
                 handle.write(json.dumps(item, ensure_ascii=False, sort_keys=True) + "\n")
             return
-        writer = csv.writer(handle)
+        # Every text cell quoted (one cell, whatever separators or line breaks it holds); numbers are not.
+        writer = csv.writer(handle, quoting=csv.QUOTE_NONNUMERIC)
         writer.writerow(["id", "task", "output", "finish_reason", "model_sha256", "created_at", *METRIC_NAMES])
         for item in items:
             item_metrics = item.get("metrics") or {}
-            writer.writerow(
-                [
-                    item["id"],
-                    item.get("task"),
-                    item.get("output"),
-                    item.get("finish_reason"),
-                    (item.get("model") or {}).get("sha256"),
-                    item.get("created_at"),
-                    *(item_metrics.get(name) for name in METRIC_NAMES),
-                ]
-            )
+            row = [
+                item["id"],
+                item.get("task"),
+                item.get("output"),
+                item.get("finish_reason"),
+                (item.get("model") or {}).get("sha256"),
+                item.get("created_at"),
+                *(item_metrics.get(name) for name in METRIC_NAMES),
+            ]
+            writer.writerow([spreadsheet_cell(value) for value in row])
 
 
 def plot_decode_speeds(items: list[dict[str, Any]], out: Path) -> None:

@@ -38,6 +38,8 @@ BAD_REQUESTS: list[dict[str, Any]] = [
     {"task": "summarize", "text": "hello", "style": MARKER},
     {"task": "summarize", "text": "hello", "options": {"temperature": MARKER}},
     {"task": "summarize", "text": MARKER, "options": {"max_tokens": -1}},
+    {"task": "summarize", "text": "hello", f"note-{MARKER}": 1},
+    {"task": "summarize", "text": "hello", "options": {f"={MARKER}": 1}},
 ]
 
 
