@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from handler.errors import StoreError, describe_problems, field_problems
 from handler.items import Status, StoredItem
+from handler.observability import logger
 from handler.schemas import DYNAMODB_SMALLEST_MAGNITUDE, MAX_ITEM_BYTES
 
 # Item attribute and index names; template.yaml defines the same table (a test keeps them equal).
@@ -295,13 +296,42 @@ class ResultStore:
         while True:
             page = self._call(f"list {status} items", lambda: self._table.query(**kwargs))
             for item in page.get("Items", []):
-                yield self._typed(item)
+                try:
+                    typed = self._typed(item)
+                except StoreError as malformed:
+                    if status in (Status.PENDING, Status.RUNNING):
+                        # Work no version of this service can do fails alone; the others go on.
+                        self._fail_malformed(str(item.get(KEY)), status, malformed)
+                        continue
+                    raise
+                yield typed
                 returned += 1
                 if limit is not None and returned >= limit:
                     return
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _fail_malformed(self, item_id: str, seen: Status, malformed: StoreError) -> None:
+        """Mark FAILED, with its problems, a queued item that is not an item of this service."""
+        logger.warning("malformed queued item failed", id=item_id, error=malformed.log_message)
+        self._call(
+            f"fail {item_id}",
+            lambda: self._table.update_item(
+                Key={KEY: item_id},
+                UpdateExpression="SET #status = :failed, #error = :error, updated_at = :now "
+                "REMOVE lease_owner, lease_until",
+                ConditionExpression="#status = :seen",
+                ExpressionAttributeNames={"#status": STATUS, "#error": "error"},
+                ExpressionAttributeValues={
+                    ":failed": Status.FAILED,
+                    ":error": malformed.message[:2000],
+                    ":now": utc_now().isoformat(),
+                    ":seen": seen,
+                },
+            ),
+            conditional=True,
+        )
 
     def count_with_status(self, status: Status) -> int:
         """How many items are in a status (through the status index)."""

@@ -204,11 +204,23 @@ def _raw_put(table: Table, item: dict[str, Any]) -> None:
     [
         {"status": "PENDING", "created_at": "2000-01-01T00:00:00+00:00"},
         {"status": "PENDING", "created_at": "2000-01-01T00:00:00+00:00", "request": "not an object"},
+        {
+            "status": "PENDING",
+            "created_at": "2000-01-01T00:00:00+00:00",
+            "request": {"task": "chat", "messages": [{"role": "user", "content": "Hi."}]},
+            "attempts": f"many-{MARKER}",
+        },
+        {
+            "status": "RUNNING",
+            "created_at": "2000-01-01T00:00:00+00:00",
+            "lease_until": "2000-01-01T00:01:00+00:00",
+            "metrics": f"fast-{MARKER}",
+        },
     ],
-    ids=["no-request", "request-not-object"],
+    ids=["no-request", "request-not-object", "attempts-not-a-number", "metrics-not-an-object"],
 )
 def test_a_poison_item_fails_alone_and_the_run_goes_on(
-    poison: dict[str, Any], service_env: Table, lambda_context: FakeLambdaContext
+    poison: dict[str, Any], service_env: Table, lambda_context: FakeLambdaContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     service = get_service()
     assert service.store is not None
@@ -223,6 +235,7 @@ def test_a_poison_item_fails_alone_and_the_run_goes_on(
     statuses = {item["id"]: item["status"] for item in service_env.items()}
     assert statuses.pop("d" * 64) == "FAILED"
     assert list(statuses.values()) == ["DONE"]
+    assert MARKER not in logged(caplog)
 
 
 # -- texts that say nothing, languages that are instructions ----------------------------------------
