@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import uuid
@@ -17,6 +18,7 @@ from boto3.dynamodb.types import TypeDeserializer
 import download_model
 import localenv
 import make_test_model
+from user_text_guard import RecordedLogs, UserTexts, leaks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,6 +104,31 @@ def service_env(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, results_table
     monkeypatch.setenv("TABLE_NAME", results_table.name)
     monkeypatch.setenv("N_THREADS", "2")
     return results_table
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_text_is_never_logged() -> Iterator[None]:
+    """Across the whole session: no log record of this process contains a string any request carried."""
+    from handler import service
+    from handler.schemas import request_adapter as parser
+
+    texts, logs = UserTexts(), RecordedLogs()
+    patch = pytest.MonkeyPatch()
+
+    class RecordingParser:
+        def validate_python(self, event: Any) -> Any:
+            texts.record(event)
+            return parser.validate_python(event)
+
+    patch.setattr(service, "request_adapter", RecordingParser())
+    logging.getLogger().addHandler(logs)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(logs)
+        patch.undo()
+    found = leaks(texts.probes, logs.lines)
+    assert not found, f"user text reached the logs ({len(found)} texts); the first: {found[0]}"
 
 
 @pytest.fixture(autouse=True)

@@ -485,3 +485,19 @@ def test_a_failed_generation_leaves_nothing_behind(
 
     assert answer["error"]["type"] == "GenerationError"
     assert service_env.items() == []
+
+
+# -- the suite-wide check ----------------------------------------------------------------------------
+
+
+def test_the_suite_wide_log_check_finds_user_text_in_a_log_line() -> None:
+    from user_text_guard import UserTexts, leaks
+
+    texts = UserTexts()
+    texts.record({"task": "chat", "messages": [{"role": "user", "content": f'Tell me about {MARKER}, "quoted".'}]})
+    lines = [
+        json.dumps({"message": "request failed", "error": f"content: bad (got 'Tell me about {MARKER}, \"quoted\".')"})
+    ]
+
+    assert leaks(texts.probes, lines)
+    assert not leaks(texts.probes, [json.dumps({"message": "request failed", "task": "chat", "role": "user"})])
