@@ -96,7 +96,10 @@ def choose(builds: list[LlamaBuild], host_flags: frozenset[str] | None) -> Build
 
 def select_build(builds_dir: Path | None, cpuinfo: Path = CPUINFO) -> BuildChoice:
     """Choose a build and point llama-cpp-python at it; call before ``llama_cpp`` is first imported."""
+    global _applied
     explicit = os.environ.get(LIB_PATH_VARIABLE)
+    if explicit and _applied is not None and explicit == _applied.lib_dir:
+        return _applied  # chosen here before (reading the vocabulary, then loading the model): the same choice
     if explicit:
         return BuildChoice("explicit", explicit, f"{LIB_PATH_VARIABLE} is set in the environment")
     if builds_dir is None:
@@ -110,4 +113,9 @@ def select_build(builds_dir: Path | None, cpuinfo: Path = CPUINFO) -> BuildChoic
             # Too late: the package has loaded its libraries already (only tests import it this early).
             return BuildChoice("packaged", None, f"llama_cpp was imported before {choice.build} could be chosen")
         os.environ[LIB_PATH_VARIABLE] = choice.lib_dir
+        _applied = choice
     return choice
+
+
+#: The choice this process applied to its environment, so that a second call reports it again.
+_applied: BuildChoice | None = None

@@ -127,10 +127,11 @@ def test_the_chosen_build_is_the_one_llama_cpp_loads(tmp_path: Path) -> None:
         "import sys; from pathlib import Path; from handler import llama_builds\n"
         "choice = llama_builds.select_build(Path(sys.argv[1]))\n"
         "import llama_cpp\n"
+        "again = llama_builds.select_build(Path(sys.argv[1]))  # reading the vocabulary, then loading the model\n"
         "maps = open('/proc/self/maps').read()\n"
         "extra = sys.argv[1] + '/copy/libllama.so' in maps\n"
         "packaged = 'site-packages/llama_cpp/lib/libllama' in maps\n"
-        "print(choice.build, extra, packaged)\n"
+        "print(choice.build, again.build, extra, packaged)\n"
     )
     environment = {key: value for key, value in os.environ.items() if key != llama_builds.LIB_PATH_VARIABLE}
     result = subprocess.run(
@@ -139,4 +140,4 @@ def test_the_chosen_build_is_the_one_llama_cpp_loads(tmp_path: Path) -> None:
     )  # fmt: skip
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["copy", "True", "False"]
+    assert result.stdout.split() == ["copy", "copy", "True", "False"]
