@@ -4,8 +4,11 @@
   200 with the answer when the table holds it or it finishes within the API's budget; otherwise 202
   with the queued answer and ``Location: /results/{id}``.
 - ``GET /results/{id}``: a request's result, in whatever state it is.
+- ``POST /v1/chat/completions``, ``GET /v1/chat/completions/{id}``, ``GET /v1/models[/{model}]``: the
+  OpenAI-style routes (handler/openai_api.py), answering and erring in OpenAI's shapes.
 
-Every error is ``{"error": {"type", "message"[, "details"]}}`` with a status code that says whose it is.
+Every error is ``{"error": {"type", "message"[, "details"]}}`` (on /v1 routes OpenAI's ``{"error": {"message",
+"type", "param", "code"}}``) with a status code that says whose it is.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handler import openai_api
 from handler.api_rules import (
     MAX_BODY_BYTES,
     RETRY_AFTER_S,
@@ -38,11 +42,14 @@ from handler.api_rules import (
     body_bytes,
     check_json,
     check_media_type,
+    openai_responses,
     responses,
     status_of,
 )
+from handler.engine import model_identity
 from handler.errors import (
     ConfigurationError,
+    GenerationError,
     InvalidRequest,
     MalformedJson,
     MethodNotAllowed,
@@ -56,6 +63,7 @@ from handler.items import Status
 from handler.observability import logger, metrics
 from handler.runtime import deadline_of, error_answer, get_service
 from handler.schemas import Answer, ChatRequest, SummarizeRequest, TextRequest, TranslateRequest
+from handler.service import TextService, parse_request
 
 API_TITLE = "llm-service"
 API_VERSION = "1.0.0"
@@ -230,6 +238,125 @@ def get_result(id: ResultId) -> Response[Answer]:
     return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, answer)
 
 
+# -- OpenAI-style routes (handler/openai_api.py) --------------------------------------------------
+
+CompletionId = Annotated[
+    str,
+    Path(pattern=r"^chatcmpl-[0-9a-f]{64}$", description="The completion's id, from its answer or Location."),
+]
+ModelName = Annotated[str, Path(min_length=1, max_length=256, description="A model id, as GET /v1/models lists it.")]
+
+
+@_route(
+    "POST",
+    "/v1/chat/completions",
+    takes_body=True,
+    operation_id="createChatCompletion",
+    summary="Create a chat completion (OpenAI-style)",
+    description="OpenAI's chat completion request over the native `chat` task (the same request is the same "
+    "stored item). 200 with a `chat.completion`; 202 with it (no choices yet, `llm_service.status` PENDING) "
+    "and `Location: /v1/chat/completions/{id}` when it cannot finish within the API's budget. Errors in "
+    "OpenAI's shape.",
+    responses=openai_responses(openai_api.ChatCompletion, 200, 202, 400, 404, 405, 413, 415, 429, 503),
+    tags=["openai"],
+)
+def create_chat_completion(
+    request: Annotated[openai_api.ChatCompletionCreate, Body()], prefer: Prefer = None
+) -> Response[openai_api.ChatCompletion]:
+    """Answer a chat completion request from the table, by generating, or by queueing it."""
+    service = get_service()
+    served = _served_model(service)
+    native = parse_request(openai_api.native_request(request, served))
+    respond_async = _prefers_async(prefer)
+    deadline = deadline_of(app.lambda_context, service.settings.api_budget_s)
+    answer = service.answer(native, deadline, respond_async=respond_async, queue_if_late=True)
+    return _completion_response(answer, served)
+
+
+@_route(
+    "GET",
+    "/v1/chat/completions/<completion_id>",
+    takes_body=False,
+    operation_id="getChatCompletion",
+    summary="Read a chat completion (OpenAI-style)",
+    description="A completion made or queued by POST /v1/chat/completions (or the same native chat request): "
+    "200 when done, 202 while queued or running.",
+    responses=openai_responses(openai_api.ChatCompletion, 200, 202, 400, 404, 405, 429, 503),
+    tags=["openai"],
+)
+def get_chat_completion(completion_id: CompletionId) -> Response[openai_api.ChatCompletion]:
+    """The completion with this id, in whatever state it is."""
+    service = get_service()
+    if service.store is None:
+        raise ConfigurationError("results are not stored here: TABLE_NAME is not set")
+    answer = service.lookup(completion_id.removeprefix(openai_api.COMPLETION_PREFIX))
+    if answer is None or answer.task != "chat":
+        raise NotFound(f"no chat completion has id {completion_id}", code="not_found", param="completion_id")
+    return _completion_response(answer, _served_model(service))
+
+
+@_route(
+    "GET",
+    "/v1/models",
+    takes_body=False,
+    operation_id="listModels",
+    summary="List the served model (OpenAI-style)",
+    responses=openai_responses(openai_api.ModelList, 200, 405),
+    tags=["openai"],
+)
+def list_models() -> Response[openai_api.ModelList]:
+    """The one model this API serves."""
+    service = get_service()
+    body = openai_api.models_list(_served_model(service), _model_created(service))
+    return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, body)
+
+
+@_route(
+    "GET",
+    "/v1/models/<model>",
+    takes_body=False,
+    operation_id="retrieveModel",
+    summary="Describe the served model (OpenAI-style)",
+    responses=openai_responses(openai_api.ModelCard, 200, 400, 404, 405),
+    tags=["openai"],
+)
+def retrieve_model(model: ModelName) -> Response[openai_api.ModelCard]:
+    """The served model, by its id."""
+    service = get_service()
+    served = _served_model(service)
+    if model != served:
+        raise NotFound(f"model {model[:100]!r} is not served here; this API serves {served!r}", code="model_not_found")
+    body = openai_api.model_card(served, _model_created(service))
+    return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, body)
+
+
+def _served_model(service: TextService) -> str:
+    settings = service.settings
+    return openai_api.model_id(model_identity(settings.model_path, settings.model_sha256).file)
+
+
+def _model_created(service: TextService) -> int:
+    """When the served model file was made, as OpenAI's ``created`` (seconds since the epoch)."""
+    try:
+        return int(service.settings.model_path.stat().st_mtime)
+    except OSError:
+        return 0
+
+
+def _completion_response(answer: Answer, served: str) -> Response[openai_api.ChatCompletion]:
+    if answer.status == Status.FAILED:
+        raise GenerationError(
+            f"the request failed: {answer.last_error or 'no reason recorded'}",
+            log_message="a stored request failed",
+            id=answer.id,
+        )
+    body = openai_api.completion(answer, served)
+    if answer.status == Status.DONE:
+        return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, body)
+    location = _route_prefix() + f"/v1/chat/completions/{openai_api.COMPLETION_PREFIX}{answer.id}"
+    return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, body, {"Location": location})
+
+
 def _submit(request: TextRequest, prefer: str | None) -> Response[Answer]:
     """Answer from the table, queue, or generate within the API's budget (the service decides which)."""
     service = get_service()
@@ -250,11 +377,15 @@ def _answer(answer: Answer, headers: dict[str, str] | None = None) -> Response[A
 
 
 def _result_location(item_id: str) -> str:
-    """The result's path as the caller addresses it: execute-api URLs carry the stage before the route."""
+    """The result's path as the caller addresses it."""
+    return f"{_route_prefix()}/results/{item_id}"
+
+
+def _route_prefix() -> str:
+    """What the caller's URL has before the route: execute-api URLs carry the stage."""
     event = app.current_event
     called = (event.raw_event.get("requestContext") or {}).get("path") or event.path
-    prefix = called[: -len(event.path)] if event.path and called.endswith(event.path) else ""
-    return f"{prefix}/results/{item_id}"
+    return called[: -len(event.path)] if event.path and called.endswith(event.path) else ""
 
 
 def _prefers_async(prefer: str | None) -> bool:
@@ -272,7 +403,10 @@ def _error(exc: Exception, headers: dict[str, str] | None = None) -> Response[di
     status = status_of(exc)
     if status == HTTPStatus.TOO_MANY_REQUESTS:
         headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_S)}
-    return Response(status, content_types.APPLICATION_JSON, error_answer(exc), headers)
+    body = error_answer(exc)  # logged here, whatever shape the answer takes
+    if app.current_event.path.startswith("/v1/"):
+        status, body = openai_api.error_body(exc, status)
+    return Response(status, content_types.APPLICATION_JSON, body, headers)
 
 
 @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse, OpenAPIResponseHeader
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+from pydantic import BaseModel
 
 from handler.errors import (
     InputTooLong,
@@ -19,11 +20,13 @@ from handler.errors import (
     MalformedJson,
     MethodNotAllowed,
     NotFound,
+    OutputInvalid,
     PayloadTooLarge,
     ServiceError,
     StoreError,
     UnsupportedMediaType,
 )
+from handler.openai_api import OpenAIErrorAnswer
 from handler.schemas import ErrorAnswer
 
 #: Largest request body accepted, checked before the body is parsed (API Gateway itself allows 10 MB): a
@@ -103,6 +106,7 @@ _STATUS: dict[type[ServiceError], HTTPStatus] = {
     InputTooLong: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     InvalidRequest: HTTPStatus.UNPROCESSABLE_ENTITY,
+    OutputInvalid: HTTPStatus.UNPROCESSABLE_ENTITY,
 }
 
 
@@ -168,3 +172,47 @@ SUBMIT_NOTE = (
     "Otherwise generated within the API's time budget (200), or queued with 202 and `Location` when the request "
     "asks for it (`mode: async` or `Prefer: respond-async`) or is predicted not to finish in the budget."
 )
+
+
+# -- OpenAI-style routes: their answers and OpenAI's error shape ------------------------------------
+
+
+def _openai_error(description: str, headers: dict[str, OpenAPIResponseHeader] | None = None) -> OpenAPIResponse:
+    response: OpenAPIResponse = {
+        "description": description,
+        "content": {"application/json": {"model": OpenAIErrorAnswer}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_OPENAI_ERRORS: dict[int, OpenAPIResponse] = {
+    400: _openai_error(
+        "invalid_request_error: a field is invalid or not supported (`param` names it), the body is not JSON, "
+        "the prompt does not fit the context window (`code: context_length_exceeded`) or the output is not the "
+        "JSON asked for."
+    ),
+    404: _openai_error("not_found_error: the model is not served here (`code: model_not_found`), or no such id."),
+    405: _openai_error("invalid_request_error: this path takes another method.", {"Allow": _header("The method.")}),
+    413: _openai_error(f"invalid_request_error: the body exceeds {MAX_BODY_BYTES} bytes."),
+    415: _openai_error("invalid_request_error: send the body as `Content-Type: application/json`."),
+    429: _openai_error(
+        "rate_limit_error: the results table is over its capacity; retry later.",
+        {"Retry-After": _header("Seconds to wait before retrying.")},
+    ),
+    503: _openai_error("server_error: the service cannot answer now."),
+}
+
+
+def openai_responses(answer: type[BaseModel], *codes: int) -> dict[int, OpenAPIResponse]:
+    """The responses of an OpenAI-style route: ``answer`` for 200 (and 202), OpenAI's error shape otherwise."""
+    answered: dict[int, OpenAPIResponse] = {
+        200: {"description": "The answer.", "content": {"application/json": {"model": answer}}},
+        202: {
+            "description": "Queued or running: no choices yet; read `Location` (or the SDK's retrieve) until done.",
+            "content": {"application/json": {"model": answer}},
+            "headers": {"Location": _header("The completion's path, below the stage prefix of the URL called.")},
+        },
+    }
+    return {code: {**answered, **_OPENAI_ERRORS}[code] for code in codes}

@@ -2,7 +2,9 @@
 
 - ``lambda_handler``: direct invocations (``sam local invoke``, the SDK) with a request event;
 - ``worker_handler``: SQS batches of queued request ids (partial batch failures reported);
-- ``schedule_handler``: scheduled batch runs (EventBridge Scheduler), optionally with inline items;
+- ``schedule_handler``: scheduled batch runs (EventBridge Scheduler), optionally with inline items; then the
+  open batch files' progress and, for finished ones, their output files (handler/batch_bucket.py);
+- ``batch_file_handler``: S3 events of batch files put under ``input/`` in the batch bucket;
 - ``api.lambda_handler``: API Gateway (see handler/api.py).
 """
 
@@ -11,15 +13,17 @@ from __future__ import annotations
 import contextlib
 import json
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler import queued
+from handler import batch_bucket, queued
 from handler.config import get_settings
 from handler.engine import get_engine
-from handler.errors import InvalidRequest, ServiceError
+from handler.errors import InvalidRequest, ServiceError, StoreError
 from handler.observability import logger, metrics
 from handler.runtime import deadline_of, error_answer, get_service
 from handler.service import parse_request
@@ -117,8 +121,38 @@ def schedule_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
                 raise InvalidRequest("items must be a list of requests")
             report = queued.enqueue(service, enumerate(event["items"], start=1))
         summary = queued.run(service, _owner(context), deadline_of(context), dispatch=bool(event.get("dispatch", True)))
-        return {"enqueued": report.as_dict() if report else None, "run": summary.as_dict()}
+        bucket = service.settings.batch_bucket
+        batches = batch_bucket.check_open(service, batch_bucket.BatchBucket(bucket)) if bucket else None
+        return {"enqueued": report.as_dict() if report else None, "run": summary.as_dict(), "batches": batches}
     except Exception as exc:  # every failure is answered in the one error shape, never as a traceback
+        return error_answer(exc)
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+def batch_file_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    """Queue the requests of each batch file an S3 event names (``input/*.jsonl`` in the batch bucket).
+
+    A file that cannot be read is raised, so that S3's asynchronous invocation tries again; one bad line
+    is only that line's error.
+    """
+    try:
+        records = event.get("Records") if isinstance(event, dict) else None
+        if not isinstance(records, list):
+            raise InvalidRequest("the batch-files handler takes an S3 event: an object whose Records is a list")
+        service = get_service()
+        files = []
+        for record in S3Event(event).records:
+            key = unquote_plus(record.s3.get_object.key)
+            if not (key.startswith(batch_bucket.INPUT_PREFIX) and key.endswith(batch_bucket.INPUT_SUFFIX)):
+                logger.info("not a batch file; skipped", key_prefix=key.split("/", 1)[0])
+                continue
+            bucket = batch_bucket.BatchBucket(record.s3.bucket.name)
+            files.append(batch_bucket.receive(service, bucket, key, record.s3.get_object.etag))
+        return {"files": files}
+    except StoreError:
+        raise  # S3 or the table could not be reached: the invocation is retried
+    except Exception as exc:  # every other failure is answered in the one error shape, never as a traceback
         return error_answer(exc)
 
 

@@ -68,6 +68,13 @@ class Settings(BaseModel):
     preload_model: bool = Field(
         False, alias="PRELOAD_MODEL", description="Load the model during init instead of on the first generation."
     )
+    batch_bucket: str | None = Field(
+        None,
+        alias="BATCH_BUCKET",
+        min_length=3,
+        max_length=63,
+        description="S3 bucket of batch files: input/ is read and queued, output/ gets each batch's results.",
+    )
     work_queue_url: str | None = Field(
         None, alias="WORK_QUEUE_URL", description="SQS queue that fans queued requests out to workers."
     )

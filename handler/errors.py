@@ -6,6 +6,7 @@ ServiceError
 ├── ConfigurationError  the environment settings are invalid
 ├── ModelLoadError      the GGUF could not be loaded
 ├── GenerationError     llama.cpp failed while generating
+├── OutputInvalid       the output is not the JSON its response format asks for
 ├── DeadlineReached     the generation could not finish before its deadline
 ├── StoreError          the results table could not be read or written
 └── (API only) MalformedJson, PayloadTooLarge, UnsupportedMediaType, NotFound, MethodNotAllowed
@@ -85,6 +86,13 @@ class GenerationError(ServiceError):
     """llama.cpp failed while generating."""
 
     error_type = "GenerationError"
+
+
+class OutputInvalid(ServiceError):
+    """The output is not the JSON its response format asks for (cut off, or off the schema)."""
+
+    error_type = "OutputInvalid"
+    client_error = True
 
 
 class DeadlineReached(ServiceError):

@@ -65,7 +65,7 @@ class StoredItem(BaseModel):
 
 def pending_fields(request: TextRequest) -> dict[str, Any]:
     """The fields of a queued request's item (the store adds id, status, attempts and times)."""
-    return {"task": request.task, "request": request.model_dump(mode="json")}
+    return {"task": request.task, "request": request.model_dump(mode="json", by_alias=True)}
 
 
 def done_fields(

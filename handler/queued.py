@@ -22,7 +22,7 @@ from typing import Any, Literal
 from aws_lambda_powertools.metrics import MetricUnit
 
 from handler.engine import Completion, Engine, PromptTokens, prompt_counter
-from handler.errors import InputTooLong, InvalidRequest, ServiceError
+from handler.errors import InputTooLong, InvalidRequest, OutputInvalid, ServiceError
 from handler.items import Status, StoredItem, pending_fields
 from handler.observability import logger, metrics
 from handler.schemas import Metrics, TextRequest
@@ -238,8 +238,16 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
                 service, item_id, owner, "did not finish within one invocation", permanent=False
             )
             continue
-        generated = service.generated(item_id, request, completion, engine, loaded_now, service.next_is_cold_start())
-        loaded_now = False  # the load belongs to the first result only
+        try:
+            generated = service.generated(
+                item_id, request, completion, engine, loaded_now, service.next_is_cold_start()
+            )
+        except OutputInvalid as exc:
+            # The same request gives the same output: retrying cannot help.
+            results[item_id] = _release(service, item_id, owner, exc, permanent=True)
+            continue
+        finally:
+            loaded_now = False  # the load belongs to the first result only
         results[item_id] = _complete(service, item_id, owner, generated)
     return results
 

@@ -63,6 +63,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class JsonSchemaFormat(_Strict):
+    """A JSON schema the output must validate against (OpenAI's ``response_format.json_schema``)."""
+
+    name: str = Field("output", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = Field(None, max_length=1000)
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON schema (a subset: see the README).")
+    strict: bool | None = Field(None, description="Accepted for compatibility: the output always follows the schema.")
+
+    @model_validator(mode="after")
+    def _convertible(self) -> JsonSchemaFormat:
+        from handler.structured import check_schema  # the grammar converter, checked when the request is
+
+        check_schema(self.schema_)
+        return self
+
+
+class ResponseFormat(_Strict):
+    """Constrain the output: ``text`` (free), ``json_object`` (any JSON object) or ``json_schema``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type json_schema, and only with it")
+        return self
+
+
 class GenerationOptions(_Strict):
     """How to generate: defaults suit pre-generation (greedy, bounded).
 
@@ -81,6 +110,11 @@ class GenerationOptions(_Strict):
         description="More stop strings; the model's end-of-generation tokens always stop, as tokens or as text.",
     )
     store: bool = Field(True, description="Store the result in the table (false: answer only).")
+    response_format: ResponseFormat | None = Field(
+        None,
+        description="JSON output: generation is constrained by a grammar made from the schema (llama.cpp's "
+        "converter), and the output is validated against it before it is answered or stored.",
+    )
 
 
 class _Request(_Strict):
@@ -103,8 +137,15 @@ class _Request(_Strict):
         return self
 
     def identity(self) -> dict[str, Any]:
-        """What makes two requests the same request: everything but how and whether it is answered."""
-        return self.model_dump(mode="json", exclude={"mode": True, "options": {"store"}})
+        """What makes two requests the same request: everything but how and whether it is answered.
+
+        Free text (no ``response_format``, or ``type: text``) is the identity requests had before the
+        option existed, so their stored results keep their ids.
+        """
+        excluded: set[str] = {"store"}
+        if self.options.response_format is None or self.options.response_format.type == "text":
+            excluded.add("response_format")
+        return self.model_dump(mode="json", by_alias=True, exclude={"mode": True, "options": excluded})
 
 
 class SummarizeRequest(_Request):
@@ -207,9 +248,9 @@ class ErrorInfo(BaseModel):
     """What went wrong: a type to branch on, a message for people, and facts such as limits."""
 
     type: str = Field(
-        description="InvalidRequest, InputTooLong, MalformedJson, PayloadTooLarge, UnsupportedMediaType, NotFound, "
-        "MethodNotAllowed, ConfigurationError, ModelLoadError, GenerationError, DeadlineReached, StoreError or "
-        "InternalError.",
+        description="InvalidRequest, InputTooLong, OutputInvalid, MalformedJson, PayloadTooLarge, "
+        "UnsupportedMediaType, NotFound, MethodNotAllowed, ConfigurationError, ModelLoadError, GenerationError, "
+        "DeadlineReached, StoreError or InternalError.",
         examples=["InvalidRequest"],
     )
     message: str = Field(description="Names every bad field, its problem and the value given, or what failed.")

@@ -40,6 +40,7 @@ from handler.items import Status, done_fields, pending_fields
 from handler.observability import emit_cached, emit_generation, logger
 from handler.schemas import TASKS, Answer, Metrics, TextRequest, request_adapter
 from handler.store import ResultStore, result_too_large
+from handler.structured import check_output
 from handler.tasks import PROMPT_VERSION, build_messages
 from handler.workqueue import WorkQueue
 
@@ -297,6 +298,8 @@ class TextService:
     ) -> Generated:
         metrics = generation_metrics(completion, engine, loaded_now, cold_start)
         emit_generation(request.task, metrics)
+        # JSON output is answered and stored only when it is what the response format asks for.
+        check_output(completion.text, request.options.response_format, completion.finish_reason)
         logger.info(
             "generation finished",
             id=item_id,

@@ -350,28 +350,35 @@ class ResultStore:
 
     def statuses(self, item_ids: list[str]) -> dict[str, str]:
         """The status of each id that has an item (BatchGetItem, 100 ids a call, unprocessed keys retried)."""
-        found: dict[str, str] = {}
+        projection = {
+            "ProjectionExpression": "#id, #status",
+            "ExpressionAttributeNames": {"#id": KEY, "#status": STATUS},
+        }
+        return {str(item[KEY]): str(item[STATUS]) for item in self._batch_get(item_ids, "read statuses", projection)}
+
+    def get_many(self, item_ids: list[str]) -> dict[str, StoredItem]:
+        """The item of each id that has one, read consistently (BatchGetItem, 100 ids a call), by id."""
+        return {str(item[KEY]): self._typed(item) for item in self._batch_get(item_ids, "read results", {})}
+
+    def _batch_get(self, item_ids: list[str], what: str, projection: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The items of these ids, 100 keys a call; unprocessed keys are read again, with backoff when a call
+        read nothing (throttled) and at once when it read some (a response stops at 16 MB)."""
         client = self._table.meta.client
         for chunk in _batches(sorted(set(item_ids)), 100):
             request: dict[str, Any] = {
-                self.table_name: {
-                    "Keys": [{KEY: item_id} for item_id in chunk],
-                    "ProjectionExpression": "#id, #status",
-                    "ExpressionAttributeNames": {"#id": KEY, "#status": STATUS},
-                    "ConsistentRead": True,
-                }
+                self.table_name: {"Keys": [{KEY: item_id} for item_id in chunk], "ConsistentRead": True, **projection}
             }
-            for attempt in range(_BATCH_ATTEMPTS):
-                response = self._call("read statuses", partial(client.batch_get_item, RequestItems=request))
-                for item in response.get("Responses", {}).get(self.table_name, []):
-                    found[str(item[KEY])] = str(item[STATUS])
+            attempt = 0
+            while request:
+                response = self._call(what, partial(client.batch_get_item, RequestItems=request))
+                read = response.get("Responses", {}).get(self.table_name, [])
+                yield from read
                 request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                time.sleep(_backoff(attempt))
-            if request:
-                raise StoreError(f"table {self.table_name} left keys unread after {_BATCH_ATTEMPTS} attempts")
-        return found
+                if request and not read:
+                    if attempt + 1 >= _BATCH_ATTEMPTS:
+                        raise StoreError(f"table {self.table_name} left keys unread after {_BATCH_ATTEMPTS} attempts")
+                    time.sleep(_backoff(attempt))
+                    attempt += 1
 
     def put_pending_batch(self, items: list[tuple[str, dict[str, Any]]]) -> int:
         """Write new PENDING items with BatchWriteItem (25 a call), retrying unprocessed items with backoff.

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from handler.config import settings_from
+from handler.openai_api import model_id
 from handler.service import TextService
 from handler.store import ResultStore
 from handler.workqueue import WorkQueue
@@ -30,6 +31,21 @@ def model_sha256(model: str) -> str:
     from handler.engine import model_identity
 
     return model_identity(path.resolve()).sha256
+
+
+def served_model(model: str) -> str:
+    """The model id the API serves (GET /v1/models) for a manifest name under layers/models, or a GGUF file:
+    the model file's name without ``.gguf``, as the deployed function names its file."""
+    manifest = ROOT / "layers" / "models" / f"{model}.json"
+    if manifest.is_file():
+        filename = json.loads(manifest.read_text(encoding="utf-8")).get("filename")
+        if not filename:
+            raise SystemExit(f"error: manifest {manifest.name} names no filename")
+        return model_id(str(filename))
+    path = Path(model)
+    if not path.is_file():
+        raise SystemExit(f"error: {model!r} is neither a manifest under layers/models nor a model file")
+    return model_id(path.resolve().name)
 
 
 def build_service(table: str, model: str, queue_url: str | None = None) -> TextService:

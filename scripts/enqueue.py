@@ -3,8 +3,12 @@
     python scripts/enqueue.py requests.jsonl --table TABLE
     python scripts/enqueue.py docs.csv --table TABLE --task translate --target-language Japanese
 
-JSONL: one request per line, the same schema as a direct invoke. CSV: a text column plus task
-settings, as columns (style, target_language, max_tokens, temperature, seed) or as options here.
+JSONL: one request per line, in one of three formats (handler/batch_files.py), decided by the file's
+first JSON object: the same schema as a direct invoke; OpenAI Batch input lines ({"custom_id", "method":
+"POST", "url": "/v1/chat/completions", "body"}, the body naming the served model, as GET /v1/models
+does); or Bedrock batch records ({"recordId", "modelInput"}, an Anthropic Messages body). CSV: a text
+column plus task settings, as columns (style, target_language, max_tokens, temperature, seed) or as
+options here.
 Requests already in the table are skipped; invalid lines are reported with their line numbers and the
 fields and limits at fault, never with what the line holds (it may be anyone's text, or a spreadsheet
 formula). Each line is decoded on its own: a line that is not UTF-8 is reported, the others are queued.
@@ -16,16 +20,24 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
-from batchtools import DEFAULT_MODEL, build_service
+from batchtools import DEFAULT_MODEL, build_service, served_model
+from handler.batch_files import (
+    FORMAT_NAMES,
+    BatchFormat,
+    Unreadable,
+    decoded,
+    jsonl_values,
+    numbered_lines,
+    read_lines,
+)
+from handler.batch_files import not_utf8 as _not_utf8
 from handler.errors import ServiceError
 from handler.queued import EnqueueReport, enqueue
 
@@ -34,63 +46,21 @@ _INT_OPTIONS = ("max_tokens", "seed")
 _FLOAT_OPTIONS = ("temperature", "top_p", "repeat_penalty")
 
 
-@dataclass(frozen=True)
-class Unreadable:
-    """A line that holds no request, with the reason (never what the line holds)."""
-
-    reason: str
-
-
-def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    """Numbered physical lines of a file opened in binary mode, ending at LF, CRLF or CR (ends kept)."""
-    number = 0
-    for chunk in handle:  # binary iteration splits at LF only; splitlines also splits at CR
-        for line in chunk.splitlines(keepends=True):
-            number += 1
-            yield number, line
-
-
-def _decoded(number: int, line: bytes) -> str | UnicodeDecodeError:
-    """One line as text (the first may start with a UTF-8 byte order mark), or why it is not UTF-8."""
-    try:
-        return line.decode("utf-8-sig" if number == 1 else "utf-8")
-    except UnicodeDecodeError as exc:
-        return exc
-
-
-def _not_utf8(exc: UnicodeDecodeError) -> Unreadable:
-    return Unreadable(f"not valid UTF-8 (invalid byte at offset {exc.start} of the line)")
-
-
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """Numbered requests from a JSONL file; a line that cannot be read is ``Unreadable``."""
     with path.open("rb") as handle:
-        for number, raw in _lines(handle):
-            line = _decoded(number, raw)
-            if isinstance(line, UnicodeDecodeError):
-                yield number, _not_utf8(line)
-            elif line.strip():
-                yield number, _json_value(line)
+        yield from jsonl_values(handle)
 
 
-def _json_value(line: str) -> Any:
-    """A line's JSON value, or why it has none (never the line's content).
+def read_batch(path: Path, served_model: str) -> tuple[BatchFormat, list[tuple[int, Any]]]:
+    """A JSONL batch file's format and its numbered native requests; an invalid line is ``Unreadable``.
 
-    As handler/api_rules.check_json does for API bodies: a \\u escape of a lone surrogate is no text
-    (the request id and the table refuse it), and nesting or numbers too deep or long to read are refused.
+    Native requests, OpenAI Batch input lines and Bedrock batch records are read (handler/batch_files.py);
+    an invalid line's reason names the line's fields, never what they hold.
     """
-    try:
-        value = json.loads(line)
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except json.JSONDecodeError as exc:
-        return Unreadable(f"not JSON: {exc.msg} at column {exc.colno}")
-    except UnicodeEncodeError:
-        return Unreadable("has a \\u escape of an unpaired UTF-16 surrogate (not text)")
-    except RecursionError:
-        return Unreadable("not JSON this script reads: nested too deeply")
-    except ValueError:  # int() refuses numbers of more than 4300 digits
-        return Unreadable("not JSON this script reads: a number too long to read")
-    return value
+    with path.open("rb") as handle:
+        fmt, lines = read_lines(jsonl_values(handle), served_model)
+    return fmt, [(line.number, line.request if line.problem is None else Unreadable(line.problem)) for line in lines]
 
 
 def read_csv(path: Path, task: str, text_column: str, defaults: dict[str, Any]) -> Iterator[tuple[int, Any]]:
@@ -102,8 +72,8 @@ def read_csv(path: Path, task: str, text_column: str, defaults: dict[str, Any]) 
     not_utf8: dict[int, UnicodeDecodeError] = {}
 
     def text_lines(handle: BinaryIO) -> Iterator[str]:
-        for number, raw in _lines(handle):
-            line = _decoded(number, raw)
+        for number, raw in numbered_lines(handle):
+            line = decoded(number, raw)
             if isinstance(line, UnicodeDecodeError):
                 not_utf8[number] = line
                 line = raw.decode("utf-8", errors="replace")  # keeps the record structure for the next lines
@@ -153,7 +123,7 @@ def _csv_request(row: dict[str, str | None], task: str, text_column: str, defaul
     return request
 
 
-def enqueue_all(rows: Iterator[tuple[int, Any]], table: str, model: str, queue_url: str | None) -> EnqueueReport:
+def enqueue_all(rows: Iterable[tuple[int, Any]], table: str, model: str, queue_url: str | None) -> EnqueueReport:
     """Enqueue in chunks with a progress bar; the report adds up every chunk."""
     service = build_service(table, model, queue_url)
     total = EnqueueReport()
@@ -207,14 +177,17 @@ def main(argv: list[str] | None = None) -> int:
             }.items()
             if v is not None
         }
-        rows = read_csv(args.input, args.task, args.text_column, defaults)
+        rows: Iterable[tuple[int, Any]] = read_csv(args.input, args.task, args.text_column, defaults)
+        fmt: BatchFormat = "native"
     else:
-        rows = read_jsonl(args.input)
+        fmt, rows = read_batch(args.input, served_model(args.model))
     try:
         report = enqueue_all(rows, args.table, args.model, args.queue_url)
     except ServiceError as exc:
         print(f"error: {exc.log_message}", file=sys.stderr)
         return 1
+    if fmt != "native":
+        print(f"format: {FORMAT_NAMES[fmt]}")
     print(
         f"new: {report.new}  already done: {report.already_done}  already pending: {report.already_pending}  "
         f"repeated in input: {report.duplicates}  invalid: {len(report.invalid)}"

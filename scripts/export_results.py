@@ -1,6 +1,14 @@
 """Export finished results with their metrics, and report on the batch: counts, speeds, compute and cost.
 
     python scripts/export_results.py --table TABLE --out results.jsonl [--format csv] [--plot decode.png]
+    python scripts/export_results.py --table TABLE --input batch.jsonl --out output.jsonl --errors errors.jsonl
+
+With --input, the results of one batch file come back in its format, joined on the caller's ids
+(handler/batch_files.py): OpenAI Batch output and error lines for an OpenAI Batch input file, Bedrock
+records with modelOutput or error for a Bedrock file, answers by line number for native requests. The
+file is read again and each line's request id computed as enqueue.py did (so --model must name the same
+model); the items are read by id (BatchGetItem), never by scanning the table. Finished lines go to
+--out, failed and invalid ones to --errors; lines still queued or running are counted, in neither.
 
 Prices are AWS Lambda's on-demand prices in us-east-1 per GB-second (change them with --price-per-gb-s).
 
@@ -20,7 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import batchtools  # noqa: F401  (puts the repository on the path)
+from batchtools import DEFAULT_MODEL, build_service, served_model
+from handler.batch_files import FORMAT_NAMES, BatchFormat, Exported, export, jsonl_values
 from handler.items import Status
 from handler.schemas import Metrics
 from handler.store import ResultStore
@@ -123,6 +132,40 @@ def plot_decode_speeds(items: list[dict[str, Any]], out: Path) -> None:
     plt.close(figure)
 
 
+def export_batch(source: Path, table: str, model: str) -> tuple[BatchFormat, Exported]:
+    """The output and error records of a batch file: its lines read again, their items read by request id."""
+    with source.open("rb") as handle:
+        return export(build_service(table, model), served_model(model), jsonl_values(handle))
+
+
+def write_jsonl(records: list[dict[str, Any]], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8", newline="\n") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def main_batch(args: argparse.Namespace) -> int:
+    """--input: the batch file's output and error files."""
+    if not args.input.is_file():
+        raise SystemExit(f"error: no such file: {args.input}")
+    if args.errors is None:
+        raise SystemExit("error: --input needs --errors, the file for failed and invalid lines")
+    fmt, exported = export_batch(args.input, args.table, args.model)
+    write_jsonl(exported.output, args.out)
+    write_jsonl(exported.errors, args.errors)
+    counts = exported.counts()
+    print(f"format: {FORMAT_NAMES[fmt]}")
+    print("  ".join(f"{name.replace('_', ' ')}: {count}" for name, count in counts.items()))
+    print(f"wrote {len(exported.output)} results to {args.out} and {len(exported.errors)} errors to {args.errors}")
+    if exported.unfinished or exported.not_queued:
+        print(
+            f"{exported.unfinished + exported.not_queued} lines are in neither file: "
+            "export again after the batch runs (enqueue.py queues lines that are not in the table)"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", required=True)
@@ -132,7 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-mb", type=int, default=10240, help="function memory for the cost estimate")
     parser.add_argument("--architecture", choices=sorted(PRICE_PER_GB_S), default="x86_64")
     parser.add_argument("--price-per-gb-s", type=float, help="override the Lambda price per GB-second")
+    parser.add_argument("--input", type=Path, help="a batch file (JSONL) to export the results of, in its format")
+    parser.add_argument("--errors", type=Path, help="with --input: where to write failed and invalid lines")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="with --input: manifest name or GGUF path, as given to enqueue.py"
+    )
     args = parser.parse_args(argv)
+    if args.input is not None:
+        return main_batch(args)
 
     store = ResultStore(args.table)
     items = [item.as_json() for item in store.items_with_status(Status.DONE)]

@@ -60,7 +60,16 @@ DEFAULT_DB_PORT = 4510
 DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"
 STAND_IN_BASE = "llm-service/lambda-python-stand-in:bookworm"
 SEED_EVENTS = ("events/summarize.json", "events/translate.json", "events/chat-solve.json")
-API_ROUTES = ("/summarize", "/translate", "/chat", "/results/{id}")
+API_ROUTES = (
+    "/summarize",
+    "/translate",
+    "/chat",
+    "/results/{id}",
+    "/v1/chat/completions",
+    "/v1/chat/completions/{completion_id}",
+    "/v1/models",
+    "/v1/models/{model}",
+)
 
 
 class LoopError(RuntimeError):

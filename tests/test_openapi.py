@@ -55,14 +55,38 @@ def test_openapi_declares_every_route_and_its_answers() -> None:
         ("POST", "/translate"): submit,
         ("POST", "/chat"): submit,
         ("GET", "/results/{id}"): {"200", "404", "405", "422", "429", "503"},
+        ("POST", "/v1/chat/completions"): {"200", "202", "400", "404", "405", "413", "415", "429", "503"},
+        ("GET", "/v1/chat/completions/{completion_id}"): {"200", "202", "400", "404", "405", "429", "503"},
+        ("GET", "/v1/models"): {"200", "405"},
+        ("GET", "/v1/models/{model}"): {"200", "400", "404", "405"},
     }
-    for op in operations.values():
+    for (_, path), op in operations.items():
+        if path.startswith("/v1/"):
+            continue  # OpenAI's shapes: test_openapi_openai_routes_answer_in_openai_shapes
         for status, response in op["responses"].items():
             schema = response["content"]["application/json"]["schema"]
             assert schema == (ANSWER_REF if status in {"200", "202"} else ERROR_REF), (op["operationId"], status)
         if "202" in op["responses"]:
             assert op["responses"]["202"]["headers"]["Location"]["required"] is True
         assert op["responses"]["405"]["headers"]["Allow"]["required"] is True
+
+
+def test_openapi_openai_routes_answer_in_openai_shapes() -> None:
+    operations = _operations(openapi_document())
+    answers = {
+        "/v1/chat/completions": "ChatCompletion",
+        "/v1/chat/completions/{completion_id}": "ChatCompletion",
+        "/v1/models": "ModelList",
+        "/v1/models/{model}": "ModelCard",
+    }
+
+    for (_, path), op in operations.items():
+        if not path.startswith("/v1/"):
+            continue
+        for status, response in op["responses"].items():
+            schema = response["content"]["application/json"]["schema"]
+            expected = answers[path] if status in {"200", "202"} else "OpenAIErrorAnswer"
+            assert schema == {"$ref": f"#/components/schemas/{expected}"}, (path, status)
 
 
 def test_openapi_bodies_are_the_request_types_with_task_optional() -> None:

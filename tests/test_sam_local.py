@@ -162,7 +162,13 @@ def test_local_template_sets_build_args_and_ca_secret_on_every_image_function(tm
     document = sam_local.local_template(localenv.load_template(TEMPLATE), {"ApiAuth": "IAM"}, build_args, ca)
 
     functions = {name: res for name, res in document["Resources"].items() if res["Type"] == "AWS::Serverless::Function"}
-    assert set(functions) == {"GenerateFunction", "ApiFunction", "BatchFunction", "WorkerFunction"}
+    assert set(functions) == {
+        "GenerateFunction",
+        "ApiFunction",
+        "BatchFunction",
+        "BatchFilesFunction",
+        "WorkerFunction",
+    }
     for name, resource in functions.items():
         assert resource["Metadata"]["DockerBuildArgs"] == build_args, name
         assert resource["Metadata"]["DockerBuildExtraParams"] == ["--secret", f"id=ca-bundle,src={ca}"], name

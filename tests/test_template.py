@@ -66,17 +66,37 @@ def test_template_grants_exactly_the_dynamodb_actions_the_code_uses() -> None:
             assert statement["Resource"] == {"Fn::GetAtt": ["ResultsTable", "Arn"]}
 
 
+def test_template_grants_exactly_the_s3_actions_the_code_uses() -> None:
+    statements = _resource("BatchFilesPolicy")["Properties"]["PolicyDocument"]["Statement"]
+    granted = {action.removeprefix("s3:") for statement in statements for action in statement["Action"]}
+    text = (ROOT / "handler" / "batch_bucket.py").read_text(encoding="utf-8")
+    calls = set(re.findall(r"self\._s3\.(\w+)\b", text))
+    # list_objects_v2 is authorized as ListBucket; the others by their own names.
+    used = {
+        "ListBucket" if call == "list_objects_v2" else "".join(p.capitalize() for p in call.split("_"))
+        for call in calls
+    }
+    assert granted == used
+
+
 def test_template_functions_use_the_results_policy_and_their_entry_points() -> None:
     commands = {
         "GenerateFunction": None,
         "BatchFunction": ["handler.app.schedule_handler"],
+        "BatchFilesFunction": ["handler.app.batch_file_handler"],
         "WorkerFunction": ["handler.app.worker_handler"],
         "ApiFunction": ["handler.api.lambda_handler"],
         "KeyApiFunction": ["handler.api.lambda_handler"],
     }
+    # The functions that read batch files or write their outputs have the bucket's policy too.
+    with_files = {"BatchFunction", "BatchFilesFunction"}
     for logical_id, command in commands.items():
         properties = _resource(logical_id)["Properties"]
-        assert properties["Policies"] == [{"Ref": "ResultsAccessPolicy"}]
+        policies = [
+            {"Ref": "ResultsAccessPolicy"},
+            *([{"Ref": "BatchFilesPolicy"}] if logical_id in with_files else []),
+        ]
+        assert properties["Policies"] == policies
         assert properties.get("ImageConfig", {}).get("Command") == command
         if command:
             module, function = command[0].rsplit(".", 1)

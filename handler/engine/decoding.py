@@ -13,6 +13,7 @@ from typing import Any
 from handler.engine.prompt import Prompting, PromptTokens
 from handler.errors import DeadlineReached, GenerationError
 from handler.schemas import GenerationOptions
+from handler.structured import grammar
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,14 @@ class Decoding(Prompting):
     def _sampler(self, options: GenerationOptions, ignore_eos: bool) -> Any:
         lib = self._lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        rules = grammar(options.response_format)
+        if rules is not None:
+            # First in the chain: every later sampler chooses among the tokens the grammar allows.
+            constrained = lib.llama_sampler_init_grammar(self._vocab, rules.encode("utf-8"), b"root")
+            if not constrained:
+                lib.llama_sampler_free(chain)
+                raise GenerationError("llama.cpp could not parse the grammar made from the response format")
+            lib.llama_sampler_chain_add(chain, constrained)
         if ignore_eos:
             biases = (lib.llama_logit_bias * len(self._eog_ids))(
                 *(lib.llama_logit_bias(token, float("-inf")) for token in self._eog_ids)

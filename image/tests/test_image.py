@@ -253,6 +253,29 @@ def test_api_errors_have_the_one_error_shape(
     assert {"type", "message"} <= set(answer.body["error"])
 
 
+def test_the_openai_sdk_gets_real_text_then_the_same_answer_from_the_table(api_url: str) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused-locally", max_retries=0, timeout=120)
+    (served,) = [model.id for model in client.models.list().data]
+    messages: Any = [{"role": "user", "content": "Name two colours of the rainbow."}]
+
+    started = time.perf_counter()
+    first = client.chat.completions.create(model=served, messages=messages, max_tokens=24)
+    report("openai chat.completions.create", time.perf_counter() - started, repr(first.choices[0].message.content))
+    started = time.perf_counter()
+    again = client.chat.completions.create(model=served, messages=messages, max_tokens=24)
+    report("openai chat.completions.create, again", time.perf_counter() - started, "")
+
+    text = first.choices[0].message.content or ""
+    assert first.object == "chat.completion"
+    assert len(text.split()) >= 2
+    assert (first.model_extra or {})["llm_service"]["cached"] is False
+    assert again.choices[0].message.content == text
+    assert (again.model_extra or {})["llm_service"]["cached"] is True
+    assert again.id == first.id
+
+
 # --- the worker (SQS) and the batch job (schedule) ----------------------------------------------------
 
 
