@@ -133,7 +133,7 @@ def run(service: TextService, owner: str, deadline: float, dispatch: bool = Fals
         raise InvalidRequest("batch runs need TABLE_NAME")
     summary = RunSummary()
     leftover: list[str] = []
-    items = queued_items(service)
+    items = _over_one_text_together(queued_items(service), service.settings.batch_parallel)
     while not summary.stopped_for_time:
         group = list(islice(items, service.settings.batch_parallel))
         if not group:
@@ -160,6 +160,27 @@ def run(service: TextService, owner: str, deadline: float, dispatch: bool = Fals
         summary.dispatched = service.queue.send(leftover)
     _report(summary)
     return summary
+
+
+#: Queued items looked at together when grouping requests over one text (groups of BATCH_PARALLEL each).
+GROUPING_WINDOW_GROUPS = 8
+
+
+def _over_one_text_together(items: Iterator[StoredItem], parallel: int) -> Iterator[StoredItem]:
+    """The items, oldest first, but within each window those over one text next to each other, so that a
+    batch decodes them together and evaluates their shared text once (handler/engine/batched.py)."""
+    while window := list(islice(items, parallel * GROUPING_WINDOW_GROUPS)):
+        first_seen: dict[str, int] = {}
+        for position, item in enumerate(window):
+            first_seen.setdefault(_text_of(item), position)
+        yield from sorted(window, key=lambda item: first_seen[_text_of(item)])
+
+
+def _text_of(item: StoredItem) -> str:
+    """What a queued request's prompt begins with: its text (summarize, translate); else its own id."""
+    request = item.request
+    text = request.get("text") if isinstance(request, dict) else None
+    return text if isinstance(text, str) else item.id
 
 
 def _predicted_seconds(service: TextService, item: StoredItem) -> float:

@@ -359,3 +359,43 @@ def test_engine_stop_texts_are_the_models_end_of_generation_tokens(engine: Engin
     assert "<|end|>" in engine.eog_texts
     assert "<|endoftext|>" in engine.eog_texts
     assert "<|user|>" not in engine.eog_texts
+
+
+def test_requests_over_one_text_in_one_batch_evaluate_the_text_once(tiny_model: Path) -> None:
+    # GIVEN four tasks over one long text, text first (as handler/tasks.py builds them)
+    from handler.service import parse_request
+    from handler.tasks import build_messages
+
+    engine = _batch_engine(tiny_model, parallel=4)
+    text = "Gradient boosting builds trees one after another, each fitting the last one's errors. " * 12
+    requests = [
+        {"task": "summarize", "text": text, "style": "bullets"},
+        {"task": "summarize", "text": text, "style": "paragraph"},
+        {"task": "translate", "text": text, "target_language": "French"},
+        {"task": "translate", "text": text, "target_language": "German"},
+    ]
+    jobs = [
+        (engine.build_prompt(build_messages(parse_request(r))), GenerationOptions(max_tokens=6, stop=[]))
+        for r in requests
+    ]
+    text_tokens = len(engine.build_prompt([Message("user", text)]).tokens)
+    context, _ = engine._batch_context()
+    engine._lib.llama_perf_context_reset(context)
+
+    # WHEN they are decoded together, and again with each sequence evaluating its whole prompt
+    together = engine.generate_batch(jobs)
+    perf = engine._lib.llama_perf_context(context)
+    llama_evaluated = int(perf.n_p_eval) + int(perf.n_eval)
+    unshared = engine.generate_batch(jobs, share_prefixes=False)
+
+    # THEN the first evaluates its whole prompt and the others only what follows the text
+    assert all(c is not None for c in together)
+    evaluated = [c.prompt_eval_tokens for c in together if c is not None]
+    assert evaluated[0] == len(jobs[0][0].tokens)
+    assert all(n < len(prompt.tokens) - text_tokens + 8 for n, (prompt, _) in zip(evaluated[1:], jobs[1:], strict=True))
+    # AND llama.cpp's own counters agree: every token it evaluated is one of those, or a decode step's
+    decode_steps = sum(c.completion_tokens for c in together if c is not None)
+    assert sum(evaluated) <= llama_evaluated <= sum(evaluated) + decode_steps
+    assert llama_evaluated < 2 * text_tokens  # the text once, not four times (measured: 506 for a 401-token text)
+    # AND sharing changes no output
+    assert [c.text for c in together if c] == [c.text for c in unshared if c]

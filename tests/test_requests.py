@@ -125,14 +125,20 @@ def test_request_id_changes_with_model() -> None:
     assert request_id(request, "0" * 64) != request_id(request, "1" * 64)
 
 
-def test_build_messages_puts_fixed_instruction_before_the_text() -> None:
-    request = parse_request({"task": "translate", "text": "Good morning.", "target_language": "French"})
+def test_build_messages_puts_the_text_first_and_the_instruction_last() -> None:
+    translate = parse_request({"task": "translate", "text": "Good morning.", "target_language": "French"})
+    summarize = parse_request({"task": "summarize", "text": "Good morning.", "style": "paragraph"})
 
-    (message,) = build_messages(request)
+    (translation,) = build_messages(translate)
+    (summary,) = build_messages(summarize)
 
-    assert message.role == "user"
-    assert message.content.startswith("Translate the following text to French.")
-    assert message.content.endswith("Good morning.")
+    assert translation.role == "user"
+    assert (
+        translation.content == "Good morning.\n\nTranslate the text above to French. Answer with the translation only."
+    )
+    # Requests over one text share everything up to the end of the text: its prompt prefix.
+    assert summary.content.startswith("Good morning.\n\n")
+    assert summary.content.endswith("Summarize the sentences above in one short paragraph.")
 
 
 def test_build_messages_chat_keeps_turns_in_order() -> None:

@@ -25,6 +25,8 @@ class _Slot:
     sampler: Any
     reserved: int
     position: int = 0
+    #: Prompt tokens this sequence evaluated itself (the others it shares with another's cells).
+    prompt_eval_tokens: int = 0
     next_token: int = -1
     prompt_ms: float = 0.0
     eval_ms: float = 0.0
@@ -44,8 +46,12 @@ class BatchedDecoding(Decoding):
         jobs: Sequence[tuple[PromptTokens, GenerationOptions]],
         deadline: float | None = None,
         ignore_eos: bool = False,
+        share_prefixes: bool = True,
     ) -> list[Completion | None]:
         """Generate several requests together: each decode step reads the weights once for all of them.
+
+        A request whose prompt begins as an active one's does (requests over one text, text first) shares
+        that prefix's KV cells instead of evaluating it again (``share_prefixes``, on unless measured against).
 
         Up to ``parallel`` requests are decoded as llama.cpp sequences of one context, each with its own
         sampler, stops and ``max_tokens``; a finished request frees its slot for the next one. Decode is
@@ -70,7 +76,9 @@ class BatchedDecoding(Decoding):
                     # Admit requests while a sequence is free and their tokens fit the shared KV cache.
                     while waiting and free:
                         index, (prompt, options) = waiting[0]
-                        need = len(prompt.tokens) + options.max_tokens
+                        source, shared = _longest_shared_prefix(active, prompt) if share_prefixes else (None, 0)
+                        # Shared cells are the source's: only the rest of the prompt and the output are new.
+                        need = len(prompt.tokens) - shared + options.max_tokens
                         if active and reserved + need > self.batch_n_ctx:
                             break
                         waiting.popleft()
@@ -84,7 +92,10 @@ class BatchedDecoding(Decoding):
                         )
                         reserved += need
                         slot.started = time.perf_counter()
-                        self._prefill(context, batch, slot)
+                        if source is not None:
+                            # The unified KV cache lets sequences share cells: the prefix is evaluated once.
+                            self._lib.llama_memory_seq_cp(memory, source.seq, slot.seq, 0, shared)
+                        self._prefill(context, batch, slot, start=shared)
                         slot.prompt_ms = (time.perf_counter() - slot.started) * 1000.0
                         first = self._lib.llama_sampler_sample(slot.sampler, context, -1)
                         if slot.stream.accept(first, self._piece):
@@ -150,16 +161,18 @@ class BatchedDecoding(Decoding):
         if status != 0:
             raise GenerationError(f"llama_decode failed with status {status} on a batch of {batch.n_tokens} tokens")
 
-    def _prefill(self, context: Any, batch: Any, slot: _Slot) -> None:
-        """Evaluate a request's prompt in its own sequence, keeping the last token's logits."""
+    def _prefill(self, context: Any, batch: Any, slot: _Slot, start: int = 0) -> None:
+        """Evaluate a request's prompt from ``start`` (what comes before is shared) in its own sequence,
+        keeping the last token's logits."""
         tokens = slot.prompt.tokens
-        for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start : start + self.n_batch]
+        for first in range(start, len(tokens), self.n_batch):
+            chunk = tokens[first : first + self.n_batch]
             for i, token in enumerate(chunk):
-                self._batch_set(batch, i, token, start + i, slot.seq, start + i == len(tokens) - 1)
+                self._batch_set(batch, i, token, first + i, slot.seq, first + i == len(tokens) - 1)
             batch.n_tokens = len(chunk)
             self._batch_decode(context, batch)
         slot.position = len(tokens)
+        slot.prompt_eval_tokens = len(tokens) - start
 
     def _finish(self, slot: _Slot, memory: Any, free: list[int]) -> Completion:
         self._lib.llama_sampler_free(slot.sampler)
@@ -169,10 +182,30 @@ class BatchedDecoding(Decoding):
             text=slot.stream.text,
             finish_reason=slot.stream.finish_reason or "length",
             prompt_tokens=len(slot.prompt.tokens),
-            prompt_eval_tokens=len(slot.prompt.tokens),
+            prompt_eval_tokens=slot.prompt_eval_tokens,
             prompt_ms=round(slot.prompt_ms, 3),
             completion_tokens=slot.stream.generated,
             eval_runs=slot.eval_runs,
             eval_ms=round(slot.eval_ms, 3),
             total_ms=round((time.perf_counter() - slot.started) * 1000.0, 3),
         )
+
+
+def _longest_shared_prefix(active: list[_Slot], prompt: PromptTokens) -> tuple[_Slot | None, int]:
+    """The active sequence whose prompt shares the longest prefix with ``prompt``, and that prefix's length.
+
+    The active sequences still hold their prompts' cells. The prompt's last token is never shared: its
+    logits start the new sequence's decoding.
+    """
+    best: _Slot | None = None
+    longest = 0
+    limit = len(prompt.tokens) - 1
+    for slot in active:
+        shared = 0
+        for mine, theirs in zip(prompt.tokens[:limit], slot.prompt.tokens, strict=False):
+            if mine != theirs:
+                break
+            shared += 1
+        if shared > longest:
+            best, longest = slot, shared
+    return best, longest
