@@ -42,7 +42,7 @@ from handler.errors import (
 )
 from handler.items import Status, StoredItem
 from handler.openai_api import ChatCompletionCreate, completion, error_body, native_request
-from handler.service import NOT_QUEUEABLE, TextService, checked_prompt, parse_request
+from handler.service import NOT_QUEUEABLE, TextService, check_request, parse_request
 
 BatchFormat = Literal["native", "openai", "bedrock"]
 FORMAT_NAMES: dict[BatchFormat, str] = {
@@ -496,7 +496,7 @@ def refuse_unfit(lines: list[BatchLine], numbers: set[int], counter: Engine | To
     for line in lines:
         if line.request is not None and line.number in numbers:
             try:
-                checked_prompt(counter, parse_request(line.request))
+                check_request(counter, parse_request(line.request))
             except InputTooLong as exc:
                 line = replace(
                     line,

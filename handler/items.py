@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from handler.schemas import Answer, Metrics, ModelInfo, Status, TextRequest
+from handler.schemas import Answer, DocumentInfo, Metrics, ModelInfo, Status, TextRequest
 from handler.tasks import PROMPT_VERSION
 
 __all__ = ["Status", "StoredItem", "done_fields", "pending_fields"]
@@ -39,6 +39,7 @@ class StoredItem(BaseModel):
     created_at: str | None = None
     updated_at: str | None = None
     expires_at: int | None = None
+    document: DocumentInfo | None = None
 
     def to_answer(self, cached: bool) -> Answer:
         """The answer this item gives; ``cached`` only when it holds a finished result."""
@@ -55,6 +56,7 @@ class StoredItem(BaseModel):
                 "model": self.model,
                 "last_error": self.error,
                 "attempts": self.attempts,
+                "document": self.document,
             }
         )
 
@@ -69,10 +71,15 @@ def pending_fields(request: TextRequest) -> dict[str, Any]:
 
 
 def done_fields(
-    request: TextRequest, output: str, finish_reason: str, metrics: Metrics, model: ModelInfo
+    request: TextRequest,
+    output: str,
+    finish_reason: str,
+    metrics: Metrics,
+    model: ModelInfo,
+    document: DocumentInfo | None = None,
 ) -> dict[str, Any]:
     """The fields of a finished request's item."""
-    return {
+    fields = {
         **pending_fields(request),
         "output": output,
         "finish_reason": finish_reason,
@@ -80,3 +87,6 @@ def done_fields(
         "model": model.model_dump(mode="json"),
         "prompt_version": PROMPT_VERSION,
     }
+    if document is not None:
+        fields["document"] = document.model_dump(mode="json")
+    return fields

@@ -21,12 +21,13 @@ from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from handler.documents import needs_chunks
 from handler.engine import Completion, Engine, PromptTokens, prompt_counter
-from handler.errors import InputTooLong, InvalidRequest, OutputInvalid, ServiceError
+from handler.errors import DeadlineReached, InputTooLong, InvalidRequest, OutputInvalid, ServiceError
 from handler.items import Status, StoredItem, pending_fields
 from handler.observability import logger, metrics
 from handler.schemas import Metrics, TextRequest
-from handler.service import NOT_QUEUEABLE, Generated, TextService, checked_prompt, parse_request
+from handler.service import NOT_QUEUEABLE, Generated, TextService, check_request, checked_prompt, parse_request
 from handler.store import result_too_large
 
 Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease"]
@@ -69,7 +70,7 @@ def enqueue(service: TextService, requests: Iterable[tuple[int, Any]]) -> Enqueu
             if not request.options.store:
                 raise InvalidRequest(f"options.store: {NOT_QUEUEABLE}")
             if counter is not None:
-                checked_prompt(counter, request)
+                check_request(counter, request)
         except (InvalidRequest, InputTooLong) as exc:
             # Reported to whoever runs the batch, maybe not the author of the line: no value it holds.
             report.invalid.append((number, exc.log_message))
@@ -227,6 +228,7 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
     lease_s = max(deadline - time.monotonic(), 0.0) + service.settings.safety_margin_s
     results: dict[str, Processed] = {}
     claimed: list[tuple[str, TextRequest, PromptTokens]] = []
+    documents: list[tuple[str, TextRequest]] = []
     engine: Engine | None = None
     loaded_now = False
     for item_id in dict.fromkeys(item_ids):
@@ -238,6 +240,10 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
             request = parse_request(item.request)
             engine, loaded = service.engine()
             loaded_now = loaded_now or loaded
+            if needs_chunks(engine, request):
+                check_request(engine, request)
+                documents.append((item_id, request))  # answered through its chunks' requests, below
+                continue
             prompt = checked_prompt(engine, request)
         except (InvalidRequest, InputTooLong) as exc:
             # The request itself is wrong: retrying cannot help.
@@ -247,8 +253,24 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
             results[item_id] = _release(service, item_id, owner, exc, permanent=False)
             continue
         claimed.append((item_id, request, prompt))
-    if not claimed or engine is None:
-        return results
+    if claimed and engine is not None:
+        results.update(_process_claimed(service, engine, claimed, owner, deadline, loaded_now))
+    # After the others: a document's chunks may be among them, claimed by this very run.
+    for item_id, request in documents:
+        results[item_id] = _process_document(service, item_id, request, owner, deadline)
+    return results
+
+
+def _process_claimed(
+    service: TextService,
+    engine: Engine,
+    claimed: list[tuple[str, TextRequest, PromptTokens]],
+    owner: str,
+    deadline: float,
+    loaded_now: bool,
+) -> dict[str, Processed]:
+    """Generate claimed requests together and complete or release each."""
+    results: dict[str, Processed] = {}
     completions = _generate_isolating_failures(engine, claimed, deadline)
     for (item_id, request, _), completion in zip(claimed, completions, strict=True):
         if isinstance(completion, ServiceError):
@@ -271,6 +293,24 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
             loaded_now = False  # the load belongs to the first result only
         results[item_id] = _complete(service, item_id, owner, generated)
     return results
+
+
+def _process_document(
+    service: TextService, item_id: str, request: TextRequest, owner: str, deadline: float
+) -> Processed:
+    """A claimed long text, through its chunks' requests (handler/documents.py); when time runs out, it goes
+    back to the queue and the next attempt goes on from the chunks already stored."""
+    try:
+        generated = service.generate(item_id, request, service.next_is_cold_start(), deadline)
+    except DeadlineReached as exc:
+        return _release(service, item_id, owner, exc, permanent=False)
+    except (InvalidRequest, InputTooLong, OutputInvalid) as exc:
+        return _release(service, item_id, owner, exc, permanent=True)
+    except ServiceError as exc:
+        return _release(service, item_id, owner, exc, permanent=False)
+    if generated is None:
+        return _release(service, item_id, owner, "did not finish within one invocation", permanent=False)
+    return _complete(service, item_id, owner, generated)
 
 
 def _generate_isolating_failures(

@@ -11,6 +11,10 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 DEFAULT_MAX_TOKENS = 512
 MAX_TOKENS_LIMIT = 4096
 MAX_TEXT_CHARS = 100_000
+#: The longest text to summarize or translate, in characters and in the model's tokens (documents are cut into
+#: chunks; beyond this, one invocation's 15 minutes cannot read them).
+MAX_DOCUMENT_CHARS = 300_000
+MAX_DOCUMENT_TOKENS = 80_000
 MAX_MESSAGES = 64
 
 
@@ -33,6 +37,11 @@ def _a_language_name(value: str) -> str:
 
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
+#: A text to summarize or translate, which may be longer than the context window (handler/documents.py).
+Document = Annotated[str, Field(min_length=1, max_length=MAX_DOCUMENT_CHARS), AfterValidator(_not_blank)]
+#: How a text longer than the context window is handled: ``single`` refuses it (InputTooLong), ``map_reduce``
+#: always cuts it into chunks, ``auto`` cuts only a text that does not fit.
+Strategy = Literal["auto", "single", "map_reduce"]
 
 #: DynamoDB's item size limit.
 MAX_ITEM_BYTES = 400 * 1024
@@ -152,15 +161,21 @@ class SummarizeRequest(_Request):
     """Summarize a text as bullet points (the first seed's use) or as one paragraph."""
 
     task: Literal["summarize"]
-    text: Text
+    text: Document
     style: Literal["bullets", "paragraph"] = "bullets"
+    strategy: Strategy = Field(
+        "auto", description="A text longer than the context window: auto/map_reduce summarize its chunks, then those."
+    )
 
 
 class TranslateRequest(_Request):
     """Translate a text into a language named in words."""
 
     task: Literal["translate"]
-    text: Text
+    text: Document
+    strategy: Strategy = Field(
+        "auto", description="A text longer than the context window: auto/map_reduce translate it chunk by chunk."
+    )
     target_language: Annotated[
         str,
         Field(min_length=1, max_length=64, pattern=r"^[^\W\d_](?:[^\W\d_]|[ \-'(),.])*$"),
@@ -228,6 +243,25 @@ class Status(StrEnum):
     FAILED = "FAILED"
 
 
+class DocumentStep(BaseModel):
+    """One level of a chunked text: its requests (each stored as its own item) and their summed counts."""
+
+    level: int = Field(description="1: the chunks of the text; 2 and up: summaries of the level below.")
+    requests: int
+    generated: int = Field(description="Requests generated now (the others were in the table already).")
+    prompt_tokens: int
+    completion_tokens: int
+    total_ms: float
+
+
+class DocumentInfo(BaseModel):
+    """How a text longer than the context window was answered."""
+
+    chunks: int = Field(description="Chunks the text was cut into.")
+    levels: int = Field(description="Levels of requests: 1 for a translation, 2 or more for a summary.")
+    steps: list[DocumentStep]
+
+
 class Answer(BaseModel):
     """A request's result: finished (DONE), queued or in progress, or FAILED with its error."""
 
@@ -242,6 +276,7 @@ class Answer(BaseModel):
     model: ModelInfo | None = None
     last_error: str | None = Field(None, description="Why the last attempt failed (FAILED requests, retried ones).")
     attempts: int | None = None
+    document: DocumentInfo | None = Field(None, description="A text cut into chunks: how many, in how many levels.")
 
 
 class ErrorInfo(BaseModel):

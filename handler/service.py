@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from handler.config import Settings
+from handler.documents import check_document, generate_document, needs_chunks
 from handler.engine import (
     Completion,
     Engine,
@@ -38,7 +39,7 @@ from handler.errors import (
 )
 from handler.items import Status, done_fields, pending_fields
 from handler.observability import emit_cached, emit_generation, logger
-from handler.schemas import TASKS, Answer, Metrics, TextRequest, request_adapter
+from handler.schemas import TASKS, Answer, Metrics, SummarizeRequest, TextRequest, TranslateRequest, request_adapter
 from handler.store import ResultStore, result_too_large
 from handler.structured import check_output
 from handler.tasks import PROMPT_VERSION, build_messages
@@ -117,7 +118,7 @@ class TextService:
 
     def predicted_seconds(self, request: TextRequest) -> float:
         """How long generating this request should take here, from its token count and measured speeds."""
-        prompt_tokens = len(checked_prompt(prompt_counter(self.settings), request).tokens)
+        prompt_tokens = check_request(prompt_counter(self.settings), request)
         engine = loaded_engine()
         settings = self.settings
         if engine is None:
@@ -182,7 +183,7 @@ class TextService:
         """
         store = self.store
         assert store is not None
-        checked_prompt(prompt_counter(self.settings), request)  # refused before anything is written
+        check_request(prompt_counter(self.settings), request)  # refused before anything is written
         owner = f"caller-{uuid.uuid4()}"
         remaining_s = deadline - time.monotonic() if deadline is not None else MAX_INVOCATION_S
         lease_s = max(remaining_s, 0.0) + self.settings.safety_margin_s
@@ -257,7 +258,7 @@ class TextService:
         if self.store is None:
             raise DeadlineReached("the request cannot finish in time and there is no results table to queue it in")
         # Nothing is promised that a worker would refuse: the prompt is counted before it is queued.
-        checked_prompt(prompt_counter(self.settings), request)
+        check_request(prompt_counter(self.settings), request)
         created = self.store.put_pending(item_id, pending_fields(request))
         if created and self.queue is not None:
             self.queue.send([item_id])
@@ -272,6 +273,9 @@ class TextService:
     ) -> Generated | None:
         """Generate an answer; None when the deadline came first (no partial result is kept)."""
         engine, loaded_now = self.engine()
+        if needs_chunks(engine, request):
+            assert isinstance(request, SummarizeRequest | TranslateRequest)
+            return generate_document(self, item_id, request, engine, loaded_now, cold_start, deadline)
         prompt = checked_prompt(engine, request)
         completion = engine.generate(prompt, request.options, deadline=deadline)
         if completion.finish_reason == "deadline":
@@ -319,6 +323,18 @@ class TextService:
             model=engine.info,
         )
         return Generated(answer, done_fields(request, completion.text, completion.finish_reason, metrics, engine.info))
+
+
+def check_request(counter: Engine | Tokenizer, request: TextRequest) -> int:
+    """Refuse, before anything is promised, a request that cannot be answered; its prompt tokens.
+
+    A text answered chunk by chunk (handler/documents.py) is checked against the document limit: its
+    tokens are returned, the prompts of its chunks and their summaries being about as many.
+    """
+    if needs_chunks(counter, request):
+        assert isinstance(request, SummarizeRequest | TranslateRequest)
+        return check_document(counter, request)
+    return len(checked_prompt(counter, request).tokens)
 
 
 def checked_prompt(counter: Engine | Tokenizer, request: TextRequest) -> PromptTokens:

@@ -55,6 +55,7 @@ ENV_FILE = LOCAL_DIR / "env.json"
 BUILD_LOG = LOCAL_DIR / "build.log"
 DEFAULT_TABLE = "llm-results-local"
 DEFAULT_QUEUE = "llm-work-local"
+DEFAULT_BUCKET = "llm-batches-local"
 DEFAULT_DB_PORT = 4510
 #: The small real model baked into local images (its manifest takes it from a PyPI wheel).
 DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"
@@ -245,7 +246,15 @@ def sam_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, "SAM_CLI_TELEMETRY": "0", **localenv.DUMMY_CREDENTIALS}
     env.update({"AWS_DEFAULT_REGION": localenv.DEFAULT_REGION, "AWS_REGION": localenv.DEFAULT_REGION})
     # sam lets the shell override the variables a function declares: keep this shell's out of it.
-    for name in ("TABLE_NAME", "WORK_QUEUE_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS", "MODEL_PATH"):
+    for name in (
+        "TABLE_NAME",
+        "WORK_QUEUE_URL",
+        "BATCH_BUCKET",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_ENDPOINT_URL_SQS",
+        "AWS_ENDPOINT_URL_S3",
+        "MODEL_PATH",
+    ):
         env.pop(name, None)
     env.update(extra or {})
     return env
@@ -506,11 +515,15 @@ def prepare_local_aws(
     localenv.create_table_from_template(endpoint_url, table, TEMPLATE)
     aws = LocalAws(endpoint_url, table, "", env_file)
     aws.queue_url = aws.client("sqs").create_queue(QueueName=queue)["QueueUrl"]
+    # The batch bucket too: the template names it from the stack's id, which sam local makes up.
+    aws.client("s3").create_bucket(Bucket=DEFAULT_BUCKET)
     aws.env = {
         "TABLE_NAME": table,
         "WORK_QUEUE_URL": aws.queue_url,
+        "BATCH_BUCKET": DEFAULT_BUCKET,
         "AWS_ENDPOINT_URL_DYNAMODB": endpoint_url,
         "AWS_ENDPOINT_URL_SQS": endpoint_url,
+        "AWS_ENDPOINT_URL_S3": endpoint_url,
     }
     env_file.parent.mkdir(parents=True, exist_ok=True)
     # The CloudFormation-parameter form applies to every function.

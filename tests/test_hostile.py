@@ -357,7 +357,9 @@ def test_a_text_over_the_context_window_is_refused_before_it_is_queued(
 ) -> None:
     # Speeds so slow that any request is predicted past the API's budget, whatever was measured before.
     monkeypatch.setenv("EXPECTED_PROMPT_TOKENS_PER_S", "0.001")
-    event = proxy_event("POST", "/summarize", {"text": OVERLONG_TEXT}, headers=prefer)
+    # A chat has no chunked answer: a text over the window cannot be answered at all.
+    body = {"messages": [{"role": "user", "content": OVERLONG_TEXT}]}
+    event = proxy_event("POST", "/chat", body, headers=prefer)
 
     answer = decode(api.lambda_handler(event, lambda_context))
 
@@ -371,7 +373,9 @@ def test_a_text_over_the_context_window_is_refused_before_it_is_queued(
 def test_a_direct_async_request_over_the_context_window_is_refused(
     service_env: Table, lambda_context: FakeLambdaContext, without_the_model: None
 ) -> None:
-    answer = app.lambda_handler({"task": "summarize", "mode": "async", "text": OVERLONG_TEXT}, lambda_context)
+    answer = app.lambda_handler(
+        {"task": "summarize", "mode": "async", "text": OVERLONG_TEXT, "strategy": "single"}, lambda_context
+    )
 
     assert answer["error"]["type"] == "InputTooLong"
     assert service_env.items() == []

@@ -62,7 +62,7 @@ def _reported(output: str) -> dict[int, str]:
 # -- (a) a rejected line is named by its number and its fields, never by its content ----------------
 
 BAD_LINES: list[tuple[str, str]] = [
-    (json.dumps({"task": "summarize", "text": MARKER * 6000}), "text: String should have at most 100000 characters"),
+    (json.dumps({"task": "summarize", "text": MARKER * 15000}), "text: String should have at most 300000 characters"),
     (
         json.dumps({"task": "translate", "text": "hello", "target_language": f'=HYPERLINK("{MARKER}")'}),
         "target_language: String should match pattern",
@@ -118,7 +118,7 @@ def test_a_rejected_csv_row_is_reported_by_number_and_field_never_by_content(
         [f"@{MARKER}", "French", "8", f"-{MARKER}", ""],
         ["Good night.", f'=HYPERLINK("{MARKER}")', "8", "", ""],
         ["Good morning.", "French", "8", "", f"+{MARKER}"],
-        [MARKER * 6000, "French", "8", "", ""],
+        [MARKER * 15000, "French", "8", "", ""],
     ]
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
@@ -134,7 +134,7 @@ def test_a_rejected_csv_row_is_reported_by_number_and_field_never_by_content(
     assert reported[4] == "temperature: not a number (expected a number)"
     assert reported[5].startswith("target_language: String should match pattern")
     assert reported[6].startswith("task: unknown task; expected one of")
-    assert reported[7] == "text: String should have at most 100000 characters"
+    assert reported[7] == "not readable CSV: field larger than field limit (131072)"
     assert list(reported) == [3, 4, 5, 6, 7]
     assert MARKER not in output
     assert len(table_env.items()) == 1
@@ -362,7 +362,8 @@ def test_given_the_model_file_a_line_over_the_context_window_is_reported_and_not
     # GIVEN a good line and one far over the model's 4,096-token window
     overlong = " ".join(f"{MARKER}-{n}" for n in range(3000))
     source = tmp_path / "requests.jsonl"
-    source.write_text(f"{json.dumps(_valid())}\n{json.dumps(_valid(overlong))}\n", encoding="utf-8")
+    single = {**_valid(overlong), "strategy": "single"}  # auto would answer it chunk by chunk
+    source.write_text(f"{json.dumps(_valid())}\n{json.dumps(single)}\n", encoding="utf-8")
 
     # WHEN it is enqueued for the model file itself
     code = enqueue_script.main([str(source), "--table", table_env.name, "--model", str(tiny_model)])

@@ -67,7 +67,7 @@ def test_runtime_bad_inputs_answer_clear_errors_and_store_nothing(
     emulator: localenv.LambdaEmulator, results_table: Table
 ) -> None:
     events: list[Any] = [param.values[0] for param in BAD_EVENTS]
-    events.append({"task": "summarize", "text": "long " * 6000})
+    events.append({"task": "summarize", "text": "long " * 6000, "strategy": "single"})
 
     answers = [emulator.invoke(event) for event in events]
 

@@ -166,7 +166,8 @@ def test_real_model_batched_greedy_equals_one_at_a_time_except_at_near_ties(engi
     for prompt in prompts:
         engine.clear_cache()
         alone.append(engine.generate(prompt, options))
-    together = engine.generate_batch([(prompt, options) for prompt in prompts])
+    # Unshared: these prompts share the chat template's opening, and sharing is tested on its own.
+    together = engine.generate_batch([(prompt, options) for prompt in prompts], share_prefixes=False)
     solo_batches = [engine.generate_batch([(prompt, options)])[0] for prompt in prompts[:2]]
 
     # A request alone in the batch context decodes exactly as one at a time.
@@ -234,3 +235,29 @@ def test_four_tasks_over_one_text_decoded_together_share_the_text_and_answer_in_
     evaluated = [c.prompt_eval_tokens for c in together if c]
     assert evaluated[0] == len(jobs[0][0].tokens)
     assert sum(evaluated[1:]) < len(jobs[0][0].tokens) // 4  # the three others evaluated their instructions only
+
+
+#: Moby-Dick, chapters 1 to 9 (Herman Melville, 1851; public domain): about 24,400 of SmolLM2's tokens.
+MOBY_DICK = (Path(__file__).parent / "data" / "moby-dick-chapters-1-9.txt").read_text(encoding="utf-8")
+
+
+def test_a_book_length_text_is_summarized_by_map_reduce_through_the_emulator(
+    emulator: tuple[localenv.LambdaEmulator, Table],
+) -> None:
+    runtime, table = emulator
+
+    answer = runtime.invoke(
+        {"task": "summarize", "text": MOBY_DICK, "style": "paragraph", "options": {"max_tokens": 96}}
+    )
+
+    assert answer["status"] == "DONE", answer
+    document = answer["document"]
+    assert document["chunks"] >= 20  # about 1,000 tokens each
+    assert document["levels"] >= 2
+    assert document["steps"][-1]["requests"] == 1
+    assert len(_words(answer["output"])) >= 15, answer["output"]
+    assert "<|im_" not in answer["output"]
+    stored = {item["id"]: item for item in table.items()}
+    assert stored[answer["id"]]["document"]["chunks"] == document["chunks"]
+    print(f"\nchunks {document['chunks']}, levels {document['levels']}, {answer['metrics']['total_ms'] / 1000:.0f} s:")
+    print(answer["output"])

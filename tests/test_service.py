@@ -105,7 +105,7 @@ def test_handler_bad_input_is_a_clear_error_and_stores_nothing(
 def test_handler_input_longer_than_context_says_tokens_and_limit(
     service_env: Table, lambda_context: FakeLambdaContext, generations: list[int]
 ) -> None:
-    answer = lambda_handler({"task": "summarize", "text": "tokens " * 6000}, lambda_context)
+    answer = lambda_handler({"task": "summarize", "text": "tokens " * 6000, "strategy": "single"}, lambda_context)
 
     error = answer["error"]
     assert error["type"] == "InputTooLong"

@@ -194,6 +194,28 @@ class Prompting:
         """Whether the token is a control (or reserved) token rather than text."""
         return token in self._special_ids
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is as message content (plain text, no special tokens)."""
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def cut_tokens(self, text: str, limit: int) -> list[str]:
+        """``text`` cut, between characters, into runs of at most ``limit`` tokens (a run with no boundary)."""
+        runs: list[str] = []
+        while text:
+            if self.count_tokens(text) <= limit:
+                runs.append(text)
+                break
+            low, high = 1, len(text)  # the longest prefix within the limit, by bisection
+            while low < high:
+                middle = (low + high + 1) // 2
+                if self.count_tokens(text[:middle]) <= limit:
+                    low = middle
+                else:
+                    high = middle - 1
+            runs.append(text[:low])
+            text = text[low:]
+        return runs
+
     def check_fits(self, prompt: PromptTokens, max_tokens: int) -> None:
         """Refuse, before any evaluation, a prompt that cannot be answered within the context window."""
         needed = len(prompt.tokens) + max_tokens

@@ -94,7 +94,7 @@ def test_images_fit_lambda_and_share_one_build(images: dict[str, str]) -> None:
     for name, size in sorted(sizes.items()):
         print(f"\nimage {name} ({images[name]}): {size:.0f} MB")
 
-    assert set(images) == {"GenerateFunction", "ApiFunction", "BatchFunction", "WorkerFunction"}
+    assert set(images) == {"GenerateFunction", "ApiFunction", "BatchFunction", "BatchFilesFunction", "WorkerFunction"}
     assert all(size < LAMBDA_IMAGE_LIMIT_MB for size in sizes.values())
     ids = {
         subprocess.run(
@@ -274,6 +274,29 @@ def test_the_openai_sdk_gets_real_text_then_the_same_answer_from_the_table(api_u
     assert again.choices[0].message.content == text
     assert (again.model_extra or {})["llm_service"]["cached"] is True
     assert again.id == first.id
+
+
+def test_the_openai_sdk_gets_json_that_validates_against_its_schema(api_url: str) -> None:
+    import jsonschema
+    import openai
+
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    client = openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused-locally", max_retries=0, timeout=120)
+    (served,) = [model.id for model in client.models.list().data]
+
+    answer = client.chat.completions.create(
+        model=served,
+        messages=[{"role": "user", "content": "Describe a person named Ada as JSON."}],
+        max_tokens=60,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+    )
+
+    jsonschema.validate(json.loads(answer.choices[0].message.content or ""), schema)
 
 
 # --- the worker (SQS) and the batch job (schedule) ----------------------------------------------------
