@@ -358,3 +358,19 @@ def test_tiny_floats_are_stored_as_zero_instead_of_failing() -> None:
     from handler.store import to_dynamo
 
     assert to_dynamo({"temperature": 1e-300, "top_p": 0.5}) == {"temperature": 0, "top_p": Decimal("0.5")}
+
+
+def test_a_run_takes_queued_requests_over_one_text_together() -> None:
+    from handler.items import StoredItem
+    from handler.queued import _over_one_text_together
+
+    def item(n: int, text: str | None) -> StoredItem:
+        request = {"task": "summarize", "text": text} if text else {"task": "chat", "messages": []}
+        return StoredItem(id=f"{n:064d}", status="PENDING", request=request)
+
+    oldest_first = [item(1, "A"), item(2, "B"), item(3, None), item(4, "A"), item(5, "B"), item(6, "A")]
+
+    order = [int(i.id) for i in _over_one_text_together(iter(oldest_first), parallel=2)]
+
+    # Each text's requests next to each other, where its first one stood; the others in their places.
+    assert order == [1, 4, 6, 2, 5, 3]
