@@ -106,7 +106,7 @@ def generate_document(
     parts = split(engine, request, request.text)
     steps: list[DocumentStep] = []
     collected: list[Answer] = []
-    answers = _answer_parts(service, engine, parts, deadline, steps, collected)
+    answers = _answer_parts(service, engine, parts, deadline, steps, collected, item_id)
     outputs = [answer.output or "" for answer in answers]
     if isinstance(request, TranslateRequest):
         final = answers
@@ -116,10 +116,12 @@ def generate_document(
             joined = "\n\n".join(outputs)
             whole = request.model_copy(update={"text": joined, "strategy": "single", "mode": "sync"})
             if not needs_chunks(engine, whole.model_copy(update={"strategy": "auto"})):
-                final = _answer_parts(service, engine, [whole], deadline, steps, collected)
+                final = _answer_parts(service, engine, [whole], deadline, steps, collected, item_id)
                 output = final[0].output or ""
                 break
-            answers = _answer_parts(service, engine, split(engine, request, joined), deadline, steps, collected)
+            answers = _answer_parts(
+                service, engine, split(engine, request, joined), deadline, steps, collected, item_id
+            )
             outputs = [answer.output or "" for answer in answers]
     info = DocumentInfo(chunks=len(parts), levels=len(steps), steps=steps)
     metrics = _summed([answer.metrics for answer in collected], engine, loaded_now, cold_start)
@@ -146,6 +148,7 @@ def _answer_parts(
     deadline: float | None,
     steps: list[DocumentStep],
     collected: list[Answer],
+    document_id: str,
 ) -> list[Answer]:
     """The parts' answers: from the table when done, else generated together under this caller's claims."""
     store = service.store if all(part.options.store for part in parts) else None
@@ -168,12 +171,22 @@ def _answer_parts(
             continue
         todo.append((item_id, part))
     generated = 0
-    if todo:
+    level = len(steps) + 1
+
+    def note_progress() -> None:
+        if service.store is not None:
+            progress = {"level": level, "done": len(answers), "total": len(ids)}
+            service.store.note_progress(document_id, progress)
+
+    note_progress()
+    # Rounds of BATCH_PARALLEL requests, so the document's progress can be read between them.
+    rounds = [todo[start : start + engine.parallel] for start in range(0, len(todo), max(engine.parallel, 1))]
+    for batch in rounds:
         from handler.service import checked_prompt
 
-        jobs = [(checked_prompt(engine, part), part.options) for _, part in todo]
+        jobs = [(checked_prompt(engine, part), part.options) for _, part in batch]
         completions = engine.generate_batch(jobs, deadline=deadline)
-        for (item_id, part), completion in zip(todo, completions, strict=True):
+        for (item_id, part), completion in zip(batch, completions, strict=True):
             if completion is None:
                 if store is not None:  # queued for a worker, like any late request
                     store.release(item_id, owner, None, service.settings.max_attempts)
@@ -187,6 +200,7 @@ def _answer_parts(
             else:
                 answers[item_id] = done.answer
             generated += 1
+        note_progress()
     for item_id in held:
         answer = _wait_for(service, item_id, deadline)
         if answer is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from handler.schemas import Answer, DocumentInfo, Metrics, ModelInfo, Status, TextRequest
+from handler.schemas import Answer, DocumentInfo, DocumentProgress, Metrics, ModelInfo, Status, TextRequest
 from handler.tasks import PROMPT_VERSION
 
 __all__ = ["Status", "StoredItem", "done_fields", "pending_fields"]
@@ -40,6 +40,7 @@ class StoredItem(BaseModel):
     updated_at: str | None = None
     expires_at: int | None = None
     document: DocumentInfo | None = None
+    progress: DocumentProgress | None = None
 
     def to_answer(self, cached: bool) -> Answer:
         """The answer this item gives; ``cached`` only when it holds a finished result."""
@@ -57,6 +58,7 @@ class StoredItem(BaseModel):
                 "last_error": self.error,
                 "attempts": self.attempts,
                 "document": self.document,
+                "progress": self.progress if self.status == Status.RUNNING else None,
             }
         )
 

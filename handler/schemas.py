@@ -254,6 +254,14 @@ class DocumentStep(BaseModel):
     total_ms: float
 
 
+class DocumentProgress(BaseModel):
+    """How far a document being answered has come (RUNNING items): its current level's requests done."""
+
+    level: int
+    done: int
+    total: int
+
+
 class DocumentInfo(BaseModel):
     """How a text longer than the context window was answered."""
 
@@ -277,6 +285,9 @@ class Answer(BaseModel):
     last_error: str | None = Field(None, description="Why the last attempt failed (FAILED requests, retried ones).")
     attempts: int | None = None
     document: DocumentInfo | None = Field(None, description="A text cut into chunks: how many, in how many levels.")
+    progress: DocumentProgress | None = Field(
+        None, description="While a document runs: its current level's chunk requests done, of how many."
+    )
 
 
 class ErrorInfo(BaseModel):

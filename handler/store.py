@@ -217,6 +217,22 @@ class ResultStore:
             return None
         return not response.get("Attributes")
 
+    def note_progress(self, item_id: str, progress: dict[str, Any]) -> None:
+        """Record how far a RUNNING item's work has come (a document's chunks); nothing when it is not RUNNING."""
+        self._call(
+            f"note progress of {item_id}",
+            lambda: self._table.update_item(
+                Key={KEY: item_id},
+                UpdateExpression="SET progress = :progress, updated_at = :now",
+                ConditionExpression="#status = :running",
+                ExpressionAttributeNames={"#status": STATUS},
+                ExpressionAttributeValues=to_dynamo(
+                    {":progress": progress, ":running": Status.RUNNING, ":now": utc_now().isoformat()}
+                ),
+            ),
+            conditional=True,
+        )
+
     def forget(self, item_id: str, owner: str) -> bool:
         """Delete an item this owner created and still holds, when its generation failed (nothing half-written)."""
         deleted = self._call(
@@ -245,7 +261,7 @@ class ResultStore:
             lambda: self._table.update_item(
                 Key={KEY: item_id},
                 UpdateExpression=f"SET #status = :done, updated_at = :now, {assignments} "
-                "REMOVE lease_owner, lease_until",
+                "REMOVE lease_owner, lease_until, progress",
                 ConditionExpression="#status = :running AND lease_owner = :owner",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_dynamo(values),
