@@ -46,7 +46,6 @@ from handler.api_rules import (
     responses,
     status_of,
 )
-from handler.engine import model_identity
 from handler.errors import (
     ConfigurationError,
     GenerationError,
@@ -265,7 +264,7 @@ def create_chat_completion(
 ) -> Response[openai_api.ChatCompletion]:
     """Answer a chat completion request from the table, by generating, or by queueing it."""
     service = get_service()
-    served = _served_model(service)
+    served = service.served_model()
     native = parse_request(openai_api.native_request(request, served))
     respond_async = _prefers_async(prefer)
     deadline = deadline_of(app.lambda_context, service.settings.api_budget_s)
@@ -292,7 +291,7 @@ def get_chat_completion(completion_id: CompletionId) -> Response[openai_api.Chat
     answer = service.lookup(completion_id.removeprefix(openai_api.COMPLETION_PREFIX))
     if answer is None or answer.task != "chat":
         raise NotFound(f"no chat completion has id {completion_id}", code="not_found", param="completion_id")
-    return _completion_response(answer, _served_model(service))
+    return _completion_response(answer, service.served_model())
 
 
 @_route(
@@ -307,7 +306,7 @@ def get_chat_completion(completion_id: CompletionId) -> Response[openai_api.Chat
 def list_models() -> Response[openai_api.ModelList]:
     """The one model this API serves."""
     service = get_service()
-    body = openai_api.models_list(_served_model(service), _model_created(service))
+    body = openai_api.models_list(service.served_model(), _model_created(service))
     return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, body)
 
 
@@ -323,16 +322,11 @@ def list_models() -> Response[openai_api.ModelList]:
 def retrieve_model(model: ModelName) -> Response[openai_api.ModelCard]:
     """The served model, by its id."""
     service = get_service()
-    served = _served_model(service)
+    served = service.served_model()
     if model != served:
         raise NotFound(f"model {model[:100]!r} is not served here; this API serves {served!r}", code="model_not_found")
     body = openai_api.model_card(served, _model_created(service))
     return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, body)
-
-
-def _served_model(service: TextService) -> str:
-    settings = service.settings
-    return openai_api.model_id(model_identity(settings.model_path, settings.model_sha256).file)
 
 
 def _model_created(service: TextService) -> int:

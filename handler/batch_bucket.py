@@ -27,9 +27,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handler import openai_api
 from handler.batch_files import BatchFormat, Exported, export, jsonl_values, read_lines
-from handler.engine import model_identity
 from handler.errors import StoreError
 from handler.items import Status
 from handler.observability import logger
@@ -105,15 +103,9 @@ class BatchBucket:
         self._call(f"remove {manifest_key}", self._s3.delete_object, Key=manifest_key)
 
 
-def served_model(service: TextService) -> str:
-    """The served model's id, as GET /v1/models gives it and OpenAI batch lines must name it."""
-    settings = service.settings
-    return openai_api.model_id(model_identity(settings.model_path, settings.model_sha256).file)
-
-
 def receive(service: TextService, bucket: BatchBucket, key: str, etag: str) -> dict[str, Any]:
     """Queue the valid lines of the batch file at ``key`` and open its batch; a summary of what came of it."""
-    served = served_model(service)
+    served = service.served_model()
     fmt, lines = read_lines(jsonl_values(io.BytesIO(bucket.read(key, etag))), served)
     report = enqueue(service, [(line.number, line.request) for line in lines if line.request is not None])
     refused = {number for number, _ in report.invalid}
@@ -186,7 +178,7 @@ def check_open(service: TextService, bucket: BatchBucket) -> list[dict[str, Any]
 def _results(service: TextService, bucket: BatchBucket, manifest: dict[str, Any]) -> tuple[BatchFormat, Exported]:
     # The input's own version (its ETag): the lines are read again, the results joined on the caller's ids.
     data = bucket.read(manifest["input"], manifest["etag"])
-    return export(service, served_model(service), jsonl_values(io.BytesIO(data)))
+    return export(service, service.served_model(), jsonl_values(io.BytesIO(data)))
 
 
 def _counts(progress: dict[str, Any]) -> dict[str, int]:

@@ -159,8 +159,7 @@ def _answer_parts(
             if item.status == Status.DONE:
                 answers[item_id] = item.to_answer(cached=True)
     owner = f"document-{uuid.uuid4()}"
-    remaining_s = deadline - time.monotonic() if deadline is not None else 900.0
-    lease_s = max(remaining_s, 0.0) + service.settings.safety_margin_s
+    lease_s = service.lease_s(deadline)
     todo: list[tuple[str, Document]] = []
     held: list[str] = []
     for item_id, part in dict(zip(ids, parts, strict=True)).items():
@@ -181,9 +180,9 @@ def _answer_parts(
     note_progress()
     # Rounds of BATCH_PARALLEL requests, so the document's progress can be read between them.
     rounds = [todo[start : start + engine.parallel] for start in range(0, len(todo), max(engine.parallel, 1))]
-    for batch in rounds:
-        from handler.service import checked_prompt
+    from handler.service import checked_prompt
 
+    for batch in rounds:
         jobs = [(checked_prompt(engine, part), part.options) for _, part in batch]
         completions = engine.generate_batch(jobs, deadline=deadline)
         for (item_id, part), completion in zip(batch, completions, strict=True):

@@ -225,7 +225,7 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
     """Claim queued items and generate them together (batched decoding), completing each under its lease."""
     if service.store is None:
         raise ServiceError("queued work needs TABLE_NAME")
-    lease_s = max(deadline - time.monotonic(), 0.0) + service.settings.safety_margin_s
+    lease_s = service.lease_s(deadline)
     results: dict[str, Processed] = {}
     claimed: list[tuple[str, TextRequest, PromptTokens]] = []
     documents: list[tuple[str, TextRequest]] = []

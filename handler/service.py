@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from handler import openai_api
 from handler.config import Settings
 from handler.documents import check_document, generate_document, needs_chunks
 from handler.engine import (
@@ -109,6 +110,15 @@ class TextService:
         identity = model_identity(self.settings.model_path, self.settings.model_sha256)
         return request_id(request, identity.sha256)
 
+    def served_model(self) -> str:
+        """The served model's id, as GET /v1/models gives it and OpenAI requests must name it."""
+        return openai_api.model_id(model_identity(self.settings.model_path, self.settings.model_sha256).file)
+
+    def lease_s(self, deadline: float | None) -> float:
+        """How long a claim made now lasts: until the deadline (or Lambda's longest invocation), plus the margin."""
+        remaining_s = deadline - time.monotonic() if deadline is not None else MAX_INVOCATION_S
+        return max(remaining_s, 0.0) + self.settings.safety_margin_s
+
     def lookup(self, item_id: str) -> Answer | None:
         """The stored state of a request, or None; never loads the model."""
         if self.store is None:
@@ -185,8 +195,7 @@ class TextService:
         assert store is not None
         check_request(prompt_counter(self.settings), request)  # refused before anything is written
         owner = f"caller-{uuid.uuid4()}"
-        remaining_s = deadline - time.monotonic() if deadline is not None else MAX_INVOCATION_S
-        lease_s = max(remaining_s, 0.0) + self.settings.safety_margin_s
+        lease_s = self.lease_s(deadline)
         while True:
             created = store.claim_to_generate(item_id, owner, lease_s, pending_fields(request))
             if created is not None:
