@@ -7,6 +7,14 @@ finish in one invocation goes on where it stopped: the chunks already done are i
 are generated together (batched decoding). A translation is its chunks' translations joined; a summary's
 chunk summaries are summarized in turn, in groups that fit, until one request holds them all (the reduce
 step). The answer says how many chunks and levels it took, with its metrics summed and per level.
+
+Queued documents with a work queue fan out: a level with more chunk requests than one batch is handed to
+the workers. Each chunk request is queued (SQS) and notes the document waiting on it; the document stays
+RUNNING, held by no invocation, with the set of its chunks not yet ended. Whoever ends a chunk (DONE, or
+FAILED for good) takes it out of that set with a conditional write, and the one write that empties the
+set queues the document again, exactly once: its next run reads the chunks from the table and goes on
+to the next level (the reduce step). A killed worker loses only its unfinished chunks, which are taken
+again when their lease expires; nothing done is generated twice.
 """
 
 from __future__ import annotations
@@ -17,8 +25,8 @@ from typing import TYPE_CHECKING
 
 from handler.chunking import chunks
 from handler.engine import Engine, Tokenizer
-from handler.errors import DeadlineReached, InputTooLong
-from handler.items import Status, done_fields, pending_fields
+from handler.errors import ChunkFailed, DeadlineReached, InputTooLong
+from handler.items import Status, StoredItem, done_fields, pending_fields
 from handler.observability import logger
 from handler.schemas import (
     MAX_DOCUMENT_TOKENS,
@@ -43,6 +51,19 @@ OVERLAP_TOKENS = 48
 PROMPT_ROOM_TOKENS = 96
 #: How often a document waits for a chunk that another caller is generating.
 WAIT_POLL_S = 0.25
+#: How long a fanned-out document waits for its chunks before a scheduled run may take it again (a safety
+#: net: the last chunk to end queues it at once).
+FAN_OUT_WAIT_S = 3600.0
+
+
+class DocumentWaiting(Exception):
+    """The document's chunk requests went to the workers; the last of them to end queues it again."""
+
+    def __init__(self, level: int, handed_over: int) -> None:
+        super().__init__(f"level {level}: {handed_over} chunk requests handed to the workers")
+        self.level = level
+        self.handed_over = handed_over
+
 
 Document = SummarizeRequest | TranslateRequest
 
@@ -96,9 +117,14 @@ def generate_document(
     loaded_now: bool,
     cold_start: bool,
     deadline: float | None,
+    held_by: str | None = None,
 ) -> Generated:
     """Answer a long text through its chunks' requests; DeadlineReached when they cannot all finish in time
-    (those finished are stored, so the next attempt goes on from them)."""
+    (those finished are stored, so the next attempt goes on from them).
+
+    ``held_by`` is the owner of a queued document's claim: with a work queue, a level of more chunk
+    requests than one batch then goes to the workers (DocumentWaiting).
+    """
     from handler.service import Generated
 
     started = time.perf_counter()
@@ -106,7 +132,8 @@ def generate_document(
     parts = split(engine, request, request.text)
     steps: list[DocumentStep] = []
     collected: list[Answer] = []
-    answers = _answer_parts(service, engine, parts, deadline, steps, collected, item_id)
+    fan_out = _FanOut.of(service, item_id, held_by)
+    answers = _answer_parts(service, engine, parts, deadline, steps, collected, item_id, fan_out)
     outputs = [answer.output or "" for answer in answers]
     if isinstance(request, TranslateRequest):
         final = answers
@@ -116,11 +143,11 @@ def generate_document(
             joined = "\n\n".join(outputs)
             whole = request.model_copy(update={"text": joined, "strategy": "single", "mode": "sync"})
             if not needs_chunks(engine, whole.model_copy(update={"strategy": "auto"})):
-                final = _answer_parts(service, engine, [whole], deadline, steps, collected, item_id)
+                final = _answer_parts(service, engine, [whole], deadline, steps, collected, item_id, fan_out)
                 output = final[0].output or ""
                 break
             answers = _answer_parts(
-                service, engine, split(engine, request, joined), deadline, steps, collected, item_id
+                service, engine, split(engine, request, joined), deadline, steps, collected, item_id, fan_out
             )
             outputs = [answer.output or "" for answer in answers]
     info = DocumentInfo(chunks=len(parts), levels=len(steps), steps=steps)
@@ -149,15 +176,24 @@ def _answer_parts(
     steps: list[DocumentStep],
     collected: list[Answer],
     document_id: str,
+    fan_out: _FanOut | None = None,
 ) -> list[Answer]:
-    """The parts' answers: from the table when done, else generated together under this caller's claims."""
+    """The parts' answers: from the table when done, else generated together under this caller's claims,
+    or handed to the workers (``fan_out``) when there are more than one batch of them."""
     store = service.store if all(part.options.store for part in parts) else None
     ids = [service.request_id(part) for part in parts]
     answers: dict[str, Answer] = {}
+    level = len(steps) + 1
     if store is not None:
-        for item_id, item in store.get_many(ids).items():
+        stored = store.get_many(ids)
+        for item_id, item in stored.items():
             if item.status == Status.DONE:
                 answers[item_id] = item.to_answer(cached=True)
+        if fan_out is not None:
+            fan_out.check_none_failed(ids, stored, level)
+            left = {item_id: part for item_id, part in zip(ids, parts, strict=True) if item_id not in answers}
+            if len(left) > engine.parallel:
+                fan_out.hand_over(level, left, total=len(ids))
     owner = f"document-{uuid.uuid4()}"
     lease_s = service.lease_s(deadline)
     todo: list[tuple[str, Document]] = []
@@ -170,7 +206,6 @@ def _answer_parts(
             continue
         todo.append((item_id, part))
     generated = 0
-    level = len(steps) + 1
 
     def note_progress() -> None:
         if service.store is not None:
@@ -188,13 +223,14 @@ def _answer_parts(
         for (item_id, part), completion in zip(batch, completions, strict=True):
             if completion is None:
                 if store is not None:  # queued for a worker, like any late request
-                    store.release(item_id, owner, None, service.settings.max_attempts)
+                    service.release(item_id, owner, None)
                     if service.queue is not None:
                         service.queue.send([item_id])
                 continue
             done = service.generated(item_id, part, completion, engine, False, False)
             if store is not None:
                 finished = store.complete(item_id, owner, done.fields)
+                tell_waiting_documents(service, finished)
                 answers[item_id] = finished.to_answer(cached=False) if finished is not None else done.answer
             else:
                 answers[item_id] = done.answer
@@ -214,15 +250,89 @@ def _answer_parts(
     collected.extend(result)
     steps.append(
         DocumentStep(
-            level=len(steps) + 1,
+            level=level,
             requests=len(ids),
-            generated=generated,
+            generated=min(generated + (fan_out.handed_over(level) if fan_out is not None else 0), len(ids)),
             prompt_tokens=sum(a.metrics.prompt_tokens for a in result if a.metrics),
             completion_tokens=sum(a.metrics.completion_tokens for a in result if a.metrics),
             total_ms=round(sum(a.metrics.total_ms for a in result if a.metrics), 3),
         )
     )
     return result
+
+
+class _FanOut:
+    """A queued document's claim, under which its chunk requests can be handed to the workers."""
+
+    def __init__(self, service: TextService, document_id: str, owner: str, handed: dict[str, int]) -> None:
+        self.service = service
+        self.document_id = document_id
+        self.owner = owner
+        self._handed = handed  # chunk requests handed over so far, by level (the document's item keeps them)
+
+    @classmethod
+    def of(cls, service: TextService, document_id: str, held_by: str | None) -> _FanOut | None:
+        """The fan-out of a document held by ``held_by``, when there are workers to hand chunks to."""
+        if held_by is None or service.queue is None or service.store is None:
+            return None
+        item = service.store.get(document_id)
+        return cls(service, document_id, held_by, dict(item.fanned_out or {}) if item is not None else {})
+
+    def handed_over(self, level: int) -> int:
+        """How many of the level's requests the workers generated for this document."""
+        return self._handed.get(str(level), 0)
+
+    def check_none_failed(self, ids: list[str], stored: dict[str, StoredItem], level: int) -> None:
+        """A chunk request that failed for good fails the document (handing it over again would loop)."""
+        for number, item_id in enumerate(ids, start=1):
+            item = stored.get(item_id)
+            if item is not None and item.status == Status.FAILED:
+                raise ChunkFailed(
+                    f"request {number} of {len(ids)} at level {level} of the document failed: {item.error}",
+                    log_message=f"request {number} of {len(ids)} at level {level} of the document failed",
+                )
+
+    def hand_over(self, level: int, left: dict[str, Document], total: int) -> None:
+        """Queue the chunk requests not done and wait for them: always raises DocumentWaiting.
+
+        The document's set of chunks is written before any chunk notes it, so no chunk can end unseen:
+        one that ended before its note is counted here, by the same conditional write its ender uses.
+        """
+        service, store, queue = self.service, self.service.store, self.service.queue
+        assert store is not None
+        assert queue is not None
+        self._handed[str(level)] = self.handed_over(level) + len(left)
+        progress = {"level": level, "done": total - len(left), "total": total}
+        if not store.wait_for_chunks(self.document_id, self.owner, set(left), progress, self._handed, FAN_OUT_WAIT_S):
+            raise DeadlineReached("the document's claim ran out before its chunks could be handed over")
+        to_send: list[str] = []
+        for chunk_id, part in left.items():
+            chunk = store.await_chunk(chunk_id, self.document_id, pending_fields(part))
+            if chunk.status in (Status.DONE, Status.FAILED):
+                _count_ended(service, self.document_id, chunk_id)
+            else:
+                to_send.append(chunk_id)  # a RUNNING one too: a worker takes it if its holder's lease expired
+        queue.send(to_send)
+        logger.info("document handed to the workers", id=self.document_id, level=level, requests=len(left))
+        raise DocumentWaiting(level, len(left))
+
+
+def tell_waiting_documents(service: TextService, item: StoredItem | None) -> None:
+    """After a request ended (DONE, or FAILED for good): each document waiting on it counts it, and the
+    one count that ends a document's last chunk queues that document again."""
+    if item is None or not item.documents_waiting or item.status not in (Status.DONE, Status.FAILED):
+        return
+    for document_id in sorted(item.documents_waiting):
+        _count_ended(service, document_id, item.id)
+
+
+def _count_ended(service: TextService, document_id: str, chunk_id: str) -> None:
+    store = service.store
+    assert store is not None
+    if store.chunk_ended(document_id, chunk_id) and store.wake(document_id):
+        logger.info("document's chunks ended; document queued again", id=document_id)
+        if service.queue is not None:
+            service.queue.send([document_id])
 
 
 def _wait_for(service: TextService, item_id: str, deadline: float | None) -> Answer | None:

@@ -88,6 +88,10 @@ class GenerationError(ServiceError):
     error_type = "GenerationError"
 
 
+class ChunkFailed(GenerationError):
+    """A chunk of a document failed for good, so the document cannot be answered either."""
+
+
 class OutputInvalid(ServiceError):
     """The output is not the JSON its response format asks for (cut off, or off the schema)."""
 

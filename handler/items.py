@@ -41,6 +41,12 @@ class StoredItem(BaseModel):
     expires_at: int | None = None
     document: DocumentInfo | None = None
     progress: DocumentProgress | None = None
+    #: A document fanned out to the workers: the chunk requests not yet ended, and how many chunk
+    #: requests each level handed over (handler/documents.py).
+    chunks_left: set[str] | None = None
+    fanned_out: dict[str, int] | None = None
+    #: A chunk's request: the documents waiting on it, told when it ends.
+    documents_waiting: set[str] | None = None
 
     def to_answer(self, cached: bool) -> Answer:
         """The answer this item gives; ``cached`` only when it holds a finished result."""

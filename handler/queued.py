@@ -21,16 +21,16 @@ from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from handler.documents import needs_chunks
+from handler.documents import DocumentWaiting, needs_chunks, tell_waiting_documents
 from handler.engine import Completion, Engine, PromptTokens, prompt_counter
-from handler.errors import DeadlineReached, InputTooLong, InvalidRequest, OutputInvalid, ServiceError
+from handler.errors import ChunkFailed, DeadlineReached, InputTooLong, InvalidRequest, OutputInvalid, ServiceError
 from handler.items import Status, StoredItem, pending_fields
 from handler.observability import logger, metrics
 from handler.schemas import Metrics, TextRequest
 from handler.service import NOT_QUEUEABLE, Generated, TextService, check_request, checked_prompt, parse_request
 from handler.store import result_too_large
 
-Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease"]
+Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease", "waiting"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ class RunSummary:
     failed: int = 0
     requeued: int = 0
     skipped: int = 0
+    waiting: int = 0
     left: int = 0
     dispatched: int = 0
     completion_tokens: int = 0
@@ -186,7 +187,7 @@ def _text_of(item: StoredItem) -> str:
 
 def _predicted_seconds(service: TextService, item: StoredItem) -> float:
     try:
-        return service.predicted_seconds(parse_request(item.request))
+        return service.predicted_seconds(parse_request(item.request), steps=True)
     except (InvalidRequest, InputTooLong):
         return 0.0  # processing fails it at once, with its error
 
@@ -194,6 +195,9 @@ def _predicted_seconds(service: TextService, item: StoredItem) -> float:
 def _count(processed: Processed, summary: RunSummary) -> None:
     if processed.outcome == "skipped":
         summary.skipped += 1
+        return
+    if processed.outcome == "waiting":
+        summary.waiting += 1  # a document whose chunk requests went to the workers
         return
     summary.claimed += 1
     if processed.outcome == "done" and processed.metrics is not None:
@@ -301,10 +305,14 @@ def _process_document(
     """A claimed long text, through its chunks' requests (handler/documents.py); when time runs out, it goes
     back to the queue and the next attempt goes on from the chunks already stored."""
     try:
-        generated = service.generate(item_id, request, service.next_is_cold_start(), deadline)
+        generated = service.generate(item_id, request, service.next_is_cold_start(), deadline, held_by=owner)
+    except DocumentWaiting as waiting:
+        # Its chunk requests are the workers' now; the last to end queues the document again.
+        logger.info("document waits for its chunks", id=item_id, level=waiting.level, requests=waiting.handed_over)
+        return Processed("waiting")
     except DeadlineReached as exc:
         return _release(service, item_id, owner, exc, permanent=False)
-    except (InvalidRequest, InputTooLong, OutputInvalid) as exc:
+    except (InvalidRequest, InputTooLong, OutputInvalid, ChunkFailed) as exc:
         return _release(service, item_id, owner, exc, permanent=True)
     except ServiceError as exc:
         return _release(service, item_id, owner, exc, permanent=False)
@@ -338,9 +346,11 @@ def _complete(service: TextService, item_id: str, owner: str, generated: Generat
     oversized = result_too_large(generated.fields)
     if oversized is not None:
         return _release(service, item_id, owner, oversized, permanent=True)
-    if service.store.complete(item_id, owner, generated.fields) is None:
+    finished = service.store.complete(item_id, owner, generated.fields)
+    if finished is None:
         logger.warning("lease lost before the result was written", id=item_id, owner=owner)
         return Processed("lost-lease")
+    tell_waiting_documents(service, finished)
     return Processed("done", generated.answer.metrics)
 
 
@@ -350,5 +360,5 @@ def _release(service: TextService, item_id: str, owner: str, error: ServiceError
     message = error.message if isinstance(error, ServiceError) else error
     logged = error.log_message if isinstance(error, ServiceError) else error
     logger.warning("queued request failed", id=item_id, error=logged, permanent=permanent)
-    status = service.store.release(item_id, owner, message, 0 if permanent else service.settings.max_attempts)
+    status = service.release(item_id, owner, message, 0 if permanent else None)
     return Processed("failed" if status == Status.FAILED else "requeued")

@@ -248,14 +248,18 @@ class DocumentStep(BaseModel):
 
     level: int = Field(description="1: the chunks of the text; 2 and up: summaries of the level below.")
     requests: int
-    generated: int = Field(description="Requests generated now (the others were in the table already).")
+    generated: int = Field(
+        description="Requests generated for this document, here or (fanned out) by the workers; the others were "
+        "in the table already."
+    )
     prompt_tokens: int
     completion_tokens: int
     total_ms: float
 
 
 class DocumentProgress(BaseModel):
-    """How far a document being answered has come (RUNNING items): its current level's requests done."""
+    """How far a document being answered has come (RUNNING items): its current level's requests done, counted
+    as each ends, also when the workers generate them."""
 
     level: int
     done: int

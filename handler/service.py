@@ -18,7 +18,14 @@ from pydantic import ValidationError
 
 from handler import openai_api
 from handler.config import Settings
-from handler.documents import check_document, generate_document, needs_chunks
+from handler.documents import (
+    CHUNK_TOKENS,
+    PROMPT_ROOM_TOKENS,
+    check_document,
+    generate_document,
+    needs_chunks,
+    tell_waiting_documents,
+)
 from handler.engine import (
     Completion,
     Engine,
@@ -126,9 +133,16 @@ class TextService:
         item = self.store.get(item_id)
         return item.to_answer(cached=True) if item is not None else None
 
-    def predicted_seconds(self, request: TextRequest) -> float:
-        """How long generating this request should take here, from its token count and measured speeds."""
-        prompt_tokens = check_request(prompt_counter(self.settings), request)
+    def predicted_seconds(self, request: TextRequest, steps: bool = False) -> float:
+        """How long generating this request should take here, from its token count and measured speeds.
+
+        With ``steps``, a document counts only its first batch of chunk requests: it goes on from its
+        stored chunks, so any invocation that fits one batch makes progress.
+        """
+        counter = prompt_counter(self.settings)
+        prompt_tokens = check_request(counter, request)
+        if steps and needs_chunks(counter, request):
+            prompt_tokens = min(prompt_tokens, (CHUNK_TOKENS + PROMPT_ROOM_TOKENS) * self.settings.batch_parallel)
         engine = loaded_engine()
         settings = self.settings
         if engine is None:
@@ -227,7 +241,7 @@ class TextService:
             raise
         if generated is None:
             # Not finished in time: queued for a worker like any late request; nothing half-made is kept.
-            store.release(item_id, owner, None, self.settings.max_attempts)
+            self.release(item_id, owner, None)
             if self.queue is not None:
                 self.queue.send([item_id])
             logger.info("deadline reached; request queued", id=item_id, task=request.task)
@@ -237,6 +251,7 @@ class TextService:
             self._give_back(item_id, owner, created, GenerationError(oversized))
             raise GenerationError(oversized)
         finished = store.complete(item_id, owner, generated.fields)
+        tell_waiting_documents(self, finished)
         if finished is not None:
             # What every later caller of this id will read, with the attempt it took.
             return finished.to_answer(cached=False)
@@ -250,14 +265,23 @@ class TextService:
         store = self.store
         assert store is not None
         try:
-            if created:
-                store.forget(item_id, owner)
-            else:
+            # A document may wait on an item this caller created: then it is given back, not removed.
+            if not (created and store.forget(item_id, owner)):
                 error = exc.message if isinstance(exc, ServiceError) else f"{type(exc).__name__}"
-                store.release(item_id, owner, error, self.settings.max_attempts)
+                self.release(item_id, owner, error)
         except ServiceError as cleanup:
             # The lease expires on its own; the caller's error is the one that matters.
             logger.warning("could not give back a failed request", id=item_id, error=cleanup.log_message)
+
+    def release(self, item_id: str, owner: str, error: str | None, max_attempts: int | None = None) -> Status | None:
+        """Give a claimed item back (PENDING, or FAILED with its error after ``max_attempts``, by default the
+        setting); documents waiting on an item that failed for good are told (handler/documents.py)."""
+        assert self.store is not None
+        attempts = self.settings.max_attempts if max_attempts is None else max_attempts
+        status = self.store.release(item_id, owner, error, attempts)
+        if status == Status.FAILED:
+            tell_waiting_documents(self, self.store.get(item_id))
+        return status
 
     def enqueue(self, item_id: str, request: TextRequest) -> Answer:
         """Queue a request for a worker: a PENDING item, and its id on the work queue when there is one."""
@@ -278,13 +302,22 @@ class TextService:
         return Answer(id=item_id, task=request.task, status=Status.PENDING, stored=True)
 
     def generate(
-        self, item_id: str, request: TextRequest, cold_start: bool, deadline: float | None
+        self,
+        item_id: str,
+        request: TextRequest,
+        cold_start: bool,
+        deadline: float | None,
+        held_by: str | None = None,
     ) -> Generated | None:
-        """Generate an answer; None when the deadline came first (no partial result is kept)."""
+        """Generate an answer; None when the deadline came first (no partial result is kept).
+
+        ``held_by``: the owner of a queued item's claim, under which a document may hand its chunk
+        requests to the workers (handler/documents.py raises DocumentWaiting then).
+        """
         engine, loaded_now = self.engine()
         if needs_chunks(engine, request):
             assert isinstance(request, SummarizeRequest | TranslateRequest)
-            return generate_document(self, item_id, request, engine, loaded_now, cold_start, deadline)
+            return generate_document(self, item_id, request, engine, loaded_now, cold_start, deadline, held_by)
         prompt = checked_prompt(engine, request)
         completion = engine.generate(prompt, request.options, deadline=deadline)
         if completion.finish_reason == "deadline":

@@ -37,6 +37,8 @@ STATUS = "status"
 CREATED_AT = "created_at"
 EXPIRES_AT = "expires_at"
 STATUS_INDEX = "status-created_at-index"
+#: The lease owner of a document whose chunks the workers are generating: no invocation holds it.
+WAITING_FOR_CHUNKS = "waiting-for-chunks"
 
 _BATCH_ATTEMPTS = 6
 _SMALLEST_NUMBER = Decimal(str(DYNAMODB_SMALLEST_MAGNITUDE))
@@ -233,13 +235,140 @@ class ResultStore:
             conditional=True,
         )
 
+    # -- documents fanned out to the workers (handler/documents.py) --------------------------------
+
+    def wait_for_chunks(
+        self,
+        document_id: str,
+        owner: str,
+        chunk_ids: set[str],
+        progress: dict[str, Any],
+        fanned_out: dict[str, int],
+        wait_s: float,
+    ) -> bool:
+        """Hand a claimed document over to its chunks: it stays RUNNING, held by no invocation, until the last
+        of ``chunk_ids`` ends (``chunk_ended``) or ``wait_s`` passes. False when ``owner`` lost the lease."""
+        until = (utc_now() + timedelta(seconds=wait_s)).isoformat()
+        written = self._call(
+            f"hand {document_id} to its chunks",
+            lambda: self._table.update_item(
+                Key={KEY: document_id},
+                UpdateExpression="SET chunks_left = :chunks, progress = :progress, fanned_out = :fanned, "
+                "lease_owner = :waiting, lease_until = :until, updated_at = :now",
+                ConditionExpression="#status = :running AND lease_owner = :owner",
+                ExpressionAttributeNames={"#status": STATUS},
+                ExpressionAttributeValues={
+                    ":chunks": set(chunk_ids),
+                    **to_dynamo(
+                        {
+                            ":progress": progress,
+                            ":fanned": fanned_out,
+                            ":waiting": WAITING_FOR_CHUNKS,
+                            ":until": until,
+                            ":now": utc_now().isoformat(),
+                            ":running": Status.RUNNING,
+                            ":owner": owner,
+                        }
+                    ),
+                },
+            ),
+            conditional=True,
+        )
+        return written is not None
+
+    def await_chunk(self, chunk_id: str, document_id: str, fields: dict[str, Any]) -> StoredItem:
+        """Queue a chunk's request unless it exists, and note the document waiting on it, in one write.
+
+        Returns the chunk's item as it is after the write: a DONE or FAILED one ended before the note was
+        made, so whoever ended it could not tell the document.
+        """
+        now = utc_now()
+        names = {"#status": STATUS, **{f"#f{i}": name for i, name in enumerate(fields)}}
+        values: dict[str, Any] = {
+            ":pending": Status.PENDING,
+            ":zero": 0,
+            ":now": now.isoformat(),
+            **{f":f{i}": value for i, value in enumerate(fields.values())},
+        }
+        assignments = [
+            "#status = if_not_exists(#status, :pending)",
+            "attempts = if_not_exists(attempts, :zero)",
+            f"{CREATED_AT} = if_not_exists({CREATED_AT}, :now)",
+            "updated_at = if_not_exists(updated_at, :now)",
+            *(f"#f{i} = if_not_exists(#f{i}, :f{i})" for i in range(len(fields))),
+        ]
+        if self._ttl_days:
+            assignments.append(f"{EXPIRES_AT} = if_not_exists({EXPIRES_AT}, :expires)")
+            values[":expires"] = int((now + timedelta(days=self._ttl_days)).timestamp())
+        response = self._call(
+            f"queue chunk {chunk_id}",
+            lambda: self._table.update_item(
+                Key={KEY: chunk_id},
+                UpdateExpression=f"SET {', '.join(assignments)} ADD documents_waiting :document",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={**to_dynamo(values), ":document": {document_id}},
+                ReturnValues="ALL_NEW",
+            ),
+        )
+        return self._typed(response["Attributes"])
+
+    def chunk_ended(self, document_id: str, chunk_id: str) -> bool:
+        """Count a chunk of a waiting document as ended: True for the one call that ended its last chunk.
+
+        The chunk leaves the document's set in a conditional write, so each chunk counts once however
+        often it is reported, and exactly one report empties the set (DynamoDB then drops the attribute).
+        """
+        response = self._call(
+            f"count chunk {chunk_id} of {document_id}",
+            lambda: self._table.update_item(
+                Key={KEY: document_id},
+                UpdateExpression="DELETE chunks_left :chunk "
+                "SET progress.done = progress.done + :one, updated_at = :now",
+                ConditionExpression="contains(chunks_left, :chunk_id)",
+                ExpressionAttributeValues={
+                    ":chunk": {chunk_id},
+                    ":chunk_id": chunk_id,
+                    ":one": 1,
+                    ":now": utc_now().isoformat(),
+                },
+                ReturnValues="ALL_NEW",
+            ),
+            conditional=True,
+        )
+        return response is not None and "chunks_left" not in response["Attributes"]
+
+    def wake(self, document_id: str) -> bool:
+        """Queue again a document whose chunks have all ended (PENDING); its wait does not count as an attempt."""
+        response = self._call(
+            f"queue {document_id} again",
+            lambda: self._table.update_item(
+                Key={KEY: document_id},
+                UpdateExpression="SET #status = :pending, updated_at = :now ADD attempts :minus_one "
+                "REMOVE lease_owner, lease_until",
+                ConditionExpression="#status = :running AND lease_owner = :waiting "
+                "AND attribute_not_exists(chunks_left)",
+                ExpressionAttributeNames={"#status": STATUS},
+                ExpressionAttributeValues={
+                    ":pending": Status.PENDING,
+                    ":running": Status.RUNNING,
+                    ":waiting": WAITING_FOR_CHUNKS,
+                    ":now": utc_now().isoformat(),
+                    ":minus_one": -1,
+                },
+            ),
+            conditional=True,
+        )
+        return response is not None
+
     def forget(self, item_id: str, owner: str) -> bool:
         """Delete an item this owner created and still holds, when its generation failed (nothing half-written)."""
         deleted = self._call(
             f"remove {item_id}",
             lambda: self._table.delete_item(
                 Key={KEY: item_id},
-                ConditionExpression="#status = :running AND lease_owner = :owner",
+                # A document may have begun to wait on it meanwhile: then it is given back, not removed.
+                ConditionExpression="#status = :running AND lease_owner = :owner "
+                "AND attribute_not_exists(documents_waiting)",
                 ExpressionAttributeNames={"#status": STATUS},
                 ExpressionAttributeValues={":running": Status.RUNNING, ":owner": owner},
             ),
@@ -261,7 +390,7 @@ class ResultStore:
             lambda: self._table.update_item(
                 Key={KEY: item_id},
                 UpdateExpression=f"SET #status = :done, updated_at = :now, {assignments} "
-                "REMOVE lease_owner, lease_until, progress",
+                "REMOVE lease_owner, lease_until, progress, chunks_left, fanned_out",
                 ConditionExpression="#status = :running AND lease_owner = :owner",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_dynamo(values),

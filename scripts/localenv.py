@@ -466,6 +466,22 @@ class LambdaEmulator:
                 f"Lambda emulator exited with status {self._process.returncode}; log tail:\n{self.log_tail()}"
             )
 
+    def kill(self) -> None:
+        """Kill the emulator and its runtime at once (SIGKILL), mid-invocation or not: what happens to an
+        execution environment when Lambda stops it, or its host fails."""
+        process = self._process
+        if process is None:
+            return
+        tree = _descendants(process.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        for pid, started in tree:
+            if _start_time(pid) == started:  # the same process, not a later one given its pid
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        process.wait(timeout=self.grace_s)
+        self._process = None
+
     def _terminate(self) -> None:
         process, self._process = self._process, None
         if process is None:

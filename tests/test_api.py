@@ -234,7 +234,7 @@ def test_api_request_predicted_beyond_budget_answers_202(
 ) -> None:
     # GIVEN a request predicted to need a minute, against the API's 29 s budget
     monkeypatch.setenv("API_BUDGET_S", "29")
-    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request: 60.0)
+    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request, steps=False: 60.0)
 
     answer = call(post("summarize", sample("summarize", max_tokens=512)))
 

@@ -3,6 +3,7 @@ map-reduce summaries, chunked translations, chunks stored as their own requests,
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from conftest import FakeLambdaContext, Table
 from handler import app, queued
 from handler.errors import DeadlineReached
 from handler.runtime import get_service
-from handler.schemas import MAX_DOCUMENT_TOKENS
+from handler.schemas import MAX_DOCUMENT_TOKENS, SummarizeRequest
 
 #: About 6,200 of the tiny model's tokens in sixteen paragraphs: over its 4,096-token window.
 LONG_TEXT = "\n\n".join(
@@ -186,3 +187,204 @@ def test_a_document_through_the_api_answers_202_then_its_progress_then_done(
     )
     assert final.status == 200
     assert final.body["document"]["chunks"] == first_level[0]["total"]
+
+
+# -- fan-out: a queued document's chunk requests go to the workers through the queue ---------------------
+
+
+def _work_queue(table: Table, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
+    """A moto SQS queue set as the work queue of the service under test."""
+    import boto3
+
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=table.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    queue_url = sqs.create_queue(QueueName=f"work-{table.name}")["QueueUrl"]
+    monkeypatch.setenv("WORK_QUEUE_URL", queue_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", table.endpoint_url)
+    return sqs, queue_url
+
+
+def _received(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Every message now on the queue, taken off it (as the worker function's event source does)."""
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        messages.extend(batch)
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)],
+        )
+    return messages
+
+
+def _sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "Records": [
+            {"messageId": m["MessageId"], "receiptHandle": "r", "body": m["Body"], "eventSource": "aws:sqs"}
+            for m in messages
+        ]
+    }
+
+
+def _ids(messages: list[dict[str, Any]]) -> list[str]:
+    import json
+
+    return [json.loads(m["Body"])["id"] for m in messages]
+
+
+def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduce_exactly_once(
+    service_env: Table, monkeypatch: pytest.MonkeyPatch, lambda_context: FakeLambdaContext, generations: list[int]
+) -> None:
+    # GIVEN a queued document of more chunks than one batch, and a work queue
+    sqs, queue_url = _work_queue(service_env, monkeypatch)
+    service = get_service()
+    queued.enqueue(service, [(1, request())])
+    (document_id,) = _ids(_received(sqs, queue_url))
+
+    # WHEN an invocation takes it
+    outcome = queued.process(service, document_id, "scheduler", time.monotonic() + 600)
+
+    # THEN it generates nothing itself: each chunk request is queued for the workers, once
+    assert outcome.outcome == "waiting"
+    assert generations == []
+    document = service_env.items()
+    parent = next(item for item in document if item["id"] == document_id)
+    chunk_ids = _ids(_received(sqs, queue_url))
+    assert len(chunk_ids) == len(set(chunk_ids)) == len(parent["chunks_left"]) > 4
+    assert set(chunk_ids) == parent["chunks_left"]
+    assert parent["status"] == "RUNNING"
+    assert parent["progress"] == {"level": 1, "done": 0, "total": len(chunk_ids)}
+    waiting = service.lookup(document_id)
+    assert waiting is not None
+    assert waiting.progress is not None
+    assert waiting.progress.total == len(chunk_ids)
+
+    # WHEN workers take the chunk requests, three to an invocation (the queue's batches)
+    done_before: list[int] = []
+    requeued: list[list[str]] = []
+    for start in range(0, len(chunk_ids), 3):
+        batch = chunk_ids[start : start + 3]
+        event = _sqs_event([{"MessageId": f"m{n}", "Body": f'{{"id": "{i}"}}'} for n, i in enumerate(batch)])
+        assert app.worker_handler(event, lambda_context) == {"batchItemFailures": []}
+        progress = service.lookup(document_id)
+        assert progress is not None
+        if progress.progress is not None:
+            done_before.append(progress.progress.done)
+        requeued.append(_ids(_received(sqs, queue_url)))
+
+    # THEN progress counted each chunk, and the document was queued again once: after the last chunk
+    assert done_before == sorted(done_before)
+    assert done_before[0] == 3
+    assert requeued[:-1] == [[]] * (len(requeued) - 1)
+    assert requeued[-1] == [document_id]
+    assert len(generations) == len(chunk_ids)
+
+    # WHEN a worker takes the document again
+    event = _sqs_event([{"MessageId": "doc", "Body": f'{{"id": "{document_id}"}}'}])
+    assert app.worker_handler(event, lambda_context) == {"batchItemFailures": []}
+
+    # THEN it reads its chunks from the table and makes the reduce step: DONE, nothing generated twice
+    finished = service.lookup(document_id)
+    assert finished is not None
+    assert finished.status == "DONE", finished
+    assert finished.document is not None
+    assert finished.document.chunks == len(chunk_ids)
+    assert finished.document.steps[0].generated == len(chunk_ids)
+    reduce_requests = sum(step.requests for step in finished.document.steps[1:])
+    assert len(generations) == len(chunk_ids) + reduce_requests
+    assert _received(sqs, queue_url) == []
+    item = next(item for item in service_env.items() if item["id"] == document_id)
+    assert "chunks_left" not in item
+    assert "fanned_out" not in item
+    assert item["attempts"] == 1  # waiting for the chunks was not an attempt
+
+
+def test_a_chunk_that_ended_before_its_document_noted_it_is_counted_once(
+    service_env: Table, monkeypatch: pytest.MonkeyPatch, lambda_context: FakeLambdaContext
+) -> None:
+    from handler import documents
+    from handler.service import parse_request
+    from handler.store import ResultStore
+
+    sqs, queue_url = _work_queue(service_env, monkeypatch)
+    service = get_service()
+    queued.enqueue(service, [(1, request())])
+    (document_id,) = _ids(_received(sqs, queue_url))
+    engine, _ = service.engine()
+    document = parse_request(request())
+    assert isinstance(document, SummarizeRequest)
+    parts = documents.split(engine, document, LONG_TEXT)
+    first = parts[0]
+    original = ResultStore.await_chunk
+    raced: list[str] = []
+
+    def finished_meanwhile(self: ResultStore, chunk_id: str, document_id: str, fields: dict[str, Any]) -> Any:
+        # the first chunk is answered by another caller after the document read the table, before its note
+        if not raced:
+            raced.append(chunk_id)
+            assert service.answer(first).status == "DONE"
+        return original(self, chunk_id, document_id, fields)
+
+    monkeypatch.setattr(ResultStore, "await_chunk", finished_meanwhile)
+
+    assert queued.process(service, document_id, "scheduler", time.monotonic() + 600).outcome == "waiting"
+
+    parent = next(item for item in service_env.items() if item["id"] == document_id)
+    assert raced == [service.request_id(first)]
+    assert raced[0] not in parent["chunks_left"]
+    assert parent["progress"]["done"] == 1
+    assert raced[0] not in _ids(_received(sqs, queue_url))
+    # AND telling the document again about that chunk counts nothing
+    assert service.store is not None
+    assert service.store.chunk_ended(document_id, raced[0]) is False
+
+
+def test_a_chunk_failed_for_good_fails_its_document_naming_it(
+    service_env: Table, monkeypatch: pytest.MonkeyPatch, lambda_context: FakeLambdaContext
+) -> None:
+    sqs, queue_url = _work_queue(service_env, monkeypatch)
+    service = get_service()
+    assert service.store is not None
+    queued.enqueue(service, [(1, request())])
+    (document_id,) = _ids(_received(sqs, queue_url))
+    queued.process(service, document_id, "scheduler", time.monotonic() + 600)
+    chunk_ids = _ids(_received(sqs, queue_url))
+
+    # WHEN one chunk fails for good and workers finish the others
+    assert service.store.claim(chunk_ids[0], "broken-worker", 60) is not None
+    assert service.release(chunk_ids[0], "broken-worker", "the model broke", max_attempts=0) == "FAILED"
+    event = _sqs_event([{"MessageId": f"m{n}", "Body": f'{{"id": "{i}"}}'} for n, i in enumerate(chunk_ids[1:])])
+    app.worker_handler(event, lambda_context)
+    assert _ids(_received(sqs, queue_url)) == [document_id]
+    app.worker_handler(_sqs_event([{"MessageId": "d", "Body": f'{{"id": "{document_id}"}}'}]), lambda_context)
+
+    # THEN the document is FAILED for good, naming the chunk and its error
+    failed = service.lookup(document_id)
+    assert failed is not None
+    assert failed.status == "FAILED"
+    assert failed.last_error is not None
+    assert re.search(rf"request \d+ of {len(chunk_ids)} at level 1 of the document failed", failed.last_error)
+    assert "the model broke" in failed.last_error
+
+
+def test_a_run_plans_a_document_by_its_first_batch_of_chunks_not_the_whole_text(service_env: Table) -> None:
+    from handler.documents import CHUNK_TOKENS, PROMPT_ROOM_TOKENS
+    from handler.service import parse_request
+
+    # A document goes on from its stored chunks, so a run that fits one batch of them makes progress;
+    # planned by the whole text, a book would never fit any run without workers.
+    service = get_service()
+    document = parse_request(request())
+    whole, first_batch = service.predicted_seconds(document), service.predicted_seconds(document, steps=True)
+    settings = service.settings
+    one_batch_tokens = (CHUNK_TOKENS + PROMPT_ROOM_TOKENS) * settings.batch_parallel
+    assert first_batch < whole
+    assert first_batch == pytest.approx(
+        settings.expected_load_s
+        + one_batch_tokens / settings.expected_prompt_tokens_per_s
+        + document.options.max_tokens / settings.expected_eval_tokens_per_s
+    )

@@ -298,7 +298,7 @@ def test_a_request_that_may_not_be_stored_is_not_queued_when_it_cannot_finish_in
     from handler.service import TextService
 
     # predicted far past the API's budget, whatever speeds this process measured earlier
-    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request: 1e9)
+    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request, steps=False: 1e9)
 
     answer = decode(api.lambda_handler(proxy_event("POST", "/chat", UNSTORED_CHAT), lambda_context))
 

@@ -205,7 +205,9 @@ def test_run_stops_claiming_at_its_time_budget_and_leaves_nothing_running(
     service = get_service()
     _queue(service, _requests(5, "Budget"))
     predictions = iter([0.0, 0.0])
-    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request: next(predictions, 10_000.0))
+    monkeypatch.setattr(
+        TextService, "predicted_seconds", lambda self, request, steps=False: next(predictions, 10_000.0)
+    )
 
     # WHEN a run works until its deadline
     summary = queued.run(service, "worker", time.monotonic() + 60)
@@ -226,7 +228,7 @@ def test_fan_out_dispatches_to_sqs_and_workers_report_partial_failures(
     service = get_service()
     ids = _queue(service, _requests(4, "FanOut"))
     _drain(sqs, queue_url)  # enqueue already sent them; the dispatcher must send them again
-    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request: 10_000.0)
+    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request, steps=False: 10_000.0)
 
     # WHEN the scheduled run dispatches what it cannot fit
     run = schedule_handler({}, lambda_context)["run"]

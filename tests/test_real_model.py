@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -261,3 +262,112 @@ def test_a_book_length_text_is_summarized_by_map_reduce_through_the_emulator(
     assert stored[answer["id"]]["document"]["chunks"] == document["chunks"]
     print(f"\nchunks {document['chunks']}, levels {document['levels']}, {answer['metrics']['total_ms'] / 1000:.0f} s:")
     print(answer["output"])
+
+
+def test_killing_a_worker_mid_document_loses_nothing_and_generates_no_chunk_twice(
+    real_model: Path,
+    service_env: Table,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    generations: list[int],
+) -> None:
+    import json
+    import threading
+    import time
+    from datetime import timedelta
+
+    import boto3
+
+    from handler import queued, store
+    from handler.runtime import get_service
+
+    # GIVEN a queued document of eight chunks, a work queue, and the real model here and in a worker
+    table = service_env
+    sqs = boto3.client("sqs", endpoint_url=table.endpoint_url, region_name="us-east-1")
+    queue_url = sqs.create_queue(QueueName=f"work-{table.name}")["QueueUrl"]
+    monkeypatch.setenv("MODEL_PATH", str(real_model))
+    monkeypatch.setenv("WORK_QUEUE_URL", queue_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", table.endpoint_url)
+    service = get_service()
+    text = MOBY_DICK[:27_000]  # about 6,800 tokens: eight chunks
+    queued.enqueue(service, [(1, {"task": "summarize", "text": text, "options": {"max_tokens": 48}})])
+
+    def take_ids() -> list[str]:
+        taken: list[str] = []
+        while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+            taken.extend(json.loads(m["Body"])["id"] for m in batch)
+            for m in batch:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+        return taken
+
+    def sqs_event(ids: list[str]) -> dict[str, Any]:
+        return {
+            "Records": [
+                {"messageId": f"m-{n}", "receiptHandle": "r", "body": json.dumps({"id": i}), "eventSource": "aws:sqs"}
+                for n, i in enumerate(ids)
+            ]
+        }
+
+    (document_id,) = take_ids()
+    assert queued.process(service, document_id, "scheduler", time.monotonic() + 600).outcome == "waiting"
+    chunk_ids = take_ids()
+    assert len(chunk_ids) == 8
+    killed = chunk_ids[3:7]
+
+    def statuses() -> dict[str, str]:
+        return {item["id"]: item["status"] for item in table.items()}
+
+    worker = start_emulator(
+        table,
+        tmp_path / "worker.log",
+        "handler.app.worker_handler",
+        MODEL_PATH=str(real_model),
+        WORK_QUEUE_URL=queue_url,
+        AWS_ENDPOINT_URL_SQS=table.endpoint_url,
+    )
+    with worker:
+        # WHEN the worker finishes one batch of three chunks
+        assert worker.invoke(sqs_event(chunk_ids[:3])) == {"batchItemFailures": []}
+        # AND is killed while it generates the next four (SIGKILL, mid-invocation)
+        ended: list[BaseException] = []
+
+        def invoke_killed() -> None:
+            try:
+                worker.invoke(sqs_event(killed), timeout=120)
+            except (localenv.LambdaEmulatorError, OSError) as exc:
+                ended.append(exc)
+
+        second = threading.Thread(target=invoke_killed)
+        second.start()
+        deadline = time.monotonic() + 60
+        while any(statuses().get(i) != "RUNNING" for i in killed) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [statuses()[i] for i in killed] == ["RUNNING"] * 4
+        worker.kill()
+        second.join(timeout=30)
+        killed_worker_generations = generations_in(worker.logs())
+
+    assert ended, "the killed invocation answered"
+
+    assert killed_worker_generations == 3
+    assert [statuses()[i] for i in chunk_ids] == ["DONE"] * 3 + ["RUNNING"] * 4 + ["PENDING"]
+    assert statuses()[document_id] == "RUNNING"
+
+    # WHEN the next scheduled runs come, after the dead worker's leases expired (its invocation's time)
+    later = store.utc_now() + timedelta(minutes=16)
+    monkeypatch.setattr(store, "utc_now", lambda: later)
+    runs = [queued.run(service, "next-run", time.monotonic() + 600)]
+    if statuses()[document_id] != "DONE":
+        runs.append(queued.run(service, "run-after", time.monotonic() + 600))
+
+    # THEN the document is DONE with a real summary, and every request was generated exactly once
+    finished = service.lookup(document_id)
+    assert finished is not None
+    assert finished.status == "DONE", finished
+    assert finished.document is not None
+    assert finished.document.chunks == 8
+    assert len(_words(finished.output or "")) >= 10, finished.output
+    reduce_requests = sum(step.requests for step in finished.document.steps[1:])
+    assert killed_worker_generations + len(generations) == 8 + reduce_requests
+    assert sum(run.done for run in runs) == 4 + 1 + 1  # the dead worker's four, the one never taken, the document
+    assert all(status == "DONE" for status in statuses().values())
