@@ -14,13 +14,14 @@ REAL_MODEL := smollm2-135m-instruct-q4_1
 REAL_MODEL_FILE := $(MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint format bench bench-quick bench-sweep clean
+.PHONY: help setup run test lint format bench bench-quick bench-sweep bench-documents clean
 
 help:
 	@echo "make run   [EVENT=events/translate.json] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]  invoke events through the Lambda runtime emulator"
 	@echo "make test                                                              lint and the whole test suite"
 	@echo "make bench | make bench-quick                                          speed benchmark (table, JSON, plot in bench-results/)"
 	@echo "make bench-sweep                                                       engine settings against the defaults (bench-results/sweep.json)"
+	@echo "make bench-documents                                                   four tasks over one text, a long text's map step (bench-results/documents.json)"
 
 # llama.cpp is compiled with the image's flags for this machine's architecture (layers/build/), never
 # natively: the tests, make run and the benchmark run the build that ships. The first build takes
@@ -106,6 +107,14 @@ bench-quick: $(VENV)/.installed
 # Each engine setting (threads, batch size, K cache, flash attention, mmap) against the defaults.
 bench-sweep: $(VENV)/.installed
 	$(PY) scripts/bench.py --sweep $(BENCH_ARGS)
+
+# Documents: four tasks over one 2,000-token text (separate requests, one after another, batched with the
+# text's prefix shared) and a 12,000-token text's map step (its 15 chunk requests one at a time against
+# batched), on the bench model; writes bench-results/documents.json. The run prints its estimate first;
+# measured: 39 minutes on 2 cores. BENCH_ARGS=--quick (a 500-token text, a 2,400-token one, 16 tokens per
+# request): about 10 minutes; BENCH_ARGS=--unshared-batch adds the four tasks batched without sharing.
+bench-documents: $(VENV)/.installed
+	$(PY) scripts/bench.py --documents $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) $(MODELS_DIR)/test .pytest_cache .mypy_cache .ruff_cache

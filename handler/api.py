@@ -430,9 +430,19 @@ def _not_found(exc: NotFoundError) -> Response[dict[str, Any]]:
     allowed = sorted({m for pattern, m in _ROUTE_METHODS if pattern.match(path)})
     # With the right method, the path only looked like a route (a segment Powertools does not match).
     if allowed and method not in allowed:
-        error = MethodNotAllowed(f"{method} is not allowed on {path[:200]}; use {', '.join(allowed)}", allowed=allowed)
+        error = MethodNotAllowed(
+            f"{method} is not allowed on {path[:200]}; use {', '.join(allowed)}",
+            log_message=f"{method} is not allowed on a route of {', '.join(allowed)}",
+            allowed=allowed,
+        )
         return _error(error, {"Allow": ", ".join(allowed)})
-    return _error(NotFound(f"no route {method[:20]} {path[:200]}; see the API's OpenAPI document"))
+    # The path is the caller's text (it may hold an id, a name, a secret): answered, never logged.
+    return _error(
+        NotFound(
+            f"no route {method[:20]} {path[:200]}; see the API's OpenAPI document",
+            log_message=f"no route {method[:20]} (a path of {len(path)} characters)",
+        )
+    )
 
 
 # -- entry point and OpenAPI document -------------------------------------------------------------

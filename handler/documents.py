@@ -192,7 +192,10 @@ def _answer_parts(
         if fan_out is not None:
             fan_out.check_none_failed(ids, stored, level)
             left = {item_id: part for item_id, part in zip(ids, parts, strict=True) if item_id not in answers}
-            if len(left) > engine.parallel:
+            # More than one batch goes to the workers; so does a level where another holder is generating a
+            # chunk: its ender tells the document, which need not wait here for it.
+            held_elsewhere = any(stored[item_id].status == Status.RUNNING for item_id in left if item_id in stored)
+            if len(left) > engine.parallel or held_elsewhere:
                 fan_out.hand_over(level, left, total=len(ids))
     owner = f"document-{uuid.uuid4()}"
     lease_s = service.lease_s(deadline)

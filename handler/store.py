@@ -146,9 +146,46 @@ class ResultStore:
         return written is not None
 
     def claim(self, item_id: str, owner: str, lease_s: float) -> StoredItem | None:
-        """Take a PENDING item, or a RUNNING one whose lease expired; None if it is held or finished."""
+        """Take a PENDING item, or a RUNNING one whose lease expired; None if it is held or finished.
+
+        An item no version of this service wrote (wrong-typed attributes) is marked FAILED with its problems
+        and None returned: it fails alone, as in a listing, not the worker's whole batch.
+        """
+        try:
+            response = self._claim(item_id, owner, lease_s)
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") == "ValidationException":
+                self._fail_if_malformed(item_id, exc)  # e.g. ADD on an ``attempts`` that is not a number
+                return None
+            raise
+        if response is None:
+            return None
+        try:
+            return self._typed(response["Attributes"])
+        except StoreError as malformed:
+            self._fail_malformed(item_id, Status.RUNNING, malformed)
+            return None
+
+    def _fail_if_malformed(self, item_id: str, refused: StoreError) -> None:
+        """After the table refused a claim as invalid: the item's problems make it FAILED, else the error stands."""
+        raw = self._call(f"read {item_id}", lambda: self._table.get_item(Key={KEY: item_id}, ConsistentRead=True)).get(
+            "Item"
+        )
+        if raw is None:
+            raise refused
+        seen = raw.get(STATUS)
+        try:
+            self._typed(raw)
+        except StoreError as malformed:
+            if seen in (Status.PENDING, Status.RUNNING):
+                self._fail_malformed(item_id, Status(seen), malformed)
+                return
+        raise refused
+
+    def _claim(self, item_id: str, owner: str, lease_s: float) -> Any:
         now = utc_now()
-        response = self._call(
+        return self._call(
             f"claim {item_id}",
             lambda: self._table.update_item(
                 Key={KEY: item_id},
@@ -170,7 +207,6 @@ class ResultStore:
             ),
             conditional=True,
         )
-        return self._typed(response["Attributes"]) if response is not None else None
 
     def claim_to_generate(self, item_id: str, owner: str, lease_s: float, fields: dict[str, Any]) -> bool | None:
         """Take a request to generate it now, for a caller waiting on it: the table is the single-flight lock.

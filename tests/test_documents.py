@@ -372,19 +372,61 @@ def test_a_chunk_failed_for_good_fails_its_document_naming_it(
 
 
 def test_a_run_plans_a_document_by_its_first_batch_of_chunks_not_the_whole_text(service_env: Table) -> None:
-    from handler.documents import CHUNK_TOKENS, PROMPT_ROOM_TOKENS
     from handler.service import parse_request
 
     # A document goes on from its stored chunks, so a run that fits one batch of them makes progress;
     # planned by the whole text, a book would never fit any run without workers.
     service = get_service()
+    document, twice_as_long = parse_request(request()), parse_request(request(text=LONG_TEXT + "\n\n" + LONG_TEXT))
+
+    assert service.predicted_seconds(twice_as_long) > service.predicted_seconds(document)
+    assert service.predicted_seconds(twice_as_long, steps=True) == service.predicted_seconds(document, steps=True)
+    assert service.predicted_seconds(document, steps=True) < service.predicted_seconds(document)
+
+
+def test_a_document_whose_chunk_another_holds_waits_for_it_without_holding_an_invocation(
+    service_env: Table, monkeypatch: pytest.MonkeyPatch, lambda_context: FakeLambdaContext, generations: list[int]
+) -> None:
+    from datetime import timedelta
+
+    from handler import documents, store
+    from handler.items import pending_fields
+    from handler.service import parse_request
+
+    # GIVEN a queued document whose chunks are all done but two, one of them held by another caller
+    sqs, queue_url = _work_queue(service_env, monkeypatch)
+    service = get_service()
+    assert service.store is not None
+    queued.enqueue(service, [(1, request())])
+    (document_id,) = _ids(_received(sqs, queue_url))
+    engine, _ = service.engine()
     document = parse_request(request())
-    whole, first_batch = service.predicted_seconds(document), service.predicted_seconds(document, steps=True)
-    settings = service.settings
-    one_batch_tokens = (CHUNK_TOKENS + PROMPT_ROOM_TOKENS) * settings.batch_parallel
-    assert first_batch < whole
-    assert first_batch == pytest.approx(
-        settings.expected_load_s
-        + one_batch_tokens / settings.expected_prompt_tokens_per_s
-        + document.options.max_tokens / settings.expected_eval_tokens_per_s
-    )
+    assert isinstance(document, SummarizeRequest)
+    parts = documents.split(engine, document, LONG_TEXT)
+    for part in parts[2:]:
+        assert service.answer(part).status == "DONE"
+    held_id = service.request_id(parts[0])
+    assert service.store.claim_to_generate(held_id, "another-caller", 60, pending_fields(parts[0])) is True
+    generations.clear()
+
+    # WHEN a worker takes the document
+    started = time.monotonic()
+    outcome = queued.process(service, document_id, "worker", time.monotonic() + 600)
+
+    # THEN it hands the two over at once instead of waiting out its invocation for the held one
+    assert outcome.outcome == "waiting"
+    assert time.monotonic() - started < 60
+    assert sorted(_ids(_received(sqs, queue_url))) == sorted([held_id, service.request_id(parts[1])])
+    assert generations == []
+
+    # WHEN the other caller dies, and later runs take its chunk once its lease expired
+    later = store.utc_now() + timedelta(minutes=2)
+    monkeypatch.setattr(store, "utc_now", lambda: later)
+    runs = [queued.run(service, "next-run", time.monotonic() + 600) for _ in range(2)]
+
+    # THEN the document is DONE; the two chunks and the reduce step were generated once each
+    finished = service.lookup(document_id)
+    assert finished is not None
+    assert finished.status == "DONE", (finished, runs)
+    assert finished.document is not None
+    assert len(generations) == 2 + sum(step.requests for step in finished.document.steps[1:])

@@ -238,6 +238,56 @@ def test_a_poison_item_fails_alone_and_the_run_goes_on(
     assert MARKER not in logged(caplog)
 
 
+@pytest.mark.parametrize(
+    "poison",
+    [{"attempts": f"many-{MARKER}"}, {"metrics": f"fast-{MARKER}"}],
+    ids=["attempts-not-a-number", "metrics-not-an-object"],
+)
+def test_a_poison_item_a_worker_is_sent_fails_alone_and_its_batch_goes_on(
+    poison: dict[str, Any], service_env: Table, lambda_context: FakeLambdaContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    from handler.service import parse_request
+
+    service = get_service()
+    poison_id = "e" * 64
+    _raw_put(
+        service_env,
+        {
+            "id": poison_id,
+            "status": "PENDING",
+            "created_at": "2000-01-01T00:00:00+00:00",
+            "request": {"task": "chat", "messages": [{"role": "user", "content": "Hi."}]},
+            **poison,
+        },
+    )
+    good = {"task": "chat", "messages": [{"role": "user", "content": "Say hello."}], "options": {"max_tokens": 4}}
+    queued.enqueue(service, [(1, good)])
+    good_id = service.request_id(parse_request(good))
+    records = [
+        {"messageId": name, "receiptHandle": "r", "body": json.dumps({"id": item_id}), "eventSource": "aws:sqs"}
+        for name, item_id in (("poison", poison_id), ("good", good_id))
+    ]
+
+    answer = app.worker_handler({"Records": records}, lambda_context)
+
+    # THEN no message is retried: the poison item is FAILED with its problems, the good one DONE
+    assert answer == {"batchItemFailures": []}
+    statuses = {item["id"]: item["status"] for item in service_env.items()}
+    assert statuses == {poison_id: "FAILED", good_id: "DONE"}
+    assert MARKER not in logged(caplog)
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", f"/nothing-{MARKER}"), ("DELETE", f"/results/{MARKER}")])
+def test_a_path_that_is_no_route_is_answered_with_it_and_logged_without_it(
+    method: str, path: str, service_env: Table, lambda_context: FakeLambdaContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = decode(api.lambda_handler(proxy_event(method, path), lambda_context))
+
+    assert answer.status in (404, 405)
+    assert MARKER in answer.body["error"]["message"]  # the caller sees what it sent
+    assert MARKER not in logged(caplog)
+
+
 # -- texts that say nothing, languages that are instructions ----------------------------------------
 
 

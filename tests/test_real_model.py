@@ -278,6 +278,7 @@ def test_killing_a_worker_mid_document_loses_nothing_and_generates_no_chunk_twic
 
     import boto3
 
+    from handler import engine as engine_module
     from handler import queued, store
     from handler.runtime import get_service
 
@@ -286,6 +287,7 @@ def test_killing_a_worker_mid_document_loses_nothing_and_generates_no_chunk_twic
     sqs = boto3.client("sqs", endpoint_url=table.endpoint_url, region_name="us-east-1")
     queue_url = sqs.create_queue(QueueName=f"work-{table.name}")["QueueUrl"]
     monkeypatch.setenv("MODEL_PATH", str(real_model))
+    monkeypatch.setattr(engine_module, "_engine", None)  # this test's own engine; the process's comes back after
     monkeypatch.setenv("WORK_QUEUE_URL", queue_url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", table.endpoint_url)
     service = get_service()
