@@ -1388,7 +1388,15 @@ def measure_one_at_a_time(engine: Engine, jobs: list[DocumentJob], keep_prefix: 
 
 def measure_batched(engine: Engine, jobs: list[DocumentJob], share_prefixes: bool) -> dict[str, Any]:
     """All requests through engine.generate_batch (BATCH_PARALLEL at a time), llama.cpp's counters of its context."""
-    context, _ = engine._batch_context()
+    # The context these requests are decoded in (a unified KV cache when they share a prefix, else one split by
+    # sequence), warmed up like the engine's first one if it is new here.
+    from handler.tasks import Message
+
+    unified = engine.unified_for(jobs)
+    if unified != engine._batch_unified:
+        warm_up = engine.build_prompt([Message("user", "Warm up.")])
+        engine.generate_batch([(warm_up, GenerationOptions(max_tokens=2))], ignore_eos=True, unified=unified)
+    context, _ = engine._batch_context(unified)
     # Running totals, not a reset: steps of several sequences may leave n_eval really 0, which would read 1. The
     # warm-up (a prompt, then one single-token step) has made both totals really 1 or more, so the difference is exact.
     before = _evaluated_by_llama(engine._lib.llama_perf_context(context))

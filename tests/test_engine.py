@@ -227,6 +227,49 @@ def test_generate_batch_matches_one_at_a_time_greedy_outputs(tiny_model: Path) -
     assert all(c is not None and c.prompt_ms > 0 and c.eval_tokens_per_s > 0 for c in together)
 
 
+def test_requests_sharing_a_prefix_share_a_unified_cache_and_others_get_one_split_by_sequence(
+    tiny_model: Path,
+) -> None:
+    engine = _batch_engine(tiny_model, parallel=4)
+    text = "Gradient boosting builds trees one after another, each fitting the last one's errors. " * 12
+    options = GenerationOptions(max_tokens=8, stop=[])
+    over_one_text = [
+        (engine.build_prompt([Message("user", text + f"\n\nTask {n}: summarize it.")]), options) for n in range(3)
+    ]
+    unrelated = [(engine.build_prompt([Message("user", f"Chunk {n}: " + text[n:])]), options) for n in range(3)]
+    too_long_for_a_quarter = [
+        (engine.build_prompt([Message("user", text * 10)]), GenerationOptions(max_tokens=8)),
+        unrelated[0],
+    ]
+
+    assert engine.unified_for(over_one_text)
+    assert not engine.unified_for(unrelated)
+    assert not engine.unified_for(unrelated[:1])
+    assert engine.unified_for(too_long_for_a_quarter)  # a split cache gives each sequence a quarter
+
+
+def test_batches_in_a_split_cache_and_a_unified_one_answer_as_one_at_a_time(tiny_model: Path) -> None:
+    # GIVEN unrelated requests (split cache) and requests over one text (unified cache)
+    engine = _batch_engine(tiny_model, parallel=3)
+    text = "Boosted trees add one weak learner at a time to reduce the loss of the ensemble. " * 10
+    options = GenerationOptions(max_tokens=12, stop=[])
+    unrelated = [(engine.build_prompt([Message("user", f"{n} " + text[n * 7 :])]), options) for n in range(4)]
+    shared = [(engine.build_prompt([Message("user", text + f"\n\nQuestion {n}?")]), options) for n in range(4)]
+    alone = [engine.generate(prompt, opts).text for prompt, opts in unrelated + shared]
+
+    # WHEN batches alternate between the two kinds of cache
+    first = engine.generate_batch(unrelated)
+    assert engine._batch_unified is False
+    second = engine.generate_batch(shared)
+    assert engine._batch_unified is True
+    third = engine.generate_batch(unrelated)
+
+    # THEN every batch answers as one at a time, and the cache switched back and forth cleanly
+    assert [c.text for c in first if c] == alone[:4]
+    assert [c.text for c in second if c] == alone[4:]
+    assert [c.text for c in third if c] == alone[:4]
+
+
 def test_generate_batch_applies_each_requests_stop_string(tiny_model: Path) -> None:
     engine = _batch_engine(tiny_model, parallel=2)
     prompt = engine.build_prompt([Message("user", "Write anything.")])

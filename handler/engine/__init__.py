@@ -77,6 +77,7 @@ class Engine(BatchedDecoding):
         self.parallel = parallel
         self.batch_n_ctx = max(batch_n_ctx or self.n_ctx, self.n_ctx)
         self._batch = None
+        self._batch_unified = True
         #: The K cache type in use (the batch context copies the main context's parameters).
         self.kv_cache_type_k = ggml_type_name(llama.context_params.type_k)
         self._kv_tokens = []
