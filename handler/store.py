@@ -216,28 +216,19 @@ class ResultStore:
         an existing one, and None when another holder's lease runs or the item is DONE.
         """
         now = utc_now()
-        names = {"#id": KEY, "#status": STATUS, **{f"#f{i}": name for i, name in enumerate(fields)}}
-        values: dict[str, Any] = {
-            ":running": Status.RUNNING,
-            ":pending": Status.PENDING,
-            ":failed": Status.FAILED,
-            ":owner": owner,
-            ":until": (now + timedelta(seconds=lease_s)).isoformat(),
-            ":now": now.isoformat(),
-            ":one": 1,
-            **{f":f{i}": value for i, value in enumerate(fields.values())},
-        }
-        assignments = [
-            "#status = :running",
-            "lease_owner = :owner",
-            "lease_until = :until",
-            "updated_at = :now",
-            f"{CREATED_AT} = if_not_exists({CREATED_AT}, :now)",
-            *(f"#f{i} = :f{i}" for i in range(len(fields))),
-        ]
-        if self._ttl_days:
-            assignments.append(f"{EXPIRES_AT} = if_not_exists({EXPIRES_AT}, :expires)")
-            values[":expires"] = int((now + timedelta(days=self._ttl_days)).timestamp())
+        names, values, assignments = self._upsert(now, fields, keep_existing=False)
+        names.update({"#id": KEY, "#status": STATUS})
+        values.update(
+            {
+                ":running": Status.RUNNING,
+                ":pending": Status.PENDING,
+                ":failed": Status.FAILED,
+                ":owner": owner,
+                ":until": (now + timedelta(seconds=lease_s)).isoformat(),
+                ":one": 1,
+            }
+        )
+        assignments += ["#status = :running", "lease_owner = :owner", "lease_until = :until", "updated_at = :now"]
         response = self._call(
             f"claim {item_id}",
             lambda: self._table.update_item(
@@ -254,6 +245,25 @@ class ResultStore:
         if response is None:
             return None
         return not response.get("Attributes")
+
+    def _upsert(
+        self, now: datetime, fields: dict[str, Any], keep_existing: bool
+    ) -> tuple[dict[str, str], dict[str, Any], list[str]]:
+        """Names, values (``:now`` among them) and SET clauses of an UpdateItem that may create its item: the
+        ``fields`` (left as they are on an existing item with ``keep_existing``), and the creation time and
+        expiry (TTL) an item created by the write gets."""
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values: dict[str, Any] = {":now": now.isoformat()}
+        values.update({f":f{i}": value for i, value in enumerate(fields.values())})
+        written = "#f{i} = if_not_exists(#f{i}, :f{i})" if keep_existing else "#f{i} = :f{i}"
+        assignments = [
+            f"{CREATED_AT} = if_not_exists({CREATED_AT}, :now)",
+            *(written.format(i=i) for i in range(len(fields))),
+        ]
+        if self._ttl_days:
+            assignments.append(f"{EXPIRES_AT} = if_not_exists({EXPIRES_AT}, :expires)")
+            values[":expires"] = int((now + timedelta(days=self._ttl_days)).timestamp())
+        return names, values, assignments
 
     def note_progress(self, item_id: str, progress: dict[str, Any]) -> None:
         """Record how far a RUNNING item's work has come (a document's chunks); nothing when it is not RUNNING."""
@@ -318,24 +328,14 @@ class ResultStore:
         Returns the chunk's item as it is after the write: a DONE or FAILED one ended before the note was
         made, so whoever ended it could not tell the document.
         """
-        now = utc_now()
-        names = {"#status": STATUS, **{f"#f{i}": name for i, name in enumerate(fields)}}
-        values: dict[str, Any] = {
-            ":pending": Status.PENDING,
-            ":zero": 0,
-            ":now": now.isoformat(),
-            **{f":f{i}": value for i, value in enumerate(fields.values())},
-        }
-        assignments = [
+        names, values, assignments = self._upsert(utc_now(), fields, keep_existing=True)
+        names["#status"] = STATUS
+        values.update({":pending": Status.PENDING, ":zero": 0})
+        assignments += [
             "#status = if_not_exists(#status, :pending)",
             "attempts = if_not_exists(attempts, :zero)",
-            f"{CREATED_AT} = if_not_exists({CREATED_AT}, :now)",
             "updated_at = if_not_exists(updated_at, :now)",
-            *(f"#f{i} = if_not_exists(#f{i}, :f{i})" for i in range(len(fields))),
         ]
-        if self._ttl_days:
-            assignments.append(f"{EXPIRES_AT} = if_not_exists({EXPIRES_AT}, :expires)")
-            values[":expires"] = int((now + timedelta(days=self._ttl_days)).timestamp())
         response = self._call(
             f"queue chunk {chunk_id}",
             lambda: self._table.update_item(

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+import sqs as sqs_helpers
 from conftest import FakeLambdaContext, Table
 from handler import app, queued
+from handler.documents import Document
 from handler.errors import DeadlineReached
 from handler.runtime import get_service
 from handler.schemas import MAX_DOCUMENT_TOKENS, SummarizeRequest
@@ -194,46 +196,27 @@ def test_a_document_through_the_api_answers_202_then_its_progress_then_done(
 
 def _work_queue(table: Table, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
     """A moto SQS queue set as the work queue of the service under test."""
-    import boto3
-
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=table.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    queue_url = sqs.create_queue(QueueName=f"work-{table.name}")["QueueUrl"]
+    client = sqs_helpers.client(table.endpoint_url)
+    queue_url = client.create_queue(QueueName=f"work-{table.name}")["QueueUrl"]
     monkeypatch.setenv("WORK_QUEUE_URL", queue_url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", table.endpoint_url)
-    return sqs, queue_url
+    return client, queue_url
 
 
-def _received(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
-    """Every message now on the queue, taken off it (as the worker function's event source does)."""
-    messages: list[dict[str, Any]] = []
-    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
-        messages.extend(batch)
-        sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)],
-        )
-    return messages
+def _taken_ids(client: Any, queue_url: str) -> list[str]:
+    """The ids of every work message now on the queue, taken off it."""
+    return sqs_helpers.ids(sqs_helpers.drain(client, queue_url))
 
 
-def _sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "Records": [
-            {"messageId": m["MessageId"], "receiptHandle": "r", "body": m["Body"], "eventSource": "aws:sqs"}
-            for m in messages
-        ]
-    }
+def _chunk_requests(service: Any) -> list[Document]:
+    """The chunk requests of ``request()``'s text, as the document is split."""
+    from handler import documents
+    from handler.service import parse_request
 
-
-def _ids(messages: list[dict[str, Any]]) -> list[str]:
-    import json
-
-    return [json.loads(m["Body"])["id"] for m in messages]
+    engine, _ = service.engine()
+    document = parse_request(request())
+    assert isinstance(document, SummarizeRequest)
+    return documents.split(engine, document, LONG_TEXT)
 
 
 def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduce_exactly_once(
@@ -243,7 +226,7 @@ def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduc
     sqs, queue_url = _work_queue(service_env, monkeypatch)
     service = get_service()
     queued.enqueue(service, [(1, request())])
-    (document_id,) = _ids(_received(sqs, queue_url))
+    (document_id,) = _taken_ids(sqs, queue_url)
 
     # WHEN an invocation takes it
     outcome = queued.process(service, document_id, "scheduler", time.monotonic() + 600)
@@ -253,7 +236,7 @@ def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduc
     assert generations == []
     document = service_env.items()
     parent = next(item for item in document if item["id"] == document_id)
-    chunk_ids = _ids(_received(sqs, queue_url))
+    chunk_ids = _taken_ids(sqs, queue_url)
     assert len(chunk_ids) == len(set(chunk_ids)) == len(parent["chunks_left"]) > 4
     assert set(chunk_ids) == parent["chunks_left"]
     assert parent["status"] == "RUNNING"
@@ -267,14 +250,13 @@ def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduc
     done_before: list[int] = []
     requeued: list[list[str]] = []
     for start in range(0, len(chunk_ids), 3):
-        batch = chunk_ids[start : start + 3]
-        event = _sqs_event([{"MessageId": f"m{n}", "Body": f'{{"id": "{i}"}}'} for n, i in enumerate(batch)])
+        event = sqs_helpers.event_for(chunk_ids[start : start + 3])
         assert app.worker_handler(event, lambda_context) == {"batchItemFailures": []}
         progress = service.lookup(document_id)
         assert progress is not None
         if progress.progress is not None:
             done_before.append(progress.progress.done)
-        requeued.append(_ids(_received(sqs, queue_url)))
+        requeued.append(_taken_ids(sqs, queue_url))
 
     # THEN progress counted each chunk, and the document was queued again once: after the last chunk
     assert done_before == sorted(done_before)
@@ -284,7 +266,7 @@ def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduc
     assert len(generations) == len(chunk_ids)
 
     # WHEN a worker takes the document again
-    event = _sqs_event([{"MessageId": "doc", "Body": f'{{"id": "{document_id}"}}'}])
+    event = sqs_helpers.event_for([document_id])
     assert app.worker_handler(event, lambda_context) == {"batchItemFailures": []}
 
     # THEN it reads its chunks from the table and makes the reduce step: DONE, nothing generated twice
@@ -296,7 +278,7 @@ def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduc
     assert finished.document.steps[0].generated == len(chunk_ids)
     reduce_requests = sum(step.requests for step in finished.document.steps[1:])
     assert len(generations) == len(chunk_ids) + reduce_requests
-    assert _received(sqs, queue_url) == []
+    assert sqs_helpers.drain(sqs, queue_url) == []
     item = next(item for item in service_env.items() if item["id"] == document_id)
     assert "chunks_left" not in item
     assert "fanned_out" not in item
@@ -306,19 +288,13 @@ def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduc
 def test_a_chunk_that_ended_before_its_document_noted_it_is_counted_once(
     service_env: Table, monkeypatch: pytest.MonkeyPatch, lambda_context: FakeLambdaContext
 ) -> None:
-    from handler import documents
-    from handler.service import parse_request
     from handler.store import ResultStore
 
     sqs, queue_url = _work_queue(service_env, monkeypatch)
     service = get_service()
     queued.enqueue(service, [(1, request())])
-    (document_id,) = _ids(_received(sqs, queue_url))
-    engine, _ = service.engine()
-    document = parse_request(request())
-    assert isinstance(document, SummarizeRequest)
-    parts = documents.split(engine, document, LONG_TEXT)
-    first = parts[0]
+    (document_id,) = _taken_ids(sqs, queue_url)
+    first = _chunk_requests(service)[0]
     original = ResultStore.await_chunk
     raced: list[str] = []
 
@@ -337,7 +313,7 @@ def test_a_chunk_that_ended_before_its_document_noted_it_is_counted_once(
     assert raced == [service.request_id(first)]
     assert raced[0] not in parent["chunks_left"]
     assert parent["progress"]["done"] == 1
-    assert raced[0] not in _ids(_received(sqs, queue_url))
+    assert raced[0] not in _taken_ids(sqs, queue_url)
     # AND telling the document again about that chunk counts nothing
     assert service.store is not None
     assert service.store.chunk_ended(document_id, raced[0]) is False
@@ -350,17 +326,16 @@ def test_a_chunk_failed_for_good_fails_its_document_naming_it(
     service = get_service()
     assert service.store is not None
     queued.enqueue(service, [(1, request())])
-    (document_id,) = _ids(_received(sqs, queue_url))
+    (document_id,) = _taken_ids(sqs, queue_url)
     queued.process(service, document_id, "scheduler", time.monotonic() + 600)
-    chunk_ids = _ids(_received(sqs, queue_url))
+    chunk_ids = _taken_ids(sqs, queue_url)
 
     # WHEN one chunk fails for good and workers finish the others
     assert service.store.claim(chunk_ids[0], "broken-worker", 60) is not None
     assert service.release(chunk_ids[0], "broken-worker", "the model broke", max_attempts=0) == "FAILED"
-    event = _sqs_event([{"MessageId": f"m{n}", "Body": f'{{"id": "{i}"}}'} for n, i in enumerate(chunk_ids[1:])])
-    app.worker_handler(event, lambda_context)
-    assert _ids(_received(sqs, queue_url)) == [document_id]
-    app.worker_handler(_sqs_event([{"MessageId": "d", "Body": f'{{"id": "{document_id}"}}'}]), lambda_context)
+    app.worker_handler(sqs_helpers.event_for(chunk_ids[1:]), lambda_context)
+    assert _taken_ids(sqs, queue_url) == [document_id]
+    app.worker_handler(sqs_helpers.event_for([document_id]), lambda_context)
 
     # THEN the document is FAILED for good, naming the chunk and its error
     failed = service.lookup(document_id)
@@ -389,20 +364,16 @@ def test_a_document_whose_chunk_another_holds_waits_for_it_without_holding_an_in
 ) -> None:
     from datetime import timedelta
 
-    from handler import documents, store
+    from handler import store
     from handler.items import pending_fields
-    from handler.service import parse_request
 
     # GIVEN a queued document whose chunks are all done but two, one of them held by another caller
     sqs, queue_url = _work_queue(service_env, monkeypatch)
     service = get_service()
     assert service.store is not None
     queued.enqueue(service, [(1, request())])
-    (document_id,) = _ids(_received(sqs, queue_url))
-    engine, _ = service.engine()
-    document = parse_request(request())
-    assert isinstance(document, SummarizeRequest)
-    parts = documents.split(engine, document, LONG_TEXT)
+    (document_id,) = _taken_ids(sqs, queue_url)
+    parts = _chunk_requests(service)
     for part in parts[2:]:
         assert service.answer(part).status == "DONE"
     held_id = service.request_id(parts[0])
@@ -416,7 +387,7 @@ def test_a_document_whose_chunk_another_holds_waits_for_it_without_holding_an_in
     # THEN it hands the two over at once instead of waiting out its invocation for the held one
     assert outcome.outcome == "waiting"
     assert time.monotonic() - started < 60
-    assert sorted(_ids(_received(sqs, queue_url))) == sorted([held_id, service.request_id(parts[1])])
+    assert sorted(_taken_ids(sqs, queue_url)) == sorted([held_id, service.request_id(parts[1])])
     assert generations == []
 
     # WHEN the other caller dies, and later runs take its chunk once its lease expired

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 import enqueue as enqueue_script
 import export_results
+import sqs as sqs_helpers
 from conftest import FakeLambdaContext, Table
 from handler import engine as engine_module
 from handler import queued
@@ -221,18 +222,18 @@ def test_fan_out_dispatches_to_sqs_and_workers_report_partial_failures(
     service_env: Table, monkeypatch: pytest.MonkeyPatch, lambda_context: FakeLambdaContext
 ) -> None:
     # GIVEN a work queue and queued requests that this invocation has no time for
-    sqs = _sqs_client(service_env.endpoint_url)
+    sqs = sqs_helpers.client(service_env.endpoint_url)
     queue_url = sqs.create_queue(QueueName=f"work-{service_env.name}")["QueueUrl"]
     monkeypatch.setenv("WORK_QUEUE_URL", queue_url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", service_env.endpoint_url)
     service = get_service()
     ids = _queue(service, _requests(4, "FanOut"))
-    _drain(sqs, queue_url)  # enqueue already sent them; the dispatcher must send them again
+    sqs_helpers.drain(sqs, queue_url)  # enqueue already sent them; the dispatcher must send them again
     monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request, steps=False: 10_000.0)
 
     # WHEN the scheduled run dispatches what it cannot fit
     run = schedule_handler({}, lambda_context)["run"]
-    messages = _drain(sqs, queue_url)
+    messages = sqs_helpers.drain(sqs, queue_url)
 
     # THEN every id went to the queue
     assert run["dispatched"] == 4
@@ -241,7 +242,8 @@ def test_fan_out_dispatches_to_sqs_and_workers_report_partial_failures(
     # WHEN a worker gets them with one broken message
     monkeypatch.undo()
     monkeypatch.setenv("WORK_QUEUE_URL", queue_url)
-    event = {"Records": [_sqs_record(m) for m in messages] + [_sqs_record({"MessageId": "bad", "Body": "{}"})]}
+    broken = sqs_helpers.record({"MessageId": "bad", "Body": "{}"})
+    event = {"Records": [sqs_helpers.record(m) for m in messages] + [broken]}
     response = worker_handler(event, lambda_context)
 
     # THEN the four are DONE and only the broken message is reported failed
@@ -312,48 +314,6 @@ class _FakeTable:
         self.meta = _FakeMeta(_FakeClient(batch_write_item))
         if get_item is not None:
             self.get_item = get_item
-
-
-def _sqs_client(endpoint_url: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "sqs",
-        endpoint_url=endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-def _drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    while batch_ := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
-        messages.extend(batch_)
-        sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch_)],
-        )
-    return messages
-
-
-def _sqs_record(message: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "messageId": message["MessageId"],
-        "receiptHandle": "handle",
-        "body": message["Body"],
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": "0",
-            "SenderId": "x",
-            "ApproximateFirstReceiveTimestamp": "0",
-        },
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:work",
-        "awsRegion": "us-east-1",
-    }
 
 
 def test_tiny_floats_are_stored_as_zero_instead_of_failing() -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import localenv
+import sqs as sqs_helpers
 from conftest import TEMPLATE, Table, generations_in, load_event, start_emulator
 from handler.config import settings_from
 from handler.engine import Engine, load_engine
@@ -271,12 +271,9 @@ def test_killing_a_worker_mid_document_loses_nothing_and_generates_no_chunk_twic
     tmp_path: Path,
     generations: list[int],
 ) -> None:
-    import json
     import threading
     import time
     from datetime import timedelta
-
-    import boto3
 
     from handler import engine as engine_module
     from handler import queued, store
@@ -284,7 +281,7 @@ def test_killing_a_worker_mid_document_loses_nothing_and_generates_no_chunk_twic
 
     # GIVEN a queued document of eight chunks, a work queue, and the real model here and in a worker
     table = service_env
-    sqs = boto3.client("sqs", endpoint_url=table.endpoint_url, region_name="us-east-1")
+    sqs = sqs_helpers.client(table.endpoint_url)
     queue_url = sqs.create_queue(QueueName=f"work-{table.name}")["QueueUrl"]
     monkeypatch.setenv("MODEL_PATH", str(real_model))
     monkeypatch.setattr(engine_module, "_engine", None)  # this test's own engine; the process's comes back after
@@ -295,20 +292,7 @@ def test_killing_a_worker_mid_document_loses_nothing_and_generates_no_chunk_twic
     queued.enqueue(service, [(1, {"task": "summarize", "text": text, "options": {"max_tokens": 48}})])
 
     def take_ids() -> list[str]:
-        taken: list[str] = []
-        while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
-            taken.extend(json.loads(m["Body"])["id"] for m in batch)
-            for m in batch:
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-        return taken
-
-    def sqs_event(ids: list[str]) -> dict[str, Any]:
-        return {
-            "Records": [
-                {"messageId": f"m-{n}", "receiptHandle": "r", "body": json.dumps({"id": i}), "eventSource": "aws:sqs"}
-                for n, i in enumerate(ids)
-            ]
-        }
+        return sqs_helpers.ids(sqs_helpers.drain(sqs, queue_url))
 
     (document_id,) = take_ids()
     assert queued.process(service, document_id, "scheduler", time.monotonic() + 600).outcome == "waiting"
@@ -329,13 +313,13 @@ def test_killing_a_worker_mid_document_loses_nothing_and_generates_no_chunk_twic
     )
     with worker:
         # WHEN the worker finishes one batch of three chunks
-        assert worker.invoke(sqs_event(chunk_ids[:3])) == {"batchItemFailures": []}
+        assert worker.invoke(sqs_helpers.event_for(chunk_ids[:3])) == {"batchItemFailures": []}
         # AND is killed while it generates the next four (SIGKILL, mid-invocation)
         ended: list[BaseException] = []
 
         def invoke_killed() -> None:
             try:
-                worker.invoke(sqs_event(killed), timeout=120)
+                worker.invoke(sqs_helpers.event_for(killed), timeout=120)
             except (localenv.LambdaEmulatorError, OSError) as exc:
                 ended.append(exc)
 
