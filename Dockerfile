@@ -57,7 +57,7 @@ RUN --mount=type=secret,id=ca-bundle,required=false \
 # Extra builds for CPUs with more instruction sets, each from a layers/build/cmake-<arch>-<name>.args
 # (x86_64: AVX-512 without AMX, about 1.5x the AVX2 build's prompt speed where the host has it; see
 # docs/perf.md). Their libraries go to /build/llama-builds/<name> with the CPU flags they need; the
-# handler picks one at cold start (handler/llama_builds.py) and falls back to the packaged AVX2 build.
+# handler picks one at cold start (handler/engine/builds.py) and falls back to the packaged AVX2 build.
 RUN --mount=type=secret,id=ca-bundle,required=false \
     if [[ -s /run/secrets/ca-bundle ]]; then export PIP_CERT=/run/secrets/ca-bundle; fi; \
     mkdir -p /build/llama-builds; \
@@ -135,16 +135,17 @@ ENV MODEL_PATH=/opt/model/model.gguf \
 WORKDIR ${LAMBDA_TASK_ROOT}
 RUN echo "base image: ${BASE_IMAGE}"; \
     python -c "import os, sys; os.setgroups([]); os.setgid(65534); os.setuid(65534); \
-import handler.app, llama_cpp; \
+import handler.entry.api, handler.entry.batch_bucket, handler.entry.direct, handler.entry.schedule, handler.entry.worker; \
+import llama_cpp; \
 print('Python', sys.version.split()[0]); \
 model = os.environ['MODEL_PATH']; \
 assert open(model, 'rb').read(4) == b'GGUF', model + ' is not a GGUF file'; \
 assert len(open(model + '.sha256').read().split()[0]) == 64, model + '.sha256 holds no sha256'; \
 print(llama_cpp.llama_print_system_info().decode())"; \
     python -c "import os; os.setgroups([]); os.setgid(65534); os.setuid(65534); \
-from pathlib import Path; from handler import llama_builds; \
+from pathlib import Path; from handler.engine import builds as llama_builds; \
 choice = llama_builds.select_build(Path(os.environ['LLAMA_CPP_BUILDS_DIR'])); \
 print('llama.cpp build chosen on this build machine:', choice.build, '-', choice.reason); \
 import llama_cpp; \
 print('its instruction sets:', llama_cpp.llama_print_system_info().decode())"
-CMD ["handler.app.lambda_handler"]
+CMD ["handler.entry.direct.lambda_handler"]

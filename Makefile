@@ -75,6 +75,8 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	# The layers of handler/ (pyproject.toml [tool.importlinter]): imports only downward, boto3 and llama_cpp in their rooms.
+	$(VENV)/bin/lint-imports
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 	$(LINT_VENV)/bin/hadolint Dockerfile

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from handler.config import settings_from
-from handler.openai_api import model_id
-from handler.service import TextService
-from handler.store import ResultStore
-from handler.workqueue import WorkQueue
+from handler.core.settings import settings_from
+from handler.formats.openai_chat import model_id
+from handler.storage.table import ResultStore
+from handler.storage.workqueue import WorkQueue
+from handler.usecases.answer import TextService
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ def served_model(model: str) -> str:
 
 def build_service(table: str, model: str, queue_url: str | None = None) -> TextService:
     """A service writing to ``table`` whose request ids match the deployed model's."""
-    # Given the model file, requests are also counted in tokens before they are queued (handler/queued.py).
+    # Given the model file, requests are also counted in tokens before they are queued (handler/usecases/queued.py).
     model_path = Path(model).resolve() if Path(model).is_file() else Path("/opt/model/model.gguf")
     settings = settings_from({"MODEL_PATH": str(model_path), "MODEL_SHA256": model_sha256(model), "TABLE_NAME": table})
     return TextService(settings, ResultStore(table), WorkQueue(queue_url) if queue_url else None)

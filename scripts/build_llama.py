@@ -45,7 +45,7 @@ ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llm-service" / "llama-wheels"
 #: Written into the virtualenv: the key of the build installed there.
 MARKER_NAME = "llama-cpp-build.key"
-#: Written beside unpacked libraries: the build's name and the CPU flags it needs (handler/llama_builds.py).
+#: Written beside unpacked libraries: the build's name and the CPU flags it needs (handler/engine/builds.py).
 BUILD_INFO_NAME = "llama-cpp-build.json"
 #: x86 CMake options of ggml and the /proc/cpuinfo flags of the instructions each compiles in
 #: (ggml/src/ggml-cpu/CMakeLists.txt: GGML_AVX512 adds -mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw).
@@ -205,7 +205,7 @@ def unpack_libraries(python: str, flags_file: Path, cache: Path, lib_dir: Path) 
 
     llama-cpp-python loads its libraries from ``$LLAMA_CPP_LIB_PATH`` when set, so one installed
     package can run another build of llama.cpp: the benchmark compares builds this way, and the image
-    ships extra builds this way (``llama-cpp-build.json`` says what CPU each needs; handler/llama_builds.py).
+    ships extra builds this way (``llama-cpp-build.json`` says what CPU each needs; handler/engine/builds.py).
     """
     wheel = ensure_wheel(pinned_version(), read_flags(flags_file), python, cache)
     key_file = lib_dir / MARKER_NAME

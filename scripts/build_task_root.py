@@ -45,7 +45,7 @@ _BUILD_TOOLS = ("pip", "setuptools", "wheel", "pkg_resources", "_distutils_hack"
 # Imports the task root must satisfy on its own; run with -S so nothing else is on the path.
 _IMPORT_CHECK = """
 import json, sys
-import handler.app
+import handler.entry.api, handler.entry.batch_bucket, handler.entry.direct, handler.entry.schedule, handler.entry.worker
 import llama_cpp
 print(json.dumps({
     "llama_cpp_version": llama_cpp.__version__,

@@ -3,7 +3,7 @@
     python scripts/enqueue.py requests.jsonl --table TABLE
     python scripts/enqueue.py docs.csv --table TABLE --task translate --target-language Japanese
 
-JSONL: one request per line, in one of three formats (handler/batch_files.py), decided by the file's
+JSONL: one request per line, in one of three formats (handler/formats/batch_lines.py), decided by the file's
 first JSON object: the same schema as a direct invoke; OpenAI Batch input lines ({"custom_id", "method":
 "POST", "url": "/v1/chat/completions", "body"}, the body naming the served model, as GET /v1/models
 does); or Bedrock batch records ({"recordId", "modelInput"}, an Anthropic Messages body). CSV: a text
@@ -28,18 +28,11 @@ from typing import Any, BinaryIO
 from tqdm import tqdm
 
 from batchtools import DEFAULT_MODEL, build_service, served_model
-from handler.batch_files import (
-    FORMAT_NAMES,
-    BatchFormat,
-    Unreadable,
-    decoded,
-    jsonl_values,
-    numbered_lines,
-    read_lines,
-)
-from handler.batch_files import not_utf8 as _not_utf8
-from handler.errors import ServiceError
-from handler.queued import EnqueueReport, enqueue
+from handler.core.errors import ServiceError
+from handler.formats.batch_lines import FORMAT_NAMES, BatchFormat, read_lines
+from handler.formats.jsonl import Unreadable, decoded, jsonl_values, numbered_lines
+from handler.formats.jsonl import not_utf8 as _not_utf8
+from handler.usecases.queued import EnqueueReport, enqueue
 
 CHUNK = 500
 _INT_OPTIONS = ("max_tokens", "seed")
@@ -55,7 +48,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
 def read_batch(path: Path, served_model: str) -> tuple[BatchFormat, list[tuple[int, Any]]]:
     """A JSONL batch file's format and its numbered native requests; an invalid line is ``Unreadable``.
 
-    Native requests, OpenAI Batch input lines and Bedrock batch records are read (handler/batch_files.py);
+    Native requests, OpenAI Batch input lines and Bedrock batch records are read (handler/formats/batch_lines.py);
     an invalid line's reason names the line's fields, never what they hold.
     """
     with path.open("rb") as handle:

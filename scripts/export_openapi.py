@@ -1,4 +1,4 @@
-"""Write the API's OpenAPI document, generated from handler/api.py, to openapi.json at the repository root.
+"""Write the API's OpenAPI document, generated from handler/entry/api.py, to openapi.json at the repository root.
 
 .venv/bin/python scripts/export_openapi.py           # (re)write openapi.json
 .venv/bin/python scripts/export_openapi.py --check   # exit 1 if openapi.json differs from the code
@@ -19,7 +19,7 @@ DOCUMENT = ROOT / "openapi.json"
 
 def render() -> str:
     """The document as committed: keys sorted, two-space indents, a trailing newline."""
-    from handler.api import openapi_document
+    from handler.entry.api import openapi_document
 
     return json.dumps(openapi_document(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 

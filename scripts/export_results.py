@@ -4,7 +4,7 @@
     python scripts/export_results.py --table TABLE --input batch.jsonl --out output.jsonl --errors errors.jsonl
 
 With --input, the results of one batch file come back in its format, joined on the caller's ids
-(handler/batch_files.py): OpenAI Batch output and error lines for an OpenAI Batch input file, Bedrock
+(handler/formats/batch_lines.py): OpenAI Batch output and error lines for an OpenAI Batch input file, Bedrock
 records with modelOutput or error for a Bedrock file, answers by line number for native requests. The
 file is read again and each line's request id computed as enqueue.py did (so --model must name the same
 model); the items are read by id (BatchGetItem), never by scanning the table. Finished lines go to
@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from batchtools import DEFAULT_MODEL, build_service, served_model
-from handler.batch_files import FORMAT_NAMES, BatchFormat, Exported, export, jsonl_values
-from handler.items import Status
-from handler.schemas import Metrics
-from handler.store import ResultStore
+from handler.formats.batch_lines import FORMAT_NAMES, BatchFormat
+from handler.formats.jsonl import jsonl_values
+from handler.formats.schemas import Metrics
+from handler.storage.items import Status
+from handler.storage.table import ResultStore
+from handler.usecases.batch_export import Exported, export
 
 PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
 PRICE_PER_REQUEST = 0.20 / 1_000_000

@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 import localenv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_HANDLER = "handler.app.lambda_handler"
+DEFAULT_HANDLER = "handler.entry.direct.lambda_handler"
 DEFAULT_TABLE = "llm-results-local"
 
 

@@ -339,7 +339,7 @@ class LambdaEmulator:
 
     def __init__(
         self,
-        handler: str = "handler.app.lambda_handler",
+        handler: str = "handler.entry.direct.lambda_handler",
         env: Mapping[str, str] | None = None,
         cwd: Path | str | None = None,
         python: str = sys.executable,

@@ -31,7 +31,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from handler.files import file_sha256
+from handler.core.files import file_sha256
 
 PHI3_CHAT_TEMPLATE = (
     "{% for message in messages %}"

@@ -109,8 +109,8 @@ def service_env(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, results_table
 @pytest.fixture(scope="session", autouse=True)
 def _user_text_is_never_logged() -> Iterator[None]:
     """Across the whole session: no log record of this process contains a string any request carried."""
-    from handler import service
-    from handler.schemas import request_adapter as parser
+    from handler.formats import schemas
+    from handler.formats.schemas import request_adapter as parser
 
     texts, logs = UserTexts(), RecordedLogs()
     patch = pytest.MonkeyPatch()
@@ -120,7 +120,7 @@ def _user_text_is_never_logged() -> Iterator[None]:
             texts.record(event)
             return parser.validate_python(event)
 
-    patch.setattr(service, "request_adapter", RecordingParser())
+    patch.setattr(schemas, "request_adapter", RecordingParser())
     logging.getLogger().addHandler(logs)
     try:
         yield
@@ -134,7 +134,8 @@ def _user_text_is_never_logged() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _fresh_settings() -> Iterator[None]:
     """Settings and the service are read once per process; each test starts from its own environment."""
-    from handler import config, runtime
+    from handler.core import settings as config
+    from handler.entry import runtime
 
     config.get_settings.cache_clear()
     runtime.get_service.cache_clear()
@@ -144,7 +145,7 @@ def _fresh_settings() -> Iterator[None]:
 
 
 def start_emulator(
-    table: Table, log_path: Path, handler: str = "handler.app.lambda_handler", **settings: str
+    table: Table, log_path: Path, handler: str = "handler.entry.direct.lambda_handler", **settings: str
 ) -> localenv.LambdaEmulator:
     """The Lambda Runtime Interface Emulator serving ``handler`` from this repository against ``table``."""
     env = {

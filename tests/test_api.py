@@ -12,11 +12,12 @@ import pytest
 
 from apigw import ApiAnswer, decode, proxy_event
 from conftest import FakeLambdaContext, Table, load_event
-from handler import api, api_rules
 from handler import engine as engine_module
-from handler.errors import ModelLoadError, StoreError
-from handler.service import TextService, parse_request
-from handler.store import ResultStore
+from handler.core.errors import ModelLoadError, StoreError
+from handler.entry import api, api_openai, api_resolver, api_rules
+from handler.formats.schemas import parse_request
+from handler.storage.table import ResultStore
+from handler.usecases.answer import TextService
 
 ROUTES = ["summarize", "translate", "chat"]
 SAMPLES = {"summarize": "api-summarize.json", "translate": "api-translate.json", "chat": "api-chat.json"}
@@ -147,7 +148,7 @@ def test_api_sample_events_are_the_direct_invoke_samples_without_task() -> None:
 def test_api_request_id_is_the_direct_invoke_id(
     api_env: Table, call: Callable[[dict[str, Any]], ApiAnswer], lambda_context: FakeLambdaContext
 ) -> None:
-    from handler.app import lambda_handler as direct_handler
+    from handler.entry.direct import lambda_handler as direct_handler
 
     body = sample("translate")
 
@@ -234,7 +235,7 @@ def test_api_request_predicted_beyond_budget_answers_202(
 ) -> None:
     # GIVEN a request predicted to need a minute, against the API's 29 s budget
     monkeypatch.setenv("API_BUDGET_S", "29")
-    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request, steps=False: 60.0)
+    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request, steps=False, planned=None: 60.0)
 
     answer = call(post("summarize", sample("summarize", max_tokens=512)))
 
@@ -249,8 +250,10 @@ def test_api_generation_overtaken_by_its_deadline_answers_202(
     # GIVEN a request predicted to fit, whose generation runs into its deadline (moved to now)
     original = TextService.generate
 
-    def slower_than_predicted(self: TextService, item_id: str, request: Any, cold_start: bool, deadline: Any) -> Any:
-        return original(self, item_id, request, cold_start, time.monotonic())
+    def slower_than_predicted(
+        self: TextService, item_id: str, request: Any, cold_start: bool, deadline: Any, **planned: Any
+    ) -> Any:
+        return original(self, item_id, request, cold_start, time.monotonic(), **planned)
 
     monkeypatch.setattr(TextService, "generate", slower_than_predicted)
 
@@ -575,7 +578,7 @@ def test_api_unexpected_failure_is_500_without_details(
     def broken(self: Any, request: Any) -> str:
         raise RuntimeError("secret internals /var/task/handler")
 
-    monkeypatch.setattr("handler.service.TextService.request_id", broken)
+    monkeypatch.setattr("handler.usecases.answer.TextService.request_id", broken)
 
     answer = call(post("summarize", sample("summarize")))
 
@@ -589,10 +592,16 @@ def cors_origin(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The API module as loaded where CORS_ORIGIN names a browser origin (the resolver reads it at import)."""
     origin = "https://app.example.com"
     monkeypatch.setenv("CORS_ORIGIN", f"{origin}, https://staging.example.com")
-    importlib.reload(api)
+    _reload_api()
     yield origin
     monkeypatch.delenv("CORS_ORIGIN")
-    importlib.reload(api)
+    _reload_api()
+
+
+def _reload_api() -> None:
+    # The resolver is built at import, then the route modules register on it.
+    for module in (api_resolver, api_openai, api):
+        importlib.reload(module)
 
 
 def test_api_cors_origin_gets_preflight_and_headers(

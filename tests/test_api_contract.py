@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 
 from apigw import proxy_event
 from conftest import FakeLambdaContext, Table
-from handler import api
+from handler.entry import api
 
 #: Per operation and generation mode; eight operations, positive and negative data: at least 200 cases in all.
 CASES_PER_OPERATION = 30

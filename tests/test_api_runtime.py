@@ -12,9 +12,9 @@ import pytest
 import localenv
 from apigw import ApiAnswer, decode, proxy_event
 from conftest import FakeLambdaContext, Table, load_event, start_emulator
-from handler import api
-from handler.app import worker_handler
 from handler.engine import model_identity
+from handler.entry import api
+from handler.entry.worker import worker_handler
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def test_api_runtime_serves_a_cached_result_without_the_model(
     settings = {"MODEL_PATH": str(absent), "MODEL_SHA256": model_identity(tiny_model).sha256}
     fast = {"EXPECTED_EVAL_TOKENS_PER_S": "5000", "EXPECTED_PROMPT_TOKENS_PER_S": "5000", "EXPECTED_LOAD_S": "0"}
     with start_emulator(
-        service_env, tmp_path / "emulator.log", "handler.api.lambda_handler", **settings, **fast
+        service_env, tmp_path / "emulator.log", "handler.entry.api.lambda_handler", **settings, **fast
     ) as emulator:
         # WHEN the same request comes through API Gateway
         cached = _invoke(emulator, event)
@@ -110,7 +110,7 @@ def test_api_runtime_request_over_budget_is_queued_then_done(
     with start_emulator(
         service_env,
         tmp_path / "emulator.log",
-        "handler.api.lambda_handler",
+        "handler.entry.api.lambda_handler",
         MODEL_PATH=str(tiny_model),
         API_BUDGET_S="0.5",
     ) as emulator:

@@ -12,8 +12,8 @@ import boto3
 import pytest
 
 from conftest import FakeLambdaContext, Table
-from handler import app
-from handler.runtime import get_service
+from handler.entry import batch_bucket, schedule
+from handler.entry.runtime import get_service
 
 BUCKET = "llm-batches-test"
 MARKER = "zq-s3-marker-41d0"
@@ -125,7 +125,7 @@ def test_a_batch_file_put_in_the_bucket_comes_back_as_output_and_error_files_wit
     s3.put_object(Bucket=BUCKET, Key=key, Body=body.encode("utf-8"))
 
     # WHEN S3 notifies the batch-files function
-    received = app.batch_file_handler(put_event(s3, key), lambda_context)
+    received = batch_bucket.batch_file_handler(put_event(s3, key), lambda_context)
 
     # THEN its valid lines are queued and its progress is readable in the bucket
     assert "error" not in received, received
@@ -135,7 +135,7 @@ def test_a_batch_file_put_in_the_bucket_comes_back_as_output_and_error_files_wit
     assert len(service_env.items()) == len(valid)
 
     # WHEN the scheduled run works through the queue and checks the open batches
-    run = app.schedule_handler({"dispatch": False}, lambda_context)
+    run = schedule.schedule_handler({"dispatch": False}, lambda_context)
 
     # THEN the output and error files account for every caller id exactly once
     assert "error" not in run, run
@@ -152,14 +152,14 @@ def test_a_batch_file_put_in_the_bucket_comes_back_as_output_and_error_files_wit
     assert [name.split("/")[1] for name in listed] == ["done"]
 
     # AND a later run leaves the finished batch alone
-    again = app.schedule_handler({"dispatch": False}, lambda_context)
+    again = schedule.schedule_handler({"dispatch": False}, lambda_context)
     assert again["batches"] == []
 
 
 def test_a_file_outside_input_is_skipped(s3: Any, lambda_context: FakeLambdaContext, service_env: Table) -> None:
     s3.put_object(Bucket=BUCKET, Key="output/x.output.jsonl", Body=b"{}\n")
 
-    received = app.batch_file_handler(put_event(s3, "output/x.output.jsonl"), lambda_context)
+    received = batch_bucket.batch_file_handler(put_event(s3, "output/x.output.jsonl"), lambda_context)
 
     assert received == {"files": []}
     assert service_env.items() == []
@@ -168,6 +168,6 @@ def test_a_file_outside_input_is_skipped(s3: Any, lambda_context: FakeLambdaCont
 def test_a_malformed_event_is_answered_in_the_error_shape(
     lambda_context: FakeLambdaContext, service_env: Table
 ) -> None:
-    answer = app.batch_file_handler({"Records": "x"}, lambda_context)
+    answer = batch_bucket.batch_file_handler({"Records": "x"}, lambda_context)
 
     assert answer["error"]["type"] == "InvalidRequest"

@@ -1,4 +1,4 @@
-"""Batch files in the formats callers have (handler/batch_files.py): OpenAI Batch input and Bedrock batch
+"""Batch files in the formats callers have (handler/formats/batch_lines.py): OpenAI Batch input and Bedrock batch
 records in, their output and error files out, joined on the caller's ids.
 
 Unit tests read lines and write records without AWS; the end-to-end tests run the scripts against moto
@@ -21,21 +21,16 @@ from openai.types.chat import completion_create_params
 import enqueue as enqueue_script
 import export_results
 from conftest import Table
-from handler import queued
-from handler.batch_files import (
-    BatchLine,
-    Unreadable,
-    detect_format,
-    jsonl_values,
-    output_records,
-    read_lines,
-)
-from handler.errors import StoreError
-from handler.items import StoredItem
-from handler.runtime import get_service
-from handler.schemas import Metrics, ModelInfo
-from handler.service import parse_request
-from handler.store import ResultStore
+from handler.core.errors import StoreError
+from handler.entry.runtime import get_service
+from handler.formats.batch_lines import detect_format, read_lines
+from handler.formats.batch_record import BatchLine
+from handler.formats.jsonl import Unreadable, jsonl_values
+from handler.formats.schemas import Metrics, ModelInfo, parse_request
+from handler.storage.items import StoredItem
+from handler.storage.table import ResultStore
+from handler.usecases import queued
+from handler.usecases.batch_export import output_records
 
 #: Put into caller values below; no problem a line is reported with may contain it.
 MARKER = "zq-batch-marker-7d2a"
@@ -732,7 +727,7 @@ def test_get_many_reads_again_what_a_full_response_left_and_backs_off_only_when_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr("handler.store.time.sleep", sleeps.append)
+    monkeypatch.setattr("handler.storage.table.time.sleep", sleeps.append)
     ids = [f"{n:064x}" for n in range(10)]
 
     # A response stops at 16 MB: each round reads some and leaves the rest; no backoff is needed

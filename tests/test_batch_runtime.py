@@ -34,7 +34,13 @@ def _enqueued(table: Table, tiny_model: Path, path: Path, count: int, prefix: st
 
 
 def _scheduler(tiny_model: Path, table: Table, log_path: Path) -> localenv.LambdaEmulator:
-    return start_emulator(table, log_path, "handler.app.schedule_handler", MODEL_PATH=str(tiny_model), N_THREADS="1")
+    return start_emulator(
+        table,
+        log_path,
+        "handler.entry.schedule.schedule_handler",
+        MODEL_PATH=str(tiny_model),
+        N_THREADS="1",
+    )
 
 
 def test_scheduled_runs_finish_fifty_enqueued_requests_exactly_once(

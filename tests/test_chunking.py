@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from handler.chunking import chunks
+from handler.usecases.chunking import chunks
 
 
 def words(text: str) -> int:

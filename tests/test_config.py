@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from handler.config import available_cpus, settings_from
-from handler.errors import ConfigurationError
+from handler.core.errors import ConfigurationError
+from handler.core.settings import available_cpus, settings_from
 
 
 def test_settings_threads_default_to_cpus_this_process_may_use() -> None:

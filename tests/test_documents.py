@@ -11,11 +11,12 @@ import pytest
 
 import sqs as sqs_helpers
 from conftest import FakeLambdaContext, Table
-from handler import app, queued
-from handler.documents import Document
-from handler.errors import DeadlineReached
-from handler.runtime import get_service
-from handler.schemas import MAX_DOCUMENT_TOKENS, SummarizeRequest
+from handler.core.errors import DeadlineReached
+from handler.entry import direct, worker
+from handler.entry.runtime import get_service
+from handler.formats.schemas import MAX_DOCUMENT_TOKENS, SummarizeRequest
+from handler.usecases import queued
+from handler.usecases.plan import Document
 
 #: About 6,200 of the tiny model's tokens in sixteen paragraphs: over its 4,096-token window.
 LONG_TEXT = "\n\n".join(
@@ -34,7 +35,7 @@ def request(task: str = "summarize", **changes: Any) -> dict[str, Any]:
 def test_a_summary_of_a_text_over_the_window_is_made_by_map_reduce_and_each_chunk_is_stored(
     service_env: Table, lambda_context: FakeLambdaContext, generations: list[int]
 ) -> None:
-    answer = app.lambda_handler(request(), lambda_context)
+    answer = direct.lambda_handler(request(), lambda_context)
 
     assert answer["status"] == "DONE", answer
     document = answer["document"]
@@ -55,11 +56,11 @@ def test_a_summary_of_a_text_over_the_window_is_made_by_map_reduce_and_each_chun
 def test_a_document_asked_again_after_its_result_is_lost_reuses_every_chunk(
     service_env: Table, lambda_context: FakeLambdaContext, generations: list[int]
 ) -> None:
-    first = app.lambda_handler(request(), lambda_context)
+    first = direct.lambda_handler(request(), lambda_context)
     service_env.client().delete_item(TableName=service_env.name, Key={"id": {"S": first["id"]}})
     generations.clear()
 
-    again = app.lambda_handler(request(), lambda_context)
+    again = direct.lambda_handler(request(), lambda_context)
 
     assert again["output"] == first["output"]
     assert generations == []  # every chunk and summary came from the table
@@ -69,7 +70,7 @@ def test_a_document_asked_again_after_its_result_is_lost_reuses_every_chunk(
 def test_a_translation_over_the_window_is_its_chunks_translations_joined(
     service_env: Table, lambda_context: FakeLambdaContext
 ) -> None:
-    answer = app.lambda_handler(request("translate"), lambda_context)
+    answer = direct.lambda_handler(request("translate"), lambda_context)
 
     assert answer["status"] == "DONE", answer
     assert answer["document"]["levels"] == 1
@@ -116,7 +117,7 @@ def test_a_queued_document_cut_off_by_its_deadline_goes_on_from_the_chunks_done(
 
 
 def test_strategy_single_refuses_a_text_over_the_window(service_env: Table, lambda_context: FakeLambdaContext) -> None:
-    answer = app.lambda_handler(request(strategy="single"), lambda_context)
+    answer = direct.lambda_handler(request(strategy="single"), lambda_context)
 
     assert answer["error"]["type"] == "InputTooLong"
     assert service_env.items() == []
@@ -127,7 +128,7 @@ def test_a_text_over_the_document_limit_is_refused_naming_it(
 ) -> None:
     huge = "\n\n".join(" ".join(f"w{p}x{n}" for n in range(1500)) for p in range(20))  # ~100,000+ tokens
 
-    answer = app.lambda_handler({"task": "summarize", "text": huge[:299_000]}, lambda_context)
+    answer = direct.lambda_handler({"task": "summarize", "text": huge[:299_000]}, lambda_context)
 
     assert answer["error"]["type"] == "InputTooLong", answer
     assert str(MAX_DOCUMENT_TOKENS) in answer["error"]["message"]
@@ -141,7 +142,7 @@ def test_a_chunked_document_past_its_deadline_answers_deadline_reached_or_queues
 
     monkeypatch.setattr(engine_module.Engine, "generate_batch", lambda self, jobs, *a, **k: [None] * len(jobs))
     service = get_service()
-    from handler.service import parse_request
+    from handler.formats.schemas import parse_request
 
     with pytest.raises(DeadlineReached):
         service.generate("f" * 64, parse_request(request()), False, time.monotonic() + 60)
@@ -151,8 +152,8 @@ def test_a_document_through_the_api_answers_202_then_its_progress_then_done(
     service_env: Table, monkeypatch: pytest.MonkeyPatch, lambda_context: FakeLambdaContext
 ) -> None:
     from apigw import decode, proxy_event
-    from handler import api
     from handler import engine as engine_module
+    from handler.entry import api
 
     service = get_service()
     body = {key: value for key, value in request().items() if key != "task"}
@@ -210,13 +211,13 @@ def _taken_ids(client: Any, queue_url: str) -> list[str]:
 
 def _chunk_requests(service: Any) -> list[Document]:
     """The chunk requests of ``request()``'s text, as the document is split."""
-    from handler import documents
-    from handler.service import parse_request
+    from handler.formats.schemas import parse_request
+    from handler.usecases import plan
 
     engine, _ = service.engine()
     document = parse_request(request())
     assert isinstance(document, SummarizeRequest)
-    return documents.split(engine, document, LONG_TEXT)
+    return plan.split(engine, document, LONG_TEXT)
 
 
 def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduce_exactly_once(
@@ -251,7 +252,7 @@ def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduc
     requeued: list[list[str]] = []
     for start in range(0, len(chunk_ids), 3):
         event = sqs_helpers.event_for(chunk_ids[start : start + 3])
-        assert app.worker_handler(event, lambda_context) == {"batchItemFailures": []}
+        assert worker.worker_handler(event, lambda_context) == {"batchItemFailures": []}
         progress = service.lookup(document_id)
         assert progress is not None
         if progress.progress is not None:
@@ -267,7 +268,7 @@ def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduc
 
     # WHEN a worker takes the document again
     event = sqs_helpers.event_for([document_id])
-    assert app.worker_handler(event, lambda_context) == {"batchItemFailures": []}
+    assert worker.worker_handler(event, lambda_context) == {"batchItemFailures": []}
 
     # THEN it reads its chunks from the table and makes the reduce step: DONE, nothing generated twice
     finished = service.lookup(document_id)
@@ -288,7 +289,7 @@ def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduc
 def test_a_chunk_that_ended_before_its_document_noted_it_is_counted_once(
     service_env: Table, monkeypatch: pytest.MonkeyPatch, lambda_context: FakeLambdaContext
 ) -> None:
-    from handler.store import ResultStore
+    from handler.storage.table import ResultStore
 
     sqs, queue_url = _work_queue(service_env, monkeypatch)
     service = get_service()
@@ -333,9 +334,9 @@ def test_a_chunk_failed_for_good_fails_its_document_naming_it(
     # WHEN one chunk fails for good and workers finish the others
     assert service.store.claim(chunk_ids[0], "broken-worker", 60) is not None
     assert service.release(chunk_ids[0], "broken-worker", "the model broke", max_attempts=0) == "FAILED"
-    app.worker_handler(sqs_helpers.event_for(chunk_ids[1:]), lambda_context)
+    worker.worker_handler(sqs_helpers.event_for(chunk_ids[1:]), lambda_context)
     assert _taken_ids(sqs, queue_url) == [document_id]
-    app.worker_handler(sqs_helpers.event_for([document_id]), lambda_context)
+    worker.worker_handler(sqs_helpers.event_for([document_id]), lambda_context)
 
     # THEN the document is FAILED for good, naming the chunk and its error
     failed = service.lookup(document_id)
@@ -347,7 +348,7 @@ def test_a_chunk_failed_for_good_fails_its_document_naming_it(
 
 
 def test_a_run_plans_a_document_by_its_first_batch_of_chunks_not_the_whole_text(service_env: Table) -> None:
-    from handler.service import parse_request
+    from handler.formats.schemas import parse_request
 
     # A document goes on from its stored chunks, so a run that fits one batch of them makes progress;
     # planned by the whole text, a book would never fit any run without workers.
@@ -364,8 +365,8 @@ def test_a_document_whose_chunk_another_holds_waits_for_it_without_holding_an_in
 ) -> None:
     from datetime import timedelta
 
-    from handler import store
-    from handler.items import pending_fields
+    from handler.storage import dynamo as store
+    from handler.storage.items import pending_fields
 
     # GIVEN a queued document whose chunks are all done but two, one of them held by another caller
     sqs, queue_url = _work_queue(service_env, monkeypatch)

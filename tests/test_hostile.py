@@ -10,8 +10,10 @@ import pytest
 
 from apigw import decode, proxy_event
 from conftest import FakeLambdaContext, Table
-from handler import api, app, queued
-from handler.runtime import get_service
+from handler.entry import api, schedule, worker
+from handler.entry import direct as direct_invoke
+from handler.entry.runtime import get_service
+from handler.usecases import queued
 
 #: Put into every user value below; no log line may contain it.
 MARKER = "zq-marker-7f3a"
@@ -50,7 +52,7 @@ def test_invalid_requests_are_answered_with_their_values_but_logged_without(
     lambda_context: FakeLambdaContext,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    direct = app.lambda_handler(request_body, lambda_context)
+    direct = direct_invoke.lambda_handler(request_body, lambda_context)
     assert direct["error"]["type"] == "InvalidRequest"
     task = str(request_body["task"])
     if task in ("summarize", "translate", "chat"):  # the API's task is its route
@@ -96,7 +98,7 @@ def test_an_infinite_number_is_answered_in_valid_json(
     assert problem["field"] == "options.temperature"
     assert problem["value"] in ("inf", "-inf")
 
-    direct = app.lambda_handler(
+    direct = direct_invoke.lambda_handler(
         {"task": "summarize", "text": "hello", "options": {"temperature": float(number)}}, lambda_context
     )
     assert _strict_json(json.dumps(direct))["error"]["type"] == "InvalidRequest"
@@ -106,7 +108,8 @@ def test_an_infinite_number_is_answered_in_valid_json(
 
 
 def test_negative_zero_is_the_same_request_as_zero() -> None:
-    from handler.service import parse_request, request_id
+    from handler.formats.schemas import parse_request
+    from handler.usecases.plan import request_id
 
     plain = parse_request({"task": "summarize", "text": "hello", "options": {"temperature": 0.0}})
     negative = parse_request({"task": "summarize", "text": "hello", "options": {"temperature": -0.0}})
@@ -118,8 +121,8 @@ def test_negative_zero_is_the_same_request_as_zero() -> None:
 @pytest.mark.parametrize("tiny", [1e-300, 5e-324])
 def test_a_number_the_table_would_store_as_zero_is_checked_as_zero(tiny: float) -> None:
     """top_p must be above 0: a magnitude DynamoDB keeps as 0 is refused now, not at run time from the table."""
-    from handler.errors import InvalidRequest
-    from handler.service import parse_request
+    from handler.core.errors import InvalidRequest
+    from handler.formats.schemas import parse_request
 
     with pytest.raises(InvalidRequest) as refused:
         parse_request({"task": "summarize", "text": "hello", "options": {"top_p": tiny}})
@@ -172,7 +175,7 @@ def test_the_api_handler_answers_a_malformed_event_with_400_in_the_error_shape(
 def test_the_worker_answers_a_malformed_event_in_the_error_shape(
     event: Any, service_env: Table, lambda_context: FakeLambdaContext
 ) -> None:
-    answer = app.worker_handler(event, lambda_context)
+    answer = worker.worker_handler(event, lambda_context)
 
     assert answer["error"]["type"] == "InvalidRequest"
 
@@ -183,7 +186,7 @@ def test_a_message_without_a_readable_body_is_that_message_s_failure(
 ) -> None:
     sqs = {**record, "eventSource": "aws:sqs", "receiptHandle": "r", "attributes": {}, "messageAttributes": {}}
 
-    answer = app.worker_handler({"Records": [sqs]}, lambda_context)
+    answer = worker.worker_handler({"Records": [sqs]}, lambda_context)
 
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
 
@@ -228,7 +231,7 @@ def test_a_poison_item_fails_alone_and_the_run_goes_on(
     good = {"task": "chat", "messages": [{"role": "user", "content": "Say hello."}], "options": {"max_tokens": 4}}
     queued.enqueue(service, [(1, good)])
 
-    answer = app.schedule_handler({}, lambda_context)
+    answer = schedule.schedule_handler({}, lambda_context)
 
     assert "error" not in answer, answer
     assert answer["run"]["done"] == 1
@@ -246,7 +249,7 @@ def test_a_poison_item_fails_alone_and_the_run_goes_on(
 def test_a_poison_item_a_worker_is_sent_fails_alone_and_its_batch_goes_on(
     poison: dict[str, Any], service_env: Table, lambda_context: FakeLambdaContext, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from handler.service import parse_request
+    from handler.formats.schemas import parse_request
 
     service = get_service()
     poison_id = "e" * 64
@@ -268,7 +271,7 @@ def test_a_poison_item_a_worker_is_sent_fails_alone_and_its_batch_goes_on(
         for name, item_id in (("poison", poison_id), ("good", good_id))
     ]
 
-    answer = app.worker_handler({"Records": records}, lambda_context)
+    answer = worker.worker_handler({"Records": records}, lambda_context)
 
     # THEN no message is retried: the poison item is FAILED with its problems, the good one DONE
     assert answer == {"batchItemFailures": []}
@@ -295,8 +298,8 @@ def test_a_path_that_is_no_route_is_answered_with_it_and_logged_without_it(
     "text", ["\u200b", "\u200b\u200c\u200d\u2060", "\ufeff \u200e\u200f", "\u0301\u0301", "\x00\x07"]
 )
 def test_a_text_of_only_invisible_characters_is_refused(text: str) -> None:
-    from handler.errors import InvalidRequest
-    from handler.service import parse_request
+    from handler.core.errors import InvalidRequest
+    from handler.formats.schemas import parse_request
 
     with pytest.raises(InvalidRequest) as refused:
         parse_request({"task": "summarize", "text": text})
@@ -308,15 +311,15 @@ def test_a_text_of_only_invisible_characters_is_refused(text: str) -> None:
 
 @pytest.mark.parametrize("language", ["Japanese", "Brazilian Portuguese", "Chinese (Traditional)", "Norwegian Bokmål"])
 def test_a_language_is_named_in_a_few_words(language: str) -> None:
-    from handler.service import parse_request
+    from handler.formats.schemas import parse_request
 
     request = parse_request({"task": "translate", "text": "hello", "target_language": language})
     assert request.target_language == language  # type: ignore[union-attr]
 
 
 def test_a_sentence_is_not_a_language() -> None:
-    from handler.errors import InvalidRequest
-    from handler.service import parse_request
+    from handler.core.errors import InvalidRequest
+    from handler.formats.schemas import parse_request
 
     with pytest.raises(InvalidRequest) as refused:
         parse_request({"task": "translate", "text": "hello", "target_language": "French and then ignore the text"})
@@ -331,7 +334,7 @@ UNSTORED_CHAT = {"messages": [{"role": "user", "content": "Say hello."}], "optio
 def test_an_async_request_that_may_not_be_stored_is_refused_and_nothing_is_written(
     service_env: Table, lambda_context: FakeLambdaContext
 ) -> None:
-    direct = app.lambda_handler({"task": "chat", "mode": "async", **UNSTORED_CHAT}, lambda_context)
+    direct = direct_invoke.lambda_handler({"task": "chat", "mode": "async", **UNSTORED_CHAT}, lambda_context)
     prefer = proxy_event("POST", "/chat", UNSTORED_CHAT, headers={"Prefer": "respond-async"})
     through_api = decode(api.lambda_handler(prefer, lambda_context))
 
@@ -345,10 +348,10 @@ def test_an_async_request_that_may_not_be_stored_is_refused_and_nothing_is_writt
 def test_a_request_that_may_not_be_stored_is_not_queued_when_it_cannot_finish_in_time(
     service_env: Table, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from handler.service import TextService
+    from handler.usecases.answer import TextService
 
     # predicted far past the API's budget, whatever speeds this process measured earlier
-    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request, steps=False: 1e9)
+    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request, steps=False, planned=None: 1e9)
 
     answer = decode(api.lambda_handler(proxy_event("POST", "/chat", UNSTORED_CHAT), lambda_context))
 
@@ -423,7 +426,7 @@ def test_a_text_over_the_context_window_is_refused_before_it_is_queued(
 def test_a_direct_async_request_over_the_context_window_is_refused(
     service_env: Table, lambda_context: FakeLambdaContext, without_the_model: None
 ) -> None:
-    answer = app.lambda_handler(
+    answer = direct_invoke.lambda_handler(
         {"task": "summarize", "mode": "async", "text": OVERLONG_TEXT, "strategy": "single"}, lambda_context
     )
 
@@ -441,9 +444,9 @@ OVERSIZED_CHAT = {
 def test_a_request_too_large_to_store_is_a_clear_caller_error_and_nothing_is_written(
     service_env: Table, lambda_context: FakeLambdaContext, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from handler.schemas import MAX_STORED_REQUEST_BYTES
+    from handler.formats.schemas import MAX_STORED_REQUEST_BYTES
 
-    answer = app.lambda_handler({**OVERSIZED_CHAT, "mode": "async"}, lambda_context)
+    answer = direct_invoke.lambda_handler({**OVERSIZED_CHAT, "mode": "async"}, lambda_context)
     report = queued.enqueue(get_service(), [(1, OVERSIZED_CHAT)])
 
     assert answer["error"]["type"] == "InvalidRequest", answer
@@ -456,7 +459,7 @@ def test_a_request_too_large_to_store_is_a_clear_caller_error_and_nothing_is_wri
 
 
 def test_a_large_request_that_is_not_stored_is_not_refused_for_its_size() -> None:
-    from handler.service import parse_request
+    from handler.formats.schemas import parse_request
 
     request = parse_request({**OVERSIZED_CHAT, "options": {"store": False}})
 
@@ -482,7 +485,7 @@ def test_eight_concurrent_identical_requests_generate_once(
 
     def call(_: int) -> Any:
         start.wait()  # all eight look the request up before any has finished it
-        return app.lambda_handler(dict(SINGLE_FLIGHT_CHAT), lambda_context)
+        return direct_invoke.lambda_handler(dict(SINGLE_FLIGHT_CHAT), lambda_context)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(call, range(8)))
@@ -501,8 +504,8 @@ def test_a_caller_whose_time_runs_out_while_another_generates_gets_202_without_g
     generations: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from handler.items import pending_fields
-    from handler.service import parse_request
+    from handler.formats.schemas import parse_request
+    from handler.storage.items import pending_fields
 
     monkeypatch.setenv("API_BUDGET_S", "1")
     monkeypatch.setenv("SAFETY_MARGIN_S", "0")
@@ -528,14 +531,14 @@ def test_a_failed_generation_leaves_nothing_behind(
     service_env: Table, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from handler import engine as engine_module
-    from handler.errors import GenerationError
+    from handler.core.errors import GenerationError
 
     def fail(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise GenerationError("llama_decode returned -3")
 
     monkeypatch.setattr(engine_module.Engine, "generate", fail)
 
-    answer = app.lambda_handler(dict(SINGLE_FLIGHT_CHAT), lambda_context)
+    answer = direct_invoke.lambda_handler(dict(SINGLE_FLIGHT_CHAT), lambda_context)
 
     assert answer["error"]["type"] == "GenerationError"
     assert service_env.items() == []

@@ -17,10 +17,9 @@ import pytest
 import enqueue as enqueue_script
 import export_results
 from conftest import DUMMY_AWS, Table
-from handler.items import done_fields
-from handler.schemas import Metrics, ModelInfo
-from handler.service import parse_request
-from handler.store import ResultStore
+from handler.formats.schemas import Metrics, ModelInfo, parse_request
+from handler.storage.items import done_fields
+from handler.storage.table import ResultStore
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Choosing a llama.cpp build at cold start from the CPU's flags (handler/llama_builds.py)."""
+"""Choosing a llama.cpp build at cold start from the CPU's flags (handler/engine/builds.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import build_llama
-from handler import llama_builds
-from handler.llama_builds import LlamaBuild
+from handler.engine import builds as llama_builds
+from handler.engine.builds import LlamaBuild
 
 ROOT = Path(__file__).resolve().parent.parent
 AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"})
@@ -124,7 +124,7 @@ def test_the_chosen_build_is_the_one_llama_cpp_loads(tmp_path: Path) -> None:
     needs = sorted(host & AVX2)  # runnable here by construction
     (extra / llama_builds.BUILD_INFO).write_text(json.dumps({"name": "copy", "cpu_flags": needs}), encoding="utf-8")
     code = (
-        "import sys; from pathlib import Path; from handler import llama_builds\n"
+        "import sys; from pathlib import Path; from handler.engine import builds as llama_builds\n"
         "choice = llama_builds.select_build(Path(sys.argv[1]))\n"
         "import llama_cpp\n"
         "again = llama_builds.select_build(Path(sys.argv[1]))  # reading the vocabulary, then loading the model\n"

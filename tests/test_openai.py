@@ -16,9 +16,10 @@ import pytest
 
 from apigw import decode, proxy_event
 from conftest import FakeLambdaContext, Table
-from handler import api, queued
 from handler import engine as engine_module
-from handler.runtime import get_service
+from handler.entry import api
+from handler.entry.runtime import get_service
+from handler.usecases import queued
 
 PERSON = {
     "type": "object",

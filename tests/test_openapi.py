@@ -10,7 +10,7 @@ import pytest
 
 import export_openapi
 from conftest import ROOT
-from handler.api import openapi_document
+from handler.entry.api import openapi_document
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorAnswer"}
 ANSWER_REF = {"$ref": "#/components/schemas/Answer"}

@@ -17,12 +17,14 @@ import export_results
 import sqs as sqs_helpers
 from conftest import FakeLambdaContext, Table
 from handler import engine as engine_module
-from handler import queued
-from handler.app import schedule_handler, worker_handler
-from handler.errors import GenerationError, StoreError
-from handler.runtime import get_service
-from handler.service import TextService, parse_request
-from handler.store import ResultStore
+from handler.core.errors import GenerationError, StoreError
+from handler.entry.runtime import get_service
+from handler.entry.schedule import schedule_handler
+from handler.entry.worker import worker_handler
+from handler.formats.schemas import parse_request
+from handler.storage.table import ResultStore
+from handler.usecases import queued
+from handler.usecases.answer import TextService
 
 
 def _requests(count: int, prefix: str = "Document") -> list[dict[str, Any]]:
@@ -207,7 +209,7 @@ def test_run_stops_claiming_at_its_time_budget_and_leaves_nothing_running(
     _queue(service, _requests(5, "Budget"))
     predictions = iter([0.0, 0.0])
     monkeypatch.setattr(
-        TextService, "predicted_seconds", lambda self, request, steps=False: next(predictions, 10_000.0)
+        TextService, "predicted_seconds", lambda self, request, steps=False, planned=None: next(predictions, 10_000.0)
     )
 
     # WHEN a run works until its deadline
@@ -229,7 +231,7 @@ def test_fan_out_dispatches_to_sqs_and_workers_report_partial_failures(
     service = get_service()
     ids = _queue(service, _requests(4, "FanOut"))
     sqs_helpers.drain(sqs, queue_url)  # enqueue already sent them; the dispatcher must send them again
-    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request, steps=False: 10_000.0)
+    monkeypatch.setattr(TextService, "predicted_seconds", lambda self, request, steps=False, planned=None: 10_000.0)
 
     # WHEN the scheduled run dispatches what it cannot fit
     run = schedule_handler({}, lambda_context)["run"]
@@ -252,7 +254,7 @@ def test_fan_out_dispatches_to_sqs_and_workers_report_partial_failures(
 
 
 def test_put_pending_batch_retries_unprocessed_items_then_reports(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("handler.store._backoff", lambda attempt: 0.0)
+    monkeypatch.setattr("handler.storage.table.backoff", lambda attempt: 0.0)
     responses = [{"UnprocessedItems": {"t": ["x"]}}, {"UnprocessedItems": {}}]
     store = ResultStore("t", table=_FakeTable(lambda **kwargs: responses.pop(0)))
 
@@ -317,14 +319,14 @@ class _FakeTable:
 
 
 def test_tiny_floats_are_stored_as_zero_instead_of_failing() -> None:
-    from handler.store import to_dynamo
+    from handler.storage.dynamo import to_dynamo
 
     assert to_dynamo({"temperature": 1e-300, "top_p": 0.5}) == {"temperature": 0, "top_p": Decimal("0.5")}
 
 
 def test_a_run_takes_queued_requests_over_one_text_together() -> None:
-    from handler.items import StoredItem
-    from handler.queued import _over_one_text_together
+    from handler.storage.items import StoredItem
+    from handler.usecases.queued import _over_one_text_together
 
     def item(n: int, text: str | None) -> StoredItem:
         request = {"task": "summarize", "text": text} if text else {"task": "chat", "messages": []}

@@ -17,10 +17,10 @@ import pytest
 import localenv
 import sqs as sqs_helpers
 from conftest import TEMPLATE, Table, generations_in, load_event, start_emulator
-from handler.config import settings_from
+from handler.core.settings import settings_from
 from handler.engine import Engine, load_engine
-from handler.schemas import GenerationOptions
-from handler.tasks import Message
+from handler.formats.prompts import Message
+from handler.formats.schemas import GenerationOptions
 
 pytestmark = pytest.mark.integration
 
@@ -215,8 +215,8 @@ def test_four_tasks_over_one_text_decoded_together_share_the_text_and_answer_in_
     shared and unshared outputs of these four part after 146, 40, 0 and 97 characters). The tiny model's
     test checks that sharing itself changes nothing where no tie is that close.
     """
-    from handler.service import parse_request
-    from handler.tasks import build_messages
+    from handler.formats.prompts import build_messages
+    from handler.formats.schemas import parse_request
 
     engine = load_engine(settings_from({"MODEL_PATH": str(real_model), "N_THREADS": "2", "BATCH_PARALLEL": "4"}))
     text = load_event("summarize.json")["text"]
@@ -276,8 +276,9 @@ def test_killing_a_worker_mid_document_loses_nothing_and_generates_no_chunk_twic
     from datetime import timedelta
 
     from handler import engine as engine_module
-    from handler import queued, store
-    from handler.runtime import get_service
+    from handler.entry.runtime import get_service
+    from handler.storage import dynamo as store
+    from handler.usecases import queued
 
     # GIVEN a queued document of eight chunks, a work queue, and the real model here and in a worker
     table = service_env
@@ -306,7 +307,7 @@ def test_killing_a_worker_mid_document_loses_nothing_and_generates_no_chunk_twic
     worker = start_emulator(
         table,
         tmp_path / "worker.log",
-        "handler.app.worker_handler",
+        "handler.entry.worker.worker_handler",
         MODEL_PATH=str(real_model),
         WORK_QUEUE_URL=queue_url,
         AWS_ENDPOINT_URL_SQS=table.endpoint_url,

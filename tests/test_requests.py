@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from conftest import load_event
-from handler.errors import InvalidRequest
-from handler.schemas import DEFAULT_MAX_TOKENS, ChatRequest, SummarizeRequest, TranslateRequest
-from handler.service import parse_request, request_id
-from handler.tasks import build_messages
+from handler.core.errors import InvalidRequest
+from handler.formats.prompts import build_messages
+from handler.formats.schemas import DEFAULT_MAX_TOKENS, ChatRequest, SummarizeRequest, TranslateRequest, parse_request
+from handler.usecases.plan import request_id
 
 SHA = "0" * 64
 

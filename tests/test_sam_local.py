@@ -19,8 +19,8 @@ import pytest
 import localenv
 import sam_local
 from conftest import ROOT, TEMPLATE, Table, load_event, start_emulator
-from handler.config import Settings, available_cpus, settings_from
-from handler.errors import ConfigurationError
+from handler.core.errors import ConfigurationError
+from handler.core.settings import Settings, available_cpus, settings_from
 
 SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 OPTIONAL_SETTINGS = sorted(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from conftest import FakeLambdaContext, Table, load_event
-from handler.app import lambda_handler
+from handler.entry.direct import lambda_handler
 
 BAD_EVENTS = [
     pytest.param({"task": "poem", "text": "x"}, "unknown task", id="unknown-task"),
@@ -120,7 +120,7 @@ def test_a_result_stored_between_the_lookup_and_the_claim_is_answered_not_genera
     service_env: Table, lambda_context: FakeLambdaContext, generations: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a request whose DONE item another writer stores just after this invocation looked it up
-    from handler.runtime import get_service
+    from handler.entry.runtime import get_service
 
     event = _small(load_event("translate.json"))
     first = lambda_handler(event, lambda_context)

@@ -9,7 +9,7 @@ from typing import Any
 
 import localenv
 from conftest import ROOT, TEMPLATE
-from handler import store
+from handler.storage import dynamo as store
 
 
 def _resource(logical_id: str) -> dict[str, Any]:
@@ -46,9 +46,9 @@ def test_template_ttl_attribute_is_the_one_the_store_sets() -> None:
     assert localenv.ttl_spec_from_template(TEMPLATE) == {"AttributeName": store.EXPIRES_AT, "Enabled": True}
 
 
-def _table_calls(source: Path) -> set[str]:
+def _table_calls(sources: list[Path]) -> set[str]:
     # Every call the store makes on its table or the table's client, e.g. self._table.put_item( -> PutItem.
-    text = source.read_text(encoding="utf-8")
+    text = "".join(source.read_text(encoding="utf-8") for source in sources)
     calls = re.findall(r"self\._table\.(\w+)\(", text) + re.findall(r"client\.(batch_\w+)\b", text)
     return {"".join(part.capitalize() for part in call.split("_")) for call in calls}
 
@@ -58,7 +58,7 @@ def test_template_grants_exactly_the_dynamodb_actions_the_code_uses() -> None:
     dynamodb = [s for s in statements if s["Action"][0].startswith("dynamodb:")]
 
     granted = {action.removeprefix("dynamodb:") for s in dynamodb for action in s["Action"]}
-    assert granted == _table_calls(ROOT / "handler" / "store.py")
+    assert granted == _table_calls(sorted((ROOT / "handler" / "storage").glob("*.py")))
     for statement in dynamodb:
         if statement["Action"] == ["dynamodb:Query"]:
             assert statement["Resource"] == {"Fn::Sub": "${ResultsTable.Arn}/index/" + store.STATUS_INDEX}
@@ -69,7 +69,7 @@ def test_template_grants_exactly_the_dynamodb_actions_the_code_uses() -> None:
 def test_template_grants_exactly_the_s3_actions_the_code_uses() -> None:
     statements = _resource("BatchFilesPolicy")["Properties"]["PolicyDocument"]["Statement"]
     granted = {action.removeprefix("s3:") for statement in statements for action in statement["Action"]}
-    text = (ROOT / "handler" / "batch_bucket.py").read_text(encoding="utf-8")
+    text = (ROOT / "handler" / "storage" / "bucket.py").read_text(encoding="utf-8")
     calls = set(re.findall(r"self\._s3\.(\w+)\b", text))
     # list_objects_v2 is authorized as ListBucket; the others by their own names.
     used = {
@@ -82,11 +82,11 @@ def test_template_grants_exactly_the_s3_actions_the_code_uses() -> None:
 def test_template_functions_use_the_results_policy_and_their_entry_points() -> None:
     commands = {
         "GenerateFunction": None,
-        "BatchFunction": ["handler.app.schedule_handler"],
-        "BatchFilesFunction": ["handler.app.batch_file_handler"],
-        "WorkerFunction": ["handler.app.worker_handler"],
-        "ApiFunction": ["handler.api.lambda_handler"],
-        "KeyApiFunction": ["handler.api.lambda_handler"],
+        "BatchFunction": ["handler.entry.schedule.schedule_handler"],
+        "BatchFilesFunction": ["handler.entry.batch_bucket.batch_file_handler"],
+        "WorkerFunction": ["handler.entry.worker.worker_handler"],
+        "ApiFunction": ["handler.entry.api.lambda_handler"],
+        "KeyApiFunction": ["handler.entry.api.lambda_handler"],
     }
     # The functions that read batch files or write their outputs have the bucket's policy too.
     with_files = {"BatchFunction", "BatchFilesFunction"}

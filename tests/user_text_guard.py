@@ -22,7 +22,7 @@ def _schema_names() -> frozenset[str]:
     """The field names of every request type: keys a log line may name."""
     from pydantic import BaseModel
 
-    from handler.schemas import ChatRequest, SummarizeRequest, TranslateRequest
+    from handler.formats.schemas import ChatRequest, SummarizeRequest, TranslateRequest
 
     names: set[str] = set()
     models: list[type[BaseModel]] = [SummarizeRequest, TranslateRequest, ChatRequest]

@@ -16,16 +16,16 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from handler import llama_builds
-from handler.config import Settings
+from handler.core.errors import ModelLoadError
+from handler.core.observability import logger
+from handler.core.settings import Settings
+from handler.engine import builds
 from handler.engine.batched import BatchedDecoding
 from handler.engine.decoding import Completion, _Stream, peak_rss_mb
 from handler.engine.gguf import _quantization_name, ggml_type, ggml_type_name, kv_cache_type_k
 from handler.engine.identity import ModelIdentity, model_identity
 from handler.engine.prompt import PromptTokens, Tokenizer
-from handler.errors import ModelLoadError
-from handler.observability import logger
-from handler.schemas import ModelInfo
+from handler.formats.schemas import ModelInfo
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -100,7 +100,7 @@ def load_engine(settings: Settings) -> Engine:
         raise ModelLoadError(f"model file not found: MODEL_PATH={str(path)!r}")
     identity = model_identity(path, settings.model_sha256)
     # Before llama_cpp's first import, which loads the libraries of the build chosen here.
-    build = llama_builds.select_build(settings.llama_builds_dir)
+    build = builds.select_build(settings.llama_builds_dir)
     import llama_cpp
 
     started = time.perf_counter()
@@ -175,7 +175,7 @@ def _load_tokenizer(settings: Settings) -> Tokenizer:
     path = settings.model_path
     if not path.is_file():
         raise ModelLoadError(f"model file not found: MODEL_PATH={str(path)!r}")
-    llama_builds.select_build(settings.llama_builds_dir)
+    builds.select_build(settings.llama_builds_dir)
     import llama_cpp
 
     try:

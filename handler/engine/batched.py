@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from handler.core.errors import GenerationError
 from handler.engine.decoding import Completion, Decoding, _Stream
 from handler.engine.prompt import PromptTokens
-from handler.errors import GenerationError
-from handler.schemas import GenerationOptions
+from handler.formats.schemas import GenerationOptions
 
 
 @dataclass

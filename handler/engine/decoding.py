@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from handler.core.errors import DeadlineReached, GenerationError
 from handler.engine.prompt import Prompting, PromptTokens
-from handler.errors import DeadlineReached, GenerationError
-from handler.schemas import GenerationOptions
-from handler.structured import grammar
+from handler.formats.json_output import grammar
+from handler.formats.schemas import GenerationOptions
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from handler.errors import ModelLoadError
-from handler.files import file_sha256
+from handler.core.errors import ModelLoadError
+from handler.core.files import file_sha256
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from handler.errors import GenerationError, InputTooLong, InvalidRequest, ModelLoadError
-from handler.tasks import Message
+from handler.core.errors import GenerationError, InputTooLong, InvalidRequest, ModelLoadError
+from handler.formats.prompts import Message
 
 if TYPE_CHECKING:
     from llama_cpp import Llama

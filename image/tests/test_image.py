@@ -23,7 +23,7 @@ import pytest
 
 import build_llama
 import sam_local
-from handler import llama_builds
+from handler.engine import builds as llama_builds
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

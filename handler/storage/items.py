@@ -1,7 +1,7 @@
 """The results table's item: one typed model, the only place that builds item fields and reads items.
 
 An item's life: PENDING (queued) -> RUNNING (claimed: lease owner and expiry) -> DONE, or back to
-PENDING when its work failed or was given back, or FAILED after too many attempts (handler/store.py
+PENDING when its work failed or was given back, or FAILED after too many attempts (handler/storage/table.py
 makes every change with a conditional write).
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from handler.schemas import Answer, DocumentInfo, DocumentProgress, Metrics, ModelInfo, Status, TextRequest
-from handler.tasks import PROMPT_VERSION
+from handler.formats.prompts import PROMPT_VERSION
+from handler.formats.schemas import Answer, DocumentInfo, DocumentProgress, Metrics, ModelInfo, Status, TextRequest
 
 __all__ = ["Status", "StoredItem", "done_fields", "pending_fields"]
 
@@ -42,7 +42,7 @@ class StoredItem(BaseModel):
     document: DocumentInfo | None = None
     progress: DocumentProgress | None = None
     #: A document fanned out to the workers: the chunk requests not yet ended, and how many chunk
-    #: requests each level handed over (handler/documents.py).
+    #: requests each level handed over (handler/usecases/documents.py).
     chunks_left: set[str] | None = None
     fanned_out: dict[str, int] | None = None
     #: A chunk's request: the documents waiting on it, told when it ends.

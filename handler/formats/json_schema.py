@@ -1,10 +1,8 @@
-"""JSON output: a response format's grammar (llama.cpp's JSON-schema converter) and the check of the output.
+"""JSON schemas a caller sends: checked when the request is, against what llama.cpp's grammar can enforce.
 
-A schema is checked when the request is: it must be a valid JSON Schema, every constraint in it must be
-one the grammar can enforce, and the converter must take it. So a request is refused at once (the
-caller's error) rather than generated into output that does not validate. The output is validated
-again after generation: an output cut off by ``max_tokens`` is not valid JSON, and it is reported, never
-stored as DONE.
+A schema must be a valid JSON Schema, every constraint in it must be one the grammar can enforce, and the
+converter must take it. So a request is refused at once (the caller's error) rather than generated into
+output that does not validate (handler/formats/json_output.py checks the output again).
 """
 
 from __future__ import annotations
@@ -14,15 +12,10 @@ import json
 from collections.abc import Iterator
 from functools import cache
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 from jsonschema.exceptions import SchemaError
-
-from handler.errors import OutputInvalid
-
-if TYPE_CHECKING:
-    from handler.schemas import ResponseFormat
 
 #: Constraints llama.cpp's converter does not turn into grammar (it would ignore them): refused, since the
 #: output could not be held to them.
@@ -63,11 +56,11 @@ MAX_SCHEMA_DEPTH = 32
 
 
 @cache
-def _grammar_module() -> ModuleType:
+def grammar_module() -> ModuleType:
     """llama-cpp-python's grammar module, loaded from its file alone.
 
     Importing ``llama_cpp.llama_grammar`` would import the ``llama_cpp`` package, which loads the llama.cpp
-    library; the service picks that library's build before its first import (handler/llama_builds.py),
+    library; the service picks that library's build before its first import (handler/engine/builds.py),
     which may be later than a request is checked. The module itself needs only the standard library.
     """
     package = importlib.util.find_spec("llama_cpp")
@@ -129,46 +122,10 @@ def check_schema(schema: dict[str, Any]) -> None:
             "(or check them in your own code)"
         )
     try:
-        _grammar_module().json_schema_to_gbnf(json.dumps(schema))
+        grammar_module().json_schema_to_gbnf(json.dumps(schema))
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError, NotImplementedError) as exc:
         # The converter's messages quote the schema: named by kind only.
         raise ValueError(
             f"llama.cpp's grammar converter cannot handle this schema ({type(exc).__name__}: an unsupported "
             "type, format, pattern or $ref)"
         ) from None
-
-
-def grammar(response_format: ResponseFormat | None) -> str | None:
-    """The GBNF grammar generation follows for this response format; None for free text."""
-    if response_format is None or response_format.type == "text":
-        return None
-    module = _grammar_module()
-    if response_format.json_schema is None:
-        return str(module.JSON_GBNF)
-    return str(module.json_schema_to_gbnf(json.dumps(response_format.json_schema.schema_)))
-
-
-def check_output(text: str, response_format: ResponseFormat | None, finish_reason: str) -> None:
-    """Refuse an output that is not the JSON the response format asks for (it is neither answered nor stored)."""
-    if response_format is None or response_format.type == "text":
-        return
-    cut = " (generation stopped at max_tokens: raise options.max_tokens)" if finish_reason == "length" else ""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise OutputInvalid(f"the output is not valid JSON: {exc.msg} at column {exc.colno}{cut}") from None
-    if response_format.json_schema is None:
-        if not isinstance(value, dict):
-            raise OutputInvalid(f"the output is JSON but not an object{cut}")
-        return
-    error = jsonschema.exceptions.best_match(
-        jsonschema.validators.validator_for(response_format.json_schema.schema_)(
-            response_format.json_schema.schema_
-        ).iter_errors(value)
-    )
-    if error is not None:
-        where = ".".join(str(part) for part in error.absolute_path) or "the top"
-        raise OutputInvalid(
-            f"the output does not validate against the schema at {where}: {error.message}{cut}",
-            log_message=f"the output does not validate against the schema (its {error.validator!s} rule){cut}",
-        )

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handler.errors import (
+from handler.core.errors import (
     DeadlineReached,
     InputTooLong,
     InvalidRequest,
@@ -32,7 +32,7 @@ from handler.errors import (
     StoreError,
     UnsupportedMediaType,
 )
-from handler.schemas import Answer, Status
+from handler.formats.schemas import Answer, Status
 
 #: Fields that do not change the output: accepted and ignored (the README lists them).
 IGNORED_FIELDS = frozenset(
@@ -194,7 +194,7 @@ def native_request(body: ChatCompletionCreate, served_model: str) -> dict[str, A
             content = "".join(part.text or "" for part in content)
         messages.append({"role": role, "content": content})
     if problems:
-        from handler.errors import describe_problems
+        from handler.core.errors import describe_problems
 
         raise InvalidRequest(describe_problems(problems), fields=problems)
     options: dict[str, Any] = {}

@@ -1,7 +1,7 @@
 """Runtime wiring shared by every entry point: the process-wide service, deadlines and the error answer.
 
-Entry modules (handler/app.py, handler/api.py) import this module and never each other, so importing
-one entry point never runs another's initialisation.
+Entry modules (one per Lambda function: direct.py, api.py, worker.py, schedule.py, batch_bucket.py) import this
+module and never each other, so importing one entry point never runs another's initialisation.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler.config import get_settings
-from handler.errors import ServiceError
-from handler.observability import logger
-from handler.service import TextService
-from handler.store import ResultStore
-from handler.workqueue import WorkQueue
+from handler.core.errors import ServiceError
+from handler.core.observability import logger
+from handler.core.settings import get_settings
+from handler.engine import get_engine
+from handler.storage.table import ResultStore
+from handler.storage.workqueue import WorkQueue
+from handler.usecases.answer import TextService
 
 
 @lru_cache(maxsize=1)
@@ -44,3 +45,21 @@ def error_answer(exc: Exception) -> dict[str, Any]:
         return exc.to_answer()
     logger.exception("unexpected failure")
     return {"error": {"type": "InternalError", "message": "internal error; see the function's logs"}}
+
+
+def lease_owner(context: LambdaContext) -> str:
+    """Who holds a lease: this invocation."""
+    return f"{context.function_name}:{context.aws_request_id}"
+
+
+def preload() -> None:
+    """Load the model at init when PRELOAD_MODEL says so; a failure is logged, and answered by the first request."""
+    # PRELOAD_MODEL=true loads during init (worth it where every request generates); the default is
+    # lazy because the model load can exceed Lambda's 10 s init limit and cached answers need no model.
+    try:
+        settings = get_settings()
+        if settings.preload_model:
+            get_engine(settings)
+    except ServiceError as exc:
+        # Not fatal here: the first request reports the same error in its answer.
+        logger.warning("settings or model not ready at init", error=exc.message)

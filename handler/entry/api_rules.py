@@ -1,5 +1,5 @@
 """The API's HTTP rules that need no resolver: body checks before parsing, each error's status code, and
-the responses the OpenAPI document declares (handler/api.py registers the routes that use them).
+the responses the OpenAPI document declares (handler/entry/api.py registers the routes that use them).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse, O
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from pydantic import BaseModel
 
-from handler.errors import (
+from handler.core.errors import (
     InputTooLong,
     InvalidRequest,
     MalformedJson,
@@ -26,8 +26,8 @@ from handler.errors import (
     StoreError,
     UnsupportedMediaType,
 )
-from handler.openai_api import OpenAIErrorAnswer
-from handler.schemas import ErrorAnswer
+from handler.formats.openai_chat import OpenAIErrorAnswer
+from handler.formats.schemas import ErrorAnswer
 
 #: Largest request body accepted, checked before the body is parsed (API Gateway itself allows 10 MB): a
 #: queued request is stored whole, and its item, with the result added later, must stay under DynamoDB's 400 KB.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from handler.schemas import ChatRequest, SummarizeRequest, TranslateRequest
+from handler.formats.schemas import ChatRequest, SummarizeRequest, TranslateRequest
 
 #: Part of every result id: change it whenever a prompt below changes, so old results are not served.
 PROMPT_VERSION = "2026-12-03"

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from handler.errors import ConfigurationError, describe_validation_error
+from handler.core.errors import ConfigurationError, describe_validation_error
 
 
 def available_cpus() -> int:

@@ -1,6 +1,6 @@
 """Queued work: queue requests, claim, generate, complete or release them, and scheduled runs through them.
 
-Every queued request is an item of the results table (handler/items.py); a worker (SQS) or a
+Every queued request is an item of the results table (handler/storage/items.py); a worker (SQS) or a
 scheduled run claims it under a lease, generates (several at a time through batched decoding) and
 completes it while it still holds the lease, or releases it with its error.
 
@@ -21,14 +21,16 @@ from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from handler.documents import DocumentWaiting, needs_chunks, tell_waiting_documents
+from handler.core.errors import ChunkFailed, DeadlineReached, InputTooLong, InvalidRequest, OutputInvalid, ServiceError
+from handler.core.observability import logger, metrics
 from handler.engine import Completion, Engine, PromptTokens, prompt_counter
-from handler.errors import ChunkFailed, DeadlineReached, InputTooLong, InvalidRequest, OutputInvalid, ServiceError
-from handler.items import Status, StoredItem, pending_fields
-from handler.observability import logger, metrics
-from handler.schemas import Metrics, TextRequest
-from handler.service import NOT_QUEUEABLE, Generated, TextService, check_request, checked_prompt, parse_request
-from handler.store import result_too_large
+from handler.formats.schemas import NOT_QUEUEABLE, Metrics, TextRequest, parse_request
+from handler.storage.dynamo import result_too_large
+from handler.storage.items import Status, StoredItem, pending_fields
+from handler.usecases.answer import TextService
+from handler.usecases.documents import DocumentWaiting
+from handler.usecases.generation import Generated, finished
+from handler.usecases.plan import Plan, plan
 
 Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease", "waiting"]
 
@@ -70,7 +72,7 @@ def enqueue(service: TextService, requests: Iterable[tuple[int, Any]]) -> Enqueu
             if not request.options.store:
                 raise InvalidRequest(f"options.store: {NOT_QUEUEABLE}")
             if counter is not None:
-                check_request(counter, request)
+                plan(counter, request)
         except (InvalidRequest, InputTooLong) as exc:
             # Reported to whoever runs the batch, maybe not the author of the line: no value it holds.
             report.invalid.append((number, exc.log_message))
@@ -232,7 +234,7 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
     lease_s = service.lease_s(deadline)
     results: dict[str, Processed] = {}
     claimed: list[tuple[str, TextRequest, PromptTokens]] = []
-    documents: list[tuple[str, TextRequest]] = []
+    documents: list[tuple[str, TextRequest, Plan]] = []
     engine: Engine | None = None
     loaded_now = False
     for item_id in dict.fromkeys(item_ids):
@@ -244,11 +246,12 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
             request = parse_request(item.request)
             engine, loaded = service.engine()
             loaded_now = loaded_now or loaded
-            if needs_chunks(engine, request):
-                check_request(engine, request)
-                documents.append((item_id, request))  # answered through its chunks' requests, below
+            planned = plan(engine, request)
+            if planned.document:
+                documents.append((item_id, request, planned))  # answered through its chunks' requests, below
                 continue
-            prompt = checked_prompt(engine, request)
+            assert planned.prompt is not None  # one generation's plan holds its checked prompt
+            prompt = planned.prompt
         except (InvalidRequest, InputTooLong) as exc:
             # The request itself is wrong: retrying cannot help.
             results[item_id] = _release(service, item_id, owner, exc, permanent=True)
@@ -260,8 +263,8 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
     if claimed and engine is not None:
         results.update(_process_claimed(service, engine, claimed, owner, deadline, loaded_now))
     # After the others: a document's chunks may be among them, claimed by this very run.
-    for item_id, request in documents:
-        results[item_id] = _process_document(service, item_id, request, owner, deadline)
+    for item_id, request, planned in documents:
+        results[item_id] = _process_document(service, item_id, request, planned, owner, deadline)
     return results
 
 
@@ -286,9 +289,7 @@ def _process_claimed(
             )
             continue
         try:
-            generated = service.generated(
-                item_id, request, completion, engine, loaded_now, service.next_is_cold_start()
-            )
+            generated = finished(item_id, request, completion, engine, loaded_now, service.next_is_cold_start())
         except OutputInvalid as exc:
             # The same request gives the same output: retrying cannot help.
             results[item_id] = _release(service, item_id, owner, exc, permanent=True)
@@ -300,12 +301,14 @@ def _process_claimed(
 
 
 def _process_document(
-    service: TextService, item_id: str, request: TextRequest, owner: str, deadline: float
+    service: TextService, item_id: str, request: TextRequest, planned: Plan, owner: str, deadline: float
 ) -> Processed:
-    """A claimed long text, through its chunks' requests (handler/documents.py); when time runs out, it goes
+    """A claimed long text, through its chunks' requests (handler/usecases/documents.py); when time runs out, it goes
     back to the queue and the next attempt goes on from the chunks already stored."""
     try:
-        generated = service.generate(item_id, request, service.next_is_cold_start(), deadline, held_by=owner)
+        generated = service.generate(
+            item_id, request, service.next_is_cold_start(), deadline, held_by=owner, planned=planned
+        )
     except DocumentWaiting as waiting:
         # Its chunk requests are the workers' now; the last to end queues the document again.
         logger.info("document waits for its chunks", id=item_id, level=waiting.level, requests=waiting.handed_over)
@@ -346,11 +349,9 @@ def _complete(service: TextService, item_id: str, owner: str, generated: Generat
     oversized = result_too_large(generated.fields)
     if oversized is not None:
         return _release(service, item_id, owner, oversized, permanent=True)
-    finished = service.store.complete(item_id, owner, generated.fields)
-    if finished is None:
+    if service.complete(item_id, owner, generated.fields) is None:
         logger.warning("lease lost before the result was written", id=item_id, owner=owner)
         return Processed("lost-lease")
-    tell_waiting_documents(service, finished)
     return Processed("done", generated.answer.metrics)
 
 

@@ -6,9 +6,26 @@ import unicodedata
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from handler.core.errors import InvalidRequest, describe_problems, field_problems
+from handler.formats.json_schema import check_schema
 
 DEFAULT_MAX_TOKENS = 512
+#: Why a request that asks for nothing to be written cannot be queued.
+NOT_QUEUEABLE = (
+    "store: false writes nothing, but a queued request is stored until it is done; "
+    "send store: true to queue it, or ask for a synchronous answer"
+)
 MAX_TOKENS_LIMIT = 4096
 MAX_TEXT_CHARS = 100_000
 #: The longest text to summarize or translate, in characters and in the model's tokens (documents are cut into
@@ -37,7 +54,7 @@ def _a_language_name(value: str) -> str:
 
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
-#: A text to summarize or translate, which may be longer than the context window (handler/documents.py).
+#: A text to summarize or translate, which may be longer than the context window (handler/usecases/documents.py).
 Document = Annotated[str, Field(min_length=1, max_length=MAX_DOCUMENT_CHARS), AfterValidator(_not_blank)]
 #: How a text longer than the context window is handled: ``single`` refuses it (InputTooLong), ``map_reduce``
 #: always cuts it into chunks, ``auto`` cuts only a text that does not fit.
@@ -82,8 +99,7 @@ class JsonSchemaFormat(_Strict):
 
     @model_validator(mode="after")
     def _convertible(self) -> JsonSchemaFormat:
-        from handler.structured import check_schema  # the grammar converter, checked when the request is
-
+        # The grammar converter is tried when the request is checked, so a schema it cannot take is refused at once.
         check_schema(self.schema_)
         return self
 
@@ -206,6 +222,17 @@ class ChatRequest(_Request):
 TextRequest = SummarizeRequest | TranslateRequest | ChatRequest
 TASKS = ("summarize", "translate", "chat")
 request_adapter: TypeAdapter[TextRequest] = TypeAdapter(Annotated[TextRequest, Field(discriminator="task")])
+
+
+def parse_request(event: Any) -> TextRequest:
+    """A typed request from a direct-invoke event or API body; errors name every bad field."""
+    if not isinstance(event, dict):
+        raise InvalidRequest(f"event must be a JSON object, got {type(event).__name__}")
+    try:
+        return request_adapter.validate_python(event)
+    except ValidationError as exc:
+        problems = field_problems(exc.errors(include_url=False), TASKS)
+        raise InvalidRequest(describe_problems(problems), fields=problems) from exc
 
 
 class ModelInfo(BaseModel):

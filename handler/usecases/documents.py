@@ -1,6 +1,6 @@
 """Texts longer than the context window: summarized by map-reduce, translated chunk by chunk.
 
-The text is cut into chunks of about ``CHUNK_TOKENS`` (handler/chunking.py). Each chunk is a request of its
+The text is cut into chunks (handler/usecases/plan.py, chunking.py). Each chunk is a request of its
 own (the same task and options over the chunk's text, ``strategy: single``), stored as its own item under
 its own id, so an unchanged chunk of an edited document is a cache hit, and a document that could not
 finish in one invocation goes on where it stopped: the chunks already done are in the table. The chunks
@@ -21,34 +21,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING
 
-from handler.chunking import chunks
-from handler.engine import Engine, Tokenizer
-from handler.errors import ChunkFailed, DeadlineReached, InputTooLong
-from handler.items import Status, StoredItem, done_fields, pending_fields
-from handler.observability import logger
-from handler.schemas import (
-    MAX_DOCUMENT_TOKENS,
-    Answer,
-    DocumentInfo,
-    DocumentStep,
-    Metrics,
-    SummarizeRequest,
-    TextRequest,
-    TranslateRequest,
-)
-from handler.tasks import build_messages
+from handler.core.errors import ChunkFailed, DeadlineReached
+from handler.core.observability import logger
+from handler.engine import Engine
+from handler.formats.schemas import Answer, DocumentInfo, DocumentStep, TranslateRequest
+from handler.storage.items import Status, StoredItem, done_fields, pending_fields
+from handler.usecases.generation import Generated, finished
+from handler.usecases.metrics import summed_metrics
+from handler.usecases.plan import Document, check_document, checked_prompt, fits_one_request, split
+from handler.usecases.results import Results
 
-if TYPE_CHECKING:
-    from handler.service import Generated, TextService
-
-#: Chunk size in tokens, as LangChain's and LlamaIndex's map-reduce users usually choose it.
-CHUNK_TOKENS = 1000
-#: The most of a chunk's last sentence repeated at the next chunk's start.
-OVERLAP_TOKENS = 48
-#: Room for the instruction and the chat template around a chunk.
-PROMPT_ROOM_TOKENS = 96
 #: How often a document waits for a chunk that another caller is generating.
 WAIT_POLL_S = 0.25
 #: How long a fanned-out document waits for its chunks before a scheduled run may take it again (a safety
@@ -65,52 +48,8 @@ class DocumentWaiting(Exception):
         self.handed_over = handed_over
 
 
-Document = SummarizeRequest | TranslateRequest
-
-
-def needs_chunks(counter: Engine | Tokenizer, request: TextRequest) -> bool:
-    """Whether the request is answered chunk by chunk: asked for, or (auto) its prompt does not fit."""
-    if not isinstance(request, SummarizeRequest | TranslateRequest) or request.strategy == "single":
-        return False
-    if request.strategy == "map_reduce":
-        return True
-    prompt = counter.build_prompt(build_messages(request))
-    return len(prompt.tokens) + request.options.max_tokens > counter.n_ctx
-
-
-def check_document(counter: Engine | Tokenizer, request: Document) -> int:
-    """The text's length in tokens, refused beyond the document limit or when no chunk can fit."""
-    tokens = counter.count_tokens(request.text)
-    if tokens > MAX_DOCUMENT_TOKENS:
-        raise InputTooLong(
-            f"the text is {tokens} tokens; a document may be at most {MAX_DOCUMENT_TOKENS} tokens "
-            "(split it into several requests)",
-            text_tokens=tokens,
-            limit_tokens=MAX_DOCUMENT_TOKENS,
-        )
-    if chunk_limit(counter, request) < 64:
-        raise InputTooLong(
-            f"max_tokens {request.options.max_tokens} leaves no room for a chunk of text in the context window "
-            f"of {counter.n_ctx}; lower options.max_tokens",
-            max_tokens=request.options.max_tokens,
-            context_window=counter.n_ctx,
-        )
-    return tokens
-
-
-def chunk_limit(counter: Engine | Tokenizer, request: Document) -> int:
-    """The most tokens of text one chunk's request can hold."""
-    return min(CHUNK_TOKENS, counter.n_ctx - request.options.max_tokens - PROMPT_ROOM_TOKENS)
-
-
-def split(counter: Engine | Tokenizer, request: Document, text: str) -> list[Document]:
-    """The requests over ``text``'s chunks: the same task and options, one chunk each."""
-    pieces = chunks(text, chunk_limit(counter, request), counter.count_tokens, counter.cut_tokens, OVERLAP_TOKENS)
-    return [request.model_copy(update={"text": piece, "strategy": "single", "mode": "sync"}) for piece in pieces]
-
-
 def generate_document(
-    service: TextService,
+    results: Results,
     item_id: str,
     request: Document,
     engine: Engine,
@@ -125,15 +64,13 @@ def generate_document(
     ``held_by`` is the owner of a queued document's claim: with a work queue, a level of more chunk
     requests than one batch then goes to the workers (DocumentWaiting).
     """
-    from handler.service import Generated
-
     started = time.perf_counter()
     check_document(engine, request)
     parts = split(engine, request, request.text)
     steps: list[DocumentStep] = []
     collected: list[Answer] = []
-    fan_out = _FanOut.of(service, item_id, held_by)
-    answers = _answer_parts(service, engine, parts, deadline, steps, collected, item_id, fan_out)
+    fan_out = _FanOut.of(results, item_id, held_by)
+    answers = _answer_parts(results, engine, parts, deadline, steps, collected, item_id, fan_out)
     outputs = [answer.output or "" for answer in answers]
     if isinstance(request, TranslateRequest):
         final = answers
@@ -142,16 +79,16 @@ def generate_document(
         while True:
             joined = "\n\n".join(outputs)
             whole = request.model_copy(update={"text": joined, "strategy": "single", "mode": "sync"})
-            if not needs_chunks(engine, whole.model_copy(update={"strategy": "auto"})):
-                final = _answer_parts(service, engine, [whole], deadline, steps, collected, item_id, fan_out)
+            if fits_one_request(engine, whole):
+                final = _answer_parts(results, engine, [whole], deadline, steps, collected, item_id, fan_out)
                 output = final[0].output or ""
                 break
             answers = _answer_parts(
-                service, engine, split(engine, request, joined), deadline, steps, collected, item_id, fan_out
+                results, engine, split(engine, request, joined), deadline, steps, collected, item_id, fan_out
             )
             outputs = [answer.output or "" for answer in answers]
     info = DocumentInfo(chunks=len(parts), levels=len(steps), steps=steps)
-    metrics = _summed([answer.metrics for answer in collected], engine, loaded_now, cold_start)
+    metrics = summed_metrics([answer.metrics for answer in collected], engine, loaded_now, cold_start)
     metrics = metrics.model_copy(update={"total_ms": round((time.perf_counter() - started) * 1000.0, 3)})
     finish_reason = final[-1].finish_reason or "stop"
     logger.info("document finished", id=item_id, task=request.task, chunks=len(parts), levels=len(steps))
@@ -169,7 +106,7 @@ def generate_document(
 
 
 def _answer_parts(
-    service: TextService,
+    results: Results,
     engine: Engine,
     parts: list[Document],
     deadline: float | None,
@@ -180,8 +117,8 @@ def _answer_parts(
 ) -> list[Answer]:
     """The parts' answers: from the table when done, else generated together under this caller's claims,
     or handed to the workers (``fan_out``) when there are more than one batch of them."""
-    store = service.store if all(part.options.store for part in parts) else None
-    ids = [service.request_id(part) for part in parts]
+    store = results.store if all(part.options.store for part in parts) else None
+    ids = [results.request_id(part) for part in parts]
     answers: dict[str, Answer] = {}
     level = len(steps) + 1
     if store is not None:
@@ -198,7 +135,7 @@ def _answer_parts(
             if len(left) > engine.parallel or held_elsewhere:
                 fan_out.hand_over(level, left, total=len(ids))
     owner = f"document-{uuid.uuid4()}"
-    lease_s = service.lease_s(deadline)
+    lease_s = results.lease_s(deadline)
     todo: list[tuple[str, Document]] = []
     held: list[str] = []
     for item_id, part in dict(zip(ids, parts, strict=True)).items():
@@ -211,36 +148,31 @@ def _answer_parts(
     generated = 0
 
     def note_progress() -> None:
-        if service.store is not None:
+        if results.store is not None:
             progress = {"level": level, "done": len(answers), "total": len(ids)}
-            service.store.note_progress(document_id, progress)
+            results.store.note_progress(document_id, progress)
 
     note_progress()
     # Rounds of BATCH_PARALLEL requests, so the document's progress can be read between them.
     rounds = [todo[start : start + engine.parallel] for start in range(0, len(todo), max(engine.parallel, 1))]
-    from handler.service import checked_prompt
-
     for batch in rounds:
         jobs = [(checked_prompt(engine, part), part.options) for _, part in batch]
         completions = engine.generate_batch(jobs, deadline=deadline)
         for (item_id, part), completion in zip(batch, completions, strict=True):
             if completion is None:
                 if store is not None:  # queued for a worker, like any late request
-                    service.release(item_id, owner, None)
-                    if service.queue is not None:
-                        service.queue.send([item_id])
+                    results.requeue(item_id, owner)
                 continue
-            done = service.generated(item_id, part, completion, engine, False, False)
+            done = finished(item_id, part, completion, engine, False, False)
             if store is not None:
-                finished = store.complete(item_id, owner, done.fields)
-                tell_waiting_documents(service, finished)
-                answers[item_id] = finished.to_answer(cached=False) if finished is not None else done.answer
+                stored_done = results.complete(item_id, owner, done.fields)
+                answers[item_id] = stored_done.to_answer(cached=False) if stored_done is not None else done.answer
             else:
                 answers[item_id] = done.answer
             generated += 1
         note_progress()
     for item_id in held:
-        answer = _wait_for(service, item_id, deadline)
+        answer = _wait_for(results, item_id, deadline)
         if answer is not None:
             answers[item_id] = answer
     missing = [item_id for item_id in ids if item_id not in answers]
@@ -267,19 +199,19 @@ def _answer_parts(
 class _FanOut:
     """A queued document's claim, under which its chunk requests can be handed to the workers."""
 
-    def __init__(self, service: TextService, document_id: str, owner: str, handed: dict[str, int]) -> None:
-        self.service = service
+    def __init__(self, results: Results, document_id: str, owner: str, handed: dict[str, int]) -> None:
+        self.results = results
         self.document_id = document_id
         self.owner = owner
         self._handed = handed  # chunk requests handed over so far, by level (the document's item keeps them)
 
     @classmethod
-    def of(cls, service: TextService, document_id: str, held_by: str | None) -> _FanOut | None:
+    def of(cls, results: Results, document_id: str, held_by: str | None) -> _FanOut | None:
         """The fan-out of a document held by ``held_by``, when there are workers to hand chunks to."""
-        if held_by is None or service.queue is None or service.store is None:
+        if held_by is None or results.queue is None or results.store is None:
             return None
-        item = service.store.get(document_id)
-        return cls(service, document_id, held_by, dict(item.fanned_out or {}) if item is not None else {})
+        item = results.store.get(document_id)
+        return cls(results, document_id, held_by, dict(item.fanned_out or {}) if item is not None else {})
 
     def handed_over(self, level: int) -> int:
         """How many of the level's requests the workers generated for this document."""
@@ -301,7 +233,7 @@ class _FanOut:
         The document's set of chunks is written before any chunk notes it, so no chunk can end unseen:
         one that ended before its note is counted here, by the same conditional write its ender uses.
         """
-        service, store, queue = self.service, self.service.store, self.service.queue
+        results, store, queue = self.results, self.results.store, self.results.queue
         assert store is not None
         assert queue is not None
         self._handed[str(level)] = self.handed_over(level) + len(left)
@@ -312,7 +244,7 @@ class _FanOut:
         for chunk_id, part in left.items():
             chunk = store.await_chunk(chunk_id, self.document_id, pending_fields(part))
             if chunk.status in (Status.DONE, Status.FAILED):
-                _count_ended(service, self.document_id, chunk_id)
+                results.count_ended(self.document_id, chunk_id)
             else:
                 to_send.append(chunk_id)  # a RUNNING one too: a worker takes it if its holder's lease expired
         queue.send(to_send)
@@ -320,54 +252,11 @@ class _FanOut:
         raise DocumentWaiting(level, len(left))
 
 
-def tell_waiting_documents(service: TextService, item: StoredItem | None) -> None:
-    """After a request ended (DONE, or FAILED for good): each document waiting on it counts it, and the
-    one count that ends a document's last chunk queues that document again."""
-    if item is None or not item.documents_waiting or item.status not in (Status.DONE, Status.FAILED):
-        return
-    for document_id in sorted(item.documents_waiting):
-        _count_ended(service, document_id, item.id)
-
-
-def _count_ended(service: TextService, document_id: str, chunk_id: str) -> None:
-    store = service.store
-    assert store is not None
-    if store.chunk_ended(document_id, chunk_id) and store.wake(document_id):
-        logger.info("document's chunks ended; document queued again", id=document_id)
-        if service.queue is not None:
-            service.queue.send([document_id])
-
-
-def _wait_for(service: TextService, item_id: str, deadline: float | None) -> Answer | None:
+def _wait_for(results: Results, item_id: str, deadline: float | None) -> Answer | None:
     """Another caller's chunk, once it is done; None when time runs out first."""
     while deadline is None or time.monotonic() + WAIT_POLL_S < deadline:
-        answer = service.lookup(item_id)
+        answer = results.lookup(item_id)
         if answer is not None and answer.status in (Status.DONE, Status.FAILED):
             return answer if answer.status == Status.DONE else None
         time.sleep(WAIT_POLL_S)
     return None
-
-
-def _summed(metrics: list[Metrics | None], engine: Engine, loaded_now: bool, cold_start: bool) -> Metrics:
-    """One document's metrics: its requests' counts and times summed, speeds from the sums."""
-    from handler.engine import peak_rss_mb
-
-    present = [m for m in metrics if m is not None]
-    prompt_tokens = sum(m.prompt_tokens for m in present)
-    prompt_ms = sum(m.prompt_ms for m in present)
-    completion_tokens = sum(m.completion_tokens for m in present)
-    eval_ms = sum(m.eval_ms for m in present)
-    return Metrics(
-        prompt_tokens=prompt_tokens,
-        prompt_eval_tokens=sum(m.prompt_eval_tokens for m in present),
-        prompt_ms=round(prompt_ms, 3),
-        prompt_tokens_per_s=round(prompt_tokens / prompt_ms * 1000.0, 3) if prompt_ms else 0.0,
-        completion_tokens=completion_tokens,
-        eval_ms=round(eval_ms, 3),
-        eval_tokens_per_s=round(completion_tokens / eval_ms * 1000.0, 3) if eval_ms else 0.0,
-        total_ms=round(sum(m.total_ms for m in present), 3),
-        load_ms=engine.load_ms if loaded_now else None,
-        cold_start=cold_start,
-        n_threads=engine.n_threads,
-        peak_rss_mb=peak_rss_mb(),
-    )

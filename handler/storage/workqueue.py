@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handler.errors import StoreError
+from handler.core.errors import StoreError
 
 _SQS_BATCH = 10
 

@@ -1,0 +1,1 @@
+"""Shared leaves: settings, errors, logging and metrics singletons, file helpers."""

@@ -1,0 +1,86 @@
+"""The batch bucket (S3): batch files read under ``input/``, results written under ``output/``, manifests kept.
+
+The endpoint comes from the SDK's configuration (``AWS_ENDPOINT_URL_S3`` for a local stand-in), so the same
+code runs against AWS and moto.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from handler.core.errors import StoreError
+
+INPUT_PREFIX = "input/"
+OUTPUT_PREFIX = "output/"
+OPEN_PREFIX = "manifests/open/"
+DONE_PREFIX = "manifests/done/"
+INPUT_SUFFIX = ".jsonl"
+
+
+@dataclass(frozen=True)
+class OutputKeys:
+    """Where a batch file's results go: beside its name, under output/."""
+
+    output: str
+    errors: str
+    progress: str
+
+    @classmethod
+    def of(cls, input_key: str) -> OutputKeys:
+        name = OUTPUT_PREFIX + input_key.removeprefix(INPUT_PREFIX).removesuffix(INPUT_SUFFIX)
+        return cls(f"{name}.output.jsonl", f"{name}.errors.jsonl", f"{name}.progress.json")
+
+
+class BatchBucket:
+    """The batch bucket's objects: inputs read, outputs and manifests written (boto3 lives here)."""
+
+    def __init__(self, name: str, client: Any | None = None) -> None:
+        self.name = name
+        # The endpoint comes from the SDK's configuration (AWS_ENDPOINT_URL_S3 for a local stand-in).
+        self._s3 = client or boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+
+    def _call(self, what: str, operation: Any, **kwargs: Any) -> Any:
+        try:
+            return operation(Bucket=self.name, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"cannot {what} in bucket {self.name}: {exc}") from exc
+
+    def read(self, key: str, etag: str | None = None) -> bytes:
+        """An object's bytes; with ``etag``, only that version of it (a later upload is another batch)."""
+        kwargs = {"IfMatch": etag} if etag else {}
+        response = self._call(f"read {key}", self._s3.get_object, Key=key, **kwargs)
+        return bytes(response["Body"].read())
+
+    def write(self, key: str, body: bytes, content_type: str) -> None:
+        self._call(f"write {key}", self._s3.put_object, Key=key, Body=body, ContentType=content_type)
+
+    def write_json(self, key: str, value: Any) -> None:
+        self.write(key, json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8"), "application/json")
+
+    def write_jsonl(self, key: str, records: list[dict[str, Any]]) -> None:
+        body = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        self.write(key, body.encode("utf-8"), "application/x-ndjson")
+
+    def open_manifests(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each open batch's manifest (key, content), listed by prefix."""
+        token: dict[str, str] = {}
+        while True:
+            page = self._call("list open batches", self._s3.list_objects_v2, Prefix=OPEN_PREFIX, **token)
+            for entry in page.get("Contents", []):
+                key = str(entry["Key"])
+                yield key, json.loads(self.read(key))
+            if not page.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def close(self, manifest_key: str, manifest: dict[str, Any]) -> None:
+        """Move a finished batch's manifest to manifests/done/."""
+        self.write_json(DONE_PREFIX + manifest_key.removeprefix(OPEN_PREFIX), manifest)
+        self._call(f"remove {manifest_key}", self._s3.delete_object, Key=manifest_key)

@@ -1,0 +1,83 @@
+"""The metrics of a generation: built from its completion, summed over a document's requests, emitted as EMF.
+
+Every numeric field of the Metrics schema (handler/formats/schemas.py) is a CloudWatch metric of the same name:
+the schema is the one list of metric names.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from handler.core.observability import metrics
+from handler.engine import Completion, Engine, peak_rss_mb
+from handler.formats.schemas import Metrics as GenerationMetrics
+
+
+def _unit(name: str) -> MetricUnit:
+    if name.endswith("_ms"):
+        return MetricUnit.Milliseconds
+    if name.endswith("_per_s"):
+        return MetricUnit.CountPerSecond
+    if name.endswith("_mb"):
+        return MetricUnit.Megabytes
+    return MetricUnit.Count
+
+
+#: Every numeric field of a generation's metrics becomes a CloudWatch metric of the same name.
+METRIC_UNITS = {name: _unit(name) for name in GenerationMetrics.model_fields}
+
+
+def emit_generation(task: str, generation: GenerationMetrics) -> None:
+    """Emit one generation's timings as EMF metrics."""
+    for name, value in generation.model_dump().items():
+        if value is not None:
+            metrics.add_metric(name=name, unit=METRIC_UNITS[name], value=float(value))
+    metrics.add_metric(name=f"generations_{task}", unit=MetricUnit.Count, value=1)
+
+
+def emit_cached(task: str) -> None:
+    """Count an answer served from the table without generation."""
+    metrics.add_metric(name=f"cached_answers_{task}", unit=MetricUnit.Count, value=1)
+
+
+def generation_metrics(completion: Completion, engine: Engine, loaded_now: bool, cold_start: bool) -> GenerationMetrics:
+    """The metrics stored and emitted for one generation."""
+    return GenerationMetrics(
+        prompt_tokens=completion.prompt_tokens,
+        prompt_eval_tokens=completion.prompt_eval_tokens,
+        prompt_ms=completion.prompt_ms,
+        prompt_tokens_per_s=completion.prompt_tokens_per_s,
+        completion_tokens=completion.completion_tokens,
+        eval_ms=completion.eval_ms,
+        eval_tokens_per_s=completion.eval_tokens_per_s,
+        total_ms=completion.total_ms,
+        load_ms=engine.load_ms if loaded_now else None,
+        cold_start=cold_start,
+        n_threads=engine.n_threads,
+        peak_rss_mb=peak_rss_mb(),
+    )
+
+
+def summed_metrics(
+    metrics: list[GenerationMetrics | None], engine: Engine, loaded_now: bool, cold_start: bool
+) -> GenerationMetrics:
+    """One document's metrics: its requests' counts and times summed, speeds from the sums."""
+    present = [m for m in metrics if m is not None]
+    prompt_tokens = sum(m.prompt_tokens for m in present)
+    prompt_ms = sum(m.prompt_ms for m in present)
+    completion_tokens = sum(m.completion_tokens for m in present)
+    eval_ms = sum(m.eval_ms for m in present)
+    return GenerationMetrics(
+        prompt_tokens=prompt_tokens,
+        prompt_eval_tokens=sum(m.prompt_eval_tokens for m in present),
+        prompt_ms=round(prompt_ms, 3),
+        prompt_tokens_per_s=round(prompt_tokens / prompt_ms * 1000.0, 3) if prompt_ms else 0.0,
+        completion_tokens=completion_tokens,
+        eval_ms=round(eval_ms, 3),
+        eval_tokens_per_s=round(completion_tokens / eval_ms * 1000.0, 3) if eval_ms else 0.0,
+        total_ms=round(sum(m.total_ms for m in present), 3),
+        load_ms=engine.load_ms if loaded_now else None,
+        cold_start=cold_start,
+        n_threads=engine.n_threads,
+        peak_rss_mb=peak_rss_mb(),
+    )
