@@ -34,7 +34,7 @@ from handler.core.errors import (
 )
 from handler.formats.schemas import Answer, Status
 
-#: Fields that do not change the output: accepted and ignored (the README lists them).
+#: Fields that do not change the output: accepted and ignored (docs/requests.md lists them).
 IGNORED_FIELDS = frozenset(
     {
         "user",
@@ -72,7 +72,7 @@ class CompletionMessage(BaseModel):
 
 
 class ChatCompletionCreate(BaseModel):
-    """OpenAI's chat completion request, the fields this service reads (others: see the README)."""
+    """OpenAI's chat completion request, the fields this service reads (others: see docs/requests.md)."""
 
     model_config = ConfigDict(extra="allow")
 

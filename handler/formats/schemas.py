@@ -94,7 +94,7 @@ class JsonSchemaFormat(_Strict):
 
     name: str = Field("output", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = Field(None, max_length=1000)
-    schema_: dict[str, Any] = Field(alias="schema", description="The JSON schema (a subset: see the README).")
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON schema (a subset: see docs/requests.md).")
     strict: bool | None = Field(None, description="Accepted for compatibility: the output always follows the schema.")
 
     @model_validator(mode="after")
