@@ -45,17 +45,20 @@ class UserTexts:
         self._fields = _schema_names()
 
     def record(self, value: Any) -> None:
-        if isinstance(value, str):
-            if len(value) >= MIN_LENGTH:
-                self.probes.add(value[:PROBE_LENGTH])
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if key not in self._fields:
-                    self.record(key)
-                self.record(item)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                self.record(item)
+        # A stack of its own, not recursion: hostile requests nest thousands of levels deep.
+        stack = [value]
+        while stack:
+            current = stack.pop()
+            if isinstance(current, str):
+                if len(current) >= MIN_LENGTH:
+                    self.probes.add(current[:PROBE_LENGTH])
+            elif isinstance(current, dict):
+                for key, item in current.items():
+                    if key not in self._fields:
+                        stack.append(key)
+                    stack.append(item)
+            elif isinstance(current, list | tuple):
+                stack.extend(current)
 
 
 class RecordedLogs(logging.Handler):

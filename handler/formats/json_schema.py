@@ -53,6 +53,10 @@ _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
 #: Deeper schemas than this are refused before they are walked or converted.
 MAX_SCHEMA_DEPTH = 32
+#: The most nested JSON containers (objects, arrays) a schema may hold: two per schema level (a keyword's map
+#: and the subschema in it), and room beside. Checked without recursion before any library walks the schema,
+#: since the JSON Schema validator and the grammar converter recurse and would exhaust Python's stack.
+MAX_SCHEMA_NESTING = 2 * MAX_SCHEMA_DEPTH + 8
 
 
 @cache
@@ -106,8 +110,29 @@ def _unenforced(schema: Any, path: str, depth: int = 0) -> Iterator[str]:
                 yield from _unenforced(inner, f"{path}.{keyword}.{name}".lstrip("."), depth + 1)
 
 
+def _nesting(value: Any) -> int:
+    """How many JSON containers deep ``value`` goes, counted with a stack of its own (no recursion), stopping
+    as soon as the limit is passed."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if not isinstance(current, dict | list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_SCHEMA_NESTING:
+            break
+        stack.extend((inner, depth + 1) for inner in (current.values() if isinstance(current, dict) else current))
+    return deepest
+
+
 def check_schema(schema: dict[str, Any]) -> None:
     """Refuse, with the reason, a schema that is not valid or that the grammar cannot hold output to."""
+    if _nesting(schema) > MAX_SCHEMA_NESTING:
+        raise ValueError(
+            f"the schema is nested more than {MAX_SCHEMA_NESTING} objects and arrays deep "
+            f"(at most {MAX_SCHEMA_DEPTH} levels of subschemas)"
+        )
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except SchemaError as exc:
