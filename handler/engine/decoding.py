@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handler.core.errors import DeadlineReached, GenerationError
+from handler.engine.grammar import grammar_sampler
 from handler.engine.prompt import Prompting, PromptTokens
 from handler.formats.json_output import grammar
 from handler.formats.schemas import GenerationOptions
@@ -175,8 +176,8 @@ class Decoding(Prompting):
         rules = grammar(options.response_format)
         if rules is not None:
             # First in the chain: every later sampler chooses among the tokens the grammar allows.
-            constrained = lib.llama_sampler_init_grammar(self._vocab, rules.encode("utf-8"), b"root")
-            if not constrained:
+            constrained = grammar_sampler(lib, self._vocab, rules)
+            if constrained is None:
                 lib.llama_sampler_free(chain)
                 raise GenerationError("llama.cpp could not parse the grammar made from the response format")
             lib.llama_sampler_chain_add(chain, constrained)

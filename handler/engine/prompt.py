@@ -16,7 +16,10 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from handler.core.errors import GenerationError, InputTooLong, InvalidRequest, ModelLoadError
+from handler.engine.grammar import grammar_sampler
+from handler.formats.json_output import grammar
 from handler.formats.prompts import Message
+from handler.formats.schemas import ResponseFormat
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -228,6 +231,23 @@ class Prompting:
                 max_tokens=max_tokens,
                 context_window=self.n_ctx,
             )
+
+    def check_response_format(self, response_format: ResponseFormat | None) -> None:
+        """Refuse a response format whose grammar llama.cpp's own parser would refuse at generation."""
+        rules = grammar(response_format)
+        if rules is None:
+            return
+        sampler = grammar_sampler(self._lib, self._vocab, rules)
+        if sampler is None:
+            problem = (
+                "llama.cpp's grammar parser refuses the grammar made from this schema (a pattern construct it "
+                "cannot parse); simplify the schema's patterns"
+            )
+            raise InvalidRequest(
+                f"options.response_format.json_schema: {problem}",
+                fields=[{"field": "options.response_format.json_schema", "problem": problem}],
+            )
+        self._lib.llama_sampler_free(sampler)
 
 
 class Tokenizer(Prompting):

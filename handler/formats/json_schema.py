@@ -3,16 +3,24 @@
 A schema must be a valid JSON Schema, every constraint in it must be one the grammar can enforce, and the
 converter must take it. So a request is refused at once (the caller's error) rather than generated into
 output that does not validate (handler/formats/json_output.py checks the output again).
+
+Every step is bounded before it runs: the nesting is measured without recursion, the grammar's cost (enum
+members, repetition counts, pattern length and the constructs llama.cpp's grammar has no equivalent for) is
+checked before conversion, the converter (pure Python, known to loop forever on some patterns) runs under a
+budget of interpreter steps that stops it, and the grammar it makes has a size limit. What llama.cpp's own
+grammar parser would still refuse is refused when the request is planned (handler/engine/prompt.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
+import re
+import sys
+from collections.abc import Callable, Iterator
 from functools import cache
-from types import ModuleType
-from typing import Any
+from types import FrameType, ModuleType
+from typing import Any, TypeVar
 
 import jsonschema
 from jsonschema.exceptions import SchemaError
@@ -57,6 +65,34 @@ MAX_SCHEMA_DEPTH = 32
 #: and the subschema in it), and room beside. Checked without recursion before any library walks the schema,
 #: since the JSON Schema validator and the grammar converter recurse and would exhaust Python's stack.
 MAX_SCHEMA_NESTING = 2 * MAX_SCHEMA_DEPTH + 8
+#: Members of one enum: each is an alternative the grammar checks at every sampled token.
+MAX_ENUM_MEMBERS = 256
+#: The largest count in minLength, maxLength, minItems, maxItems or a pattern's {n,m}: the converter writes
+#: a repetition out element by element.
+MAX_REPETITION = 1000
+#: The longest pattern, in characters.
+MAX_PATTERN_CHARS = 1000
+#: The largest grammar a schema may become, in characters.
+MAX_GRAMMAR_CHARS = 131_072
+#: Interpreter steps (line events) the converter may take: common schemas take a few thousand; a runaway
+#: is stopped here, in well under a second.
+CONVERSION_STEPS = 2_000_000
+_COUNTED_KEYWORDS = ("minLength", "maxLength", "minItems", "maxItems")
+#: Regular-expression escapes llama.cpp's grammar has no equivalent for (word boundaries, shorthand classes,
+#: anchors, Unicode properties, back references), with what to write instead.
+_NO_GRAMMAR_ESCAPES = {
+    **dict.fromkeys("bBAzZG", "anchors and word boundaries have no grammar equivalent: remove it"),
+    **dict.fromkeys("dDwWsShH", "write the characters as a class, such as [0-9] or [A-Za-z0-9_]"),
+    **dict.fromkeys("pPkK", "Unicode properties and named references have no grammar equivalent"),
+    **dict.fromkeys("123456789", "back references have no grammar equivalent"),
+}
+_QUANTIFIER = re.compile(r"\{(\d*)\s*(?:,\s*(\d*))?\s*\}")
+
+T = TypeVar("T")
+
+
+class _Runaway(BaseException):
+    """The converter passed its step budget (BaseException: no ``except Exception`` in it can swallow it)."""
 
 
 @cache
@@ -126,6 +162,68 @@ def _nesting(value: Any) -> int:
     return deepest
 
 
+def _costly(schema: Any, path: str, depth: int = 0) -> Iterator[str]:
+    """What in the schema would make its grammar too costly, or that the grammar cannot express, as
+    ``keyword at path: why`` (names and patterns are the caller's text: never quoted)."""
+    if depth > MAX_SCHEMA_DEPTH or not isinstance(schema, dict):
+        return
+    where = _masked(path.split(".")) if path else "the top"
+    enum = schema.get("enum")
+    if isinstance(enum, list) and len(enum) > MAX_ENUM_MEMBERS:
+        yield f"enum at {where}: {len(enum)} members; at most {MAX_ENUM_MEMBERS}"
+    for keyword in _COUNTED_KEYWORDS:
+        count = schema.get(keyword)
+        if isinstance(count, int) and count > MAX_REPETITION:
+            yield f"{keyword} at {where}: {count}; at most {MAX_REPETITION}"
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        yield from (f"pattern at {where}: {problem}" for problem in _pattern_problems(pattern))
+    for keyword in _SUBSCHEMA:
+        yield from _costly(schema.get(keyword), f"{path}.{keyword}".lstrip("."), depth + 1)
+    for keyword in _SUBSCHEMA_LISTS:
+        for index, inner in enumerate(schema.get(keyword) or []):
+            yield from _costly(inner, f"{path}.{keyword}.{index}".lstrip("."), depth + 1)
+    for keyword in _SUBSCHEMA_MAPS:
+        members = schema.get(keyword)
+        if isinstance(members, dict):
+            for name, inner in members.items():
+                yield from _costly(inner, f"{path}.{keyword}.{name}".lstrip("."), depth + 1)
+
+
+def _pattern_problems(pattern: str) -> Iterator[str]:
+    """Why a pattern cannot become grammar (the converter takes ``^...$`` in a small regex subset)."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        yield f"{len(pattern)} characters; at most {MAX_PATTERN_CHARS}"
+        return
+    if "[:" in pattern:
+        yield "a POSIX class such as [[:alpha:]] has no grammar equivalent: write the characters, such as [A-Za-z]"
+    for escape in sorted(set(re.findall(r"\\(.)", pattern)) & set(_NO_GRAMMAR_ESCAPES)):
+        yield f"the escape \\{escape}: {_NO_GRAMMAR_ESCAPES[escape]}"
+    for low, high in _QUANTIFIER.findall(pattern):
+        largest = max(int(low or 0), int(high or 0))
+        if largest > MAX_REPETITION:
+            yield f"a repetition count of {largest}; at most {MAX_REPETITION}"
+
+
+def _bounded(work: Callable[[], T], steps: int) -> T:
+    """Run pure-Python ``work``, stopped with _Runaway after ``steps`` interpreter steps (line events)."""
+    taken = 0
+
+    def count(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal taken
+        taken += 1
+        if taken > steps:
+            raise _Runaway
+        return count
+
+    previous = sys.gettrace()
+    sys.settrace(count)
+    try:
+        return work()
+    finally:
+        sys.settrace(previous)
+
+
 def check_schema(schema: dict[str, Any]) -> None:
     """Refuse, with the reason, a schema that is not valid or that the grammar cannot hold output to."""
     if _nesting(schema) > MAX_SCHEMA_NESTING:
@@ -146,11 +244,23 @@ def check_schema(schema: dict[str, Any]) -> None:
             "the grammar cannot enforce " + ", ".join(unenforced[:10]) + "; remove these constraints "
             "(or check them in your own code)"
         )
+    costly = list(_costly(schema, ""))
+    if costly:
+        raise ValueError("the schema cannot become a grammar: " + "; ".join(costly[:10]))
+    converter = grammar_module()
+    text = json.dumps(schema)
     try:
-        grammar_module().json_schema_to_gbnf(json.dumps(schema))
+        rules = str(_bounded(lambda: converter.json_schema_to_gbnf(text), CONVERSION_STEPS))
+    except _Runaway:
+        raise ValueError(
+            f"llama.cpp's grammar converter did not finish within {CONVERSION_STEPS} steps on this schema "
+            "(an unbalanced ] or } in a pattern makes it loop); simplify the schema"
+        ) from None
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError, NotImplementedError) as exc:
         # The converter's messages quote the schema: named by kind only.
         raise ValueError(
             f"llama.cpp's grammar converter cannot handle this schema ({type(exc).__name__}: an unsupported "
             "type, format, pattern or $ref)"
         ) from None
+    if len(rules) > MAX_GRAMMAR_CHARS:
+        raise ValueError(f"the schema's grammar is {len(rules)} characters; at most {MAX_GRAMMAR_CHARS}")

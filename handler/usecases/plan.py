@@ -44,6 +44,7 @@ class Plan:
 
 def plan(counter: Counter, request: TextRequest) -> Plan:
     """Decide one request or a document, and refuse the request if it cannot be answered either way."""
+    counter.check_response_format(request.options.response_format)
     prompt = None
     if isinstance(request, SummarizeRequest | TranslateRequest) and request.strategy != "single":
         if request.strategy == "auto":
