@@ -86,7 +86,7 @@ ARG MODEL_FILE=
 SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
 WORKDIR /src
 COPY requirements-dev.txt ./
-COPY scripts/download_model.py scripts/
+COPY scripts/download_model.py scripts/model_errors.py scripts/model_manifest.py scripts/model_sources.py scripts/
 COPY layers/models/ layers/models/
 # The handler reads the model's identity from <MODEL_PATH>.sha256, so model.gguf gets a sidecar of its
 # own; the symlink keeps the published file name visible in the image. huggingface-hub is pinned in

