@@ -171,3 +171,37 @@ def test_a_malformed_event_is_answered_in_the_error_shape(
     answer = batch_bucket.batch_file_handler({"Records": "x"}, lambda_context)
 
     assert answer["error"]["type"] == "InvalidRequest"
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_a_batch_whose_input_is_gone_closes_as_failed_and_the_others_get_their_output_in_the_same_run(
+    s3: Any, service_env: Table, lambda_context: FakeLambdaContext, change: str
+) -> None:
+    # GIVEN two batch files, both queued
+    for key in ("input/first.jsonl", "input/second.jsonl"):
+        body = "".join(json.dumps(line) + "\n" for line in openai_lines()[:2])
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body.replace("Say hi", f"Say hi from {key}").encode("utf-8"))
+        assert "error" not in batch_bucket.batch_file_handler(put_event(s3, key), lambda_context)
+    # AND the first one's input is replaced by other content under the same key, or removed, before it finished
+    if change == "replaced":
+        s3.put_object(Bucket=BUCKET, Key="input/first.jsonl", Body=b'{"other": "content"}\n')
+    else:
+        s3.delete_object(Bucket=BUCKET, Key="input/first.jsonl")
+
+    # WHEN the scheduled run works through the queue and checks the open batches
+    run = schedule.schedule_handler({"dispatch": False}, lambda_context)
+
+    # THEN the second batch gets its output in this run
+    assert "error" not in run, run
+    assert Counter(record["custom_id"] for record in read_jsonl(s3, "output/second.output.jsonl")) == {"a": 1, "b": 1}
+    # AND the first is closed as failed, its error file (its own, beside the input's name) listing its requests
+    failed = next(batch for batch in run["batches"] if batch["input"] == "input/first.jsonl")
+    assert failed["finished"] is True
+    assert "removed or replaced" in failed["failed_batch"]
+    errors = read_jsonl(s3, failed["errors_file"])
+    assert [record["line"] for record in errors] == [1, 2]
+    assert {record["error"]["type"] for record in errors} == {"BatchInputGone"}
+    listed = [entry["Key"] for entry in s3.list_objects_v2(Bucket=BUCKET, Prefix="manifests/")["Contents"]]
+    assert [name.split("/")[1] for name in listed] == ["done", "done"]
+    done = [read_json(s3, name) for name in listed]
+    assert [manifest.get("failed") is not None for manifest in sorted(done, key=lambda m: m["input"])] == [True, False]

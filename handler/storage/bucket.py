@@ -22,6 +22,12 @@ OUTPUT_PREFIX = "output/"
 OPEN_PREFIX = "manifests/open/"
 DONE_PREFIX = "manifests/done/"
 INPUT_SUFFIX = ".jsonl"
+#: S3's answers for an object that is not there as it was: removed, or replaced (its ETag no longer matches).
+_GONE = frozenset({"NoSuchKey", "404", "PreconditionFailed", "412"})
+
+
+class InputGone(StoreError):
+    """A batch's input cannot be read as it was: it was deleted, or replaced by a new upload (another ETag)."""
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,12 @@ class OutputKeys:
     progress: str
 
     @classmethod
-    def of(cls, input_key: str) -> OutputKeys:
+    def of(cls, input_key: str, batch: str | None = None) -> OutputKeys:
+        """Beside the input's name; with ``batch``, names of that batch alone (a failed batch's files, which a
+        new upload under the same key must not overwrite, nor be overwritten by)."""
         name = OUTPUT_PREFIX + input_key.removeprefix(INPUT_PREFIX).removesuffix(INPUT_SUFFIX)
+        if batch is not None:
+            name = f"{name}.batch-{batch}"
         return cls(f"{name}.output.jsonl", f"{name}.errors.jsonl", f"{name}.progress.json")
 
 
@@ -55,7 +65,18 @@ class BatchBucket:
     def read(self, key: str, etag: str | None = None) -> bytes:
         """An object's bytes; with ``etag``, only that version of it (a later upload is another batch)."""
         kwargs = {"IfMatch": etag} if etag else {}
-        response = self._call(f"read {key}", self._s3.get_object, Key=key, **kwargs)
+        try:
+            response = self._s3.get_object(Bucket=self.name, Key=key, **kwargs)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in _GONE:
+                raise InputGone(
+                    f"{key} in bucket {self.name} was removed or replaced (S3 answered {code})",
+                    log_message=f"a batch input in bucket {self.name} was removed or replaced (S3 answered {code})",
+                ) from exc
+            raise StoreError(f"cannot read {key} in bucket {self.name}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"cannot read {key} in bucket {self.name}: {exc}") from exc
         return bytes(response["Body"].read())
 
     def write(self, key: str, body: bytes, content_type: str) -> None:

@@ -20,11 +20,12 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from handler.core.errors import StoreError
 from handler.core.observability import logger
 from handler.formats.batch_lines import BatchFormat, read_lines
 from handler.formats.jsonl import jsonl_values
 from handler.formats.schemas import parse_request
-from handler.storage.bucket import OPEN_PREFIX, BatchBucket, OutputKeys
+from handler.storage.bucket import OPEN_PREFIX, BatchBucket, InputGone, OutputKeys
 from handler.storage.items import Status
 from handler.usecases.answer import TextService
 from handler.usecases.batch_export import Exported, export
@@ -71,36 +72,83 @@ def receive(service: TextService, bucket: BatchBucket, key: str, etag: str) -> d
 
 
 def check_open(service: TextService, bucket: BatchBucket) -> list[dict[str, Any]]:
-    """Update every open batch's progress; write the results of those whose lines have all finished."""
-    assert service.store is not None
+    """Update every open batch's progress; write the results of those whose lines have all finished.
+
+    One batch never holds up the others: one whose input was removed or replaced before it finished is
+    closed as failed (its requests in its own error file), and one that cannot be checked now (S3 or the
+    table unreachable) is left open for the next run.
+    """
     checked = []
     for manifest_key, manifest in bucket.open_manifests():
-        ids = sorted(set(manifest["request_ids"].values()))
-        statuses = Counter(service.store.statuses(ids).values())
-        unfinished = statuses[Status.PENDING] + statuses[Status.RUNNING]
-        outputs = OutputKeys(**manifest["outputs"])
-        progress: dict[str, Any] = {
-            "batch": manifest["batch"],
-            "input": manifest["input"],
-            "format": manifest["format"],
-            "lines": manifest["lines"],
-            "requests": len(ids),
-            "done": statuses[Status.DONE],
-            "failed": statuses[Status.FAILED],
-            "unfinished": unfinished,
-            "finished": unfinished == 0,
-        }
-        if unfinished == 0:
-            fmt, exported = _results(service, bucket, manifest)
-            bucket.write_jsonl(outputs.output, exported.output)
-            bucket.write_jsonl(outputs.errors, exported.errors)
-            progress.update(exported.counts(), format=fmt)
-        bucket.write_json(outputs.progress, progress)
-        if unfinished == 0:
-            bucket.close(manifest_key, manifest)
-            logger.info("batch file finished", batch=manifest["batch"], counts=_counts(progress))
-        checked.append(progress)
+        try:
+            checked.append(_check(service, bucket, manifest_key, manifest))
+        except InputGone as gone:
+            checked.append(_close_failed(bucket, manifest_key, manifest, gone))
+        except StoreError as exc:
+            logger.warning(
+                "batch file not checked; the next run tries again", batch=manifest["batch"], error=exc.log_message
+            )
+            checked.append({"batch": manifest["batch"], "input": manifest["input"], "checked": False})
     return checked
+
+
+def _check(service: TextService, bucket: BatchBucket, manifest_key: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    assert service.store is not None
+    ids = sorted(set(manifest["request_ids"].values()))
+    statuses = Counter(service.store.statuses(ids).values())
+    unfinished = statuses[Status.PENDING] + statuses[Status.RUNNING]
+    outputs = OutputKeys(**manifest["outputs"])
+    progress: dict[str, Any] = {
+        "batch": manifest["batch"],
+        "input": manifest["input"],
+        "format": manifest["format"],
+        "lines": manifest["lines"],
+        "requests": len(ids),
+        "done": statuses[Status.DONE],
+        "failed": statuses[Status.FAILED],
+        "unfinished": unfinished,
+        "finished": unfinished == 0,
+    }
+    if unfinished == 0:
+        fmt, exported = _results(service, bucket, manifest)
+        bucket.write_jsonl(outputs.output, exported.output)
+        bucket.write_jsonl(outputs.errors, exported.errors)
+        progress.update(exported.counts(), format=fmt)
+    bucket.write_json(outputs.progress, progress)
+    if unfinished == 0:
+        bucket.close(manifest_key, manifest)
+        logger.info("batch file finished", batch=manifest["batch"], counts=_counts(progress))
+    return progress
+
+
+def _close_failed(bucket: BatchBucket, manifest_key: str, manifest: dict[str, Any], gone: InputGone) -> dict[str, Any]:
+    """Close a batch whose input is gone: its lines cannot be read again to join their results to the caller's
+    ids, so each of its requests is an error record (line, request id), in files of this batch's own."""
+    reason = (
+        "the batch's input file was removed or replaced before the batch finished, so its lines cannot be "
+        "joined to their results; a file uploaded again under the same key is a batch of its own"
+    )
+    outputs = OutputKeys.of(manifest["input"], manifest["batch"])
+    lines = sorted(manifest["request_ids"].items(), key=lambda entry: int(entry[0]))
+    errors = [
+        {"line": int(number), "id": request_id, "error": {"type": "BatchInputGone", "message": reason}}
+        for number, request_id in lines
+    ]
+    bucket.write_jsonl(outputs.errors, errors)
+    progress = {
+        "batch": manifest["batch"],
+        "input": manifest["input"],
+        "format": manifest["format"],
+        "lines": manifest["lines"],
+        "requests": len(errors),
+        "finished": True,
+        "failed_batch": reason,
+        "errors_file": outputs.errors,
+    }
+    bucket.write_json(outputs.progress, progress)
+    bucket.close(manifest_key, {**manifest, "failed": reason, "outputs": vars(outputs)})
+    logger.warning("batch file closed as failed: its input is gone", batch=manifest["batch"], error=gone.log_message)
+    return progress
 
 
 def _results(service: TextService, bucket: BatchBucket, manifest: dict[str, Any]) -> tuple[BatchFormat, Exported]:
