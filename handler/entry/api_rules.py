@@ -90,6 +90,10 @@ def check_json(body: bytes) -> None:
         raise MalformedJson("the request body is nested too deeply") from exc
     except ValueError as exc:  # int() refuses numbers of more than 4300 digits
         raise MalformedJson("the request body has a number too long to read") from exc
+    if isinstance(value, list):
+        # One request per body: an array would otherwise be read as its first element, the rest dropped unsaid.
+        problem = f"Input should be a valid dictionary: one request per body, got an array of {len(value)}"
+        raise InvalidRequest(f"body: {problem}", fields=[{"field": "body", "problem": problem}])
 
 
 def _reject_constant(name: str) -> Any:

@@ -31,6 +31,7 @@ from handler.core.errors import (
     ServiceError,
     StoreError,
     UnsupportedMediaType,
+    describe_problems,
 )
 from handler.formats.schemas import Answer, Status
 
@@ -52,10 +53,16 @@ _OPTION_FIELDS = ("temperature", "top_p", "seed", "stop", "response_format")
 COMPLETION_PREFIX = "chatcmpl-"
 
 
+#: Message fields this service cannot honour (they would change the output), named when refused; another
+#: unknown field is refused as ``<unknown field>``, its name being the caller's text.
+KNOWN_MESSAGE_FIELDS = frozenset({"audio", "function_call", "refusal", "tool_call_id", "tool_calls"})
+
+
 class TextPart(BaseModel):
     """One part of a message's content; only text parts are read."""
 
-    model_config = ConfigDict(extra="allow")
+    # Strict, as OpenAI is: a number sent as a string is a type error, not a guess.
+    model_config = ConfigDict(extra="allow", strict=True)
 
     type: str
     text: str | None = None
@@ -64,7 +71,7 @@ class TextPart(BaseModel):
 class CompletionMessage(BaseModel):
     """One message of the conversation (``developer`` is read as ``system``, as OpenAI does for older models)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: str = Field(description="system, developer, user or assistant.")
     content: str | list[TextPart] | None = Field(description="Text, or a list of text parts.")
@@ -74,7 +81,7 @@ class CompletionMessage(BaseModel):
 class ChatCompletionCreate(BaseModel):
     """OpenAI's chat completion request, the fields this service reads (others: see docs/requests.md)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(description="The served model's id (GET /v1/models).")
     messages: list[CompletionMessage] = Field(min_length=1)
@@ -185,17 +192,21 @@ def native_request(body: ChatCompletionCreate, served_model: str) -> dict[str, A
         problems.append({"field": "max_completion_tokens", "problem": "differs from max_tokens; send one of them"})
     messages = []
     for index, message in enumerate(body.messages):
+        # A field of a message this service does not read would change the output: refused, never dropped.
+        for name in sorted(message.model_extra or {}):
+            unknown = {} if name in KNOWN_MESSAGE_FIELDS else {"unknown": True}
+            problems.append(
+                {"field": f"messages.{index}.{name}", "problem": "not supported: it would change the output", **unknown}
+            )
         role = "system" if message.role == "developer" else message.role
         content = message.content
         if isinstance(content, list):
-            if any(part.type != "text" or part.text is None for part in content):
+            if any(part.type != "text" or part.text is None or part.model_extra for part in content):
                 problems.append({"field": f"messages.{index}.content", "problem": "only text parts are read"})
                 continue
             content = "".join(part.text or "" for part in content)
         messages.append({"role": role, "content": content})
     if problems:
-        from handler.core.errors import describe_problems
-
         raise InvalidRequest(describe_problems(problems), fields=problems)
     options: dict[str, Any] = {}
     if limits:

@@ -1,0 +1,90 @@
+"""Nothing a caller sends is dropped without a word: one request per body, every field read or refused by name,
+and OpenAI-route fields of the wrong type refused as OpenAI refuses them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from apigw import ApiAnswer, decode, proxy_event
+from conftest import FakeLambdaContext, Table
+from handler.entry import api
+
+pytestmark = pytest.mark.integration
+
+MARKER = "zq-drop-marker-7a3"
+SERVED = "tiny-phi3"
+
+
+def _call(event: dict[str, Any], context: FakeLambdaContext) -> ApiAnswer:
+    return decode(api.lambda_handler(event, context))
+
+
+def _completion(**fields: Any) -> dict[str, Any]:
+    return {"model": SERVED, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, **fields}
+
+
+NATIVE = {"text": "Trees grow slowly in cold places.", "options": {"max_tokens": 4}}
+TOOL_CALLS = [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+
+
+@pytest.mark.parametrize(
+    ("route", "one"),
+    [
+        ("/summarize", NATIVE),
+        ("/chat", {"messages": [{"role": "user", "content": "Hi."}]}),
+        ("/v1/chat/completions", _completion()),
+    ],
+)
+def test_an_array_of_requests_is_refused_in_the_route_s_error_shape(
+    route: str, one: dict[str, Any], service_env: Table, lambda_context: FakeLambdaContext, generations: list[int]
+) -> None:
+    # GIVEN a body holding two requests
+    answer = _call(proxy_event("POST", route, [one, one]), lambda_context)
+    # THEN it is refused, saying why, in the route's shape, and nothing is generated or stored
+    assert answer.status in (400, 422), answer.body
+    error = answer.body["error"]
+    assert "one request per body" in error["message"]
+    assert ("code" in error) == route.startswith("/v1/")
+    assert generations == []
+    assert service_env.items() == []
+
+
+@pytest.mark.parametrize(
+    ("message_fields", "named"),
+    [
+        ({"tool_calls": TOOL_CALLS}, "tool_calls"),
+        ({"audio": {"id": "a1"}}, "audio"),
+        ({f"x-{MARKER}": 1}, f"x-{MARKER}"),
+    ],
+)
+def test_a_message_field_this_service_does_not_read_is_refused_by_name(
+    message_fields: dict[str, Any],
+    named: str,
+    service_env: Table,
+    lambda_context: FakeLambdaContext,
+    generations: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN an assistant turn carrying a field this service does not read
+    turns = [{"role": "assistant", "content": "Calling.", **message_fields}, {"role": "user", "content": "Go on."}]
+    answer = _call(proxy_event("POST", "/v1/chat/completions", _completion(messages=turns)), lambda_context)
+    # THEN the caller is told which (the answer is theirs), the logs never name an unknown field, nothing runs
+    assert answer.status == 400, answer.body
+    assert f"messages.0.{named}" in answer.body["error"]["message"]
+    assert MARKER not in "\n".join(json.dumps(vars(record), default=str) for record in caplog.records)
+    assert generations == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("temperature", "1"), ("max_tokens", "4"), ("stream", "false"), ("seed", "3")]
+)
+def test_an_openai_field_of_the_wrong_type_is_refused_not_converted(
+    field: str, value: Any, service_env: Table, lambda_context: FakeLambdaContext, generations: list[int]
+) -> None:
+    answer = _call(proxy_event("POST", "/v1/chat/completions", _completion(**{field: value})), lambda_context)
+    assert answer.status == 400, answer.body
+    assert answer.body["error"]["param"] == field
+    assert generations == []
