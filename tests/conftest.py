@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from boto3.dynamodb.types import TypeDeserializer
 
 import download_model
@@ -121,6 +122,14 @@ def _user_text_is_never_logged() -> Iterator[None]:
             return parser.validate_python(event)
 
     patch.setattr(schemas, "request_adapter", RecordingParser())
+    resolve = APIGatewayRestResolver.resolve
+
+    def recording_resolve(self: APIGatewayRestResolver, event: Any, context: Any) -> Any:
+        texts.record_path(event.get("path") if isinstance(event, dict) else None)
+        return resolve(self, event, context)
+
+    # On the class: the API modules are reloaded by some tests, the resolver's class never.
+    patch.setattr(APIGatewayRestResolver, "resolve", recording_resolve)
     logging.getLogger().addHandler(logs)
     try:
         yield

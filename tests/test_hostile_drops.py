@@ -88,3 +88,37 @@ def test_an_openai_field_of_the_wrong_type_is_refused_not_converted(
     assert answer.status == 400, answer.body
     assert answer.body["error"]["param"] == field
     assert generations == []
+
+
+# -- class 6: nothing a caller sends reaches a log line --------------------------------------------------
+
+
+def _logged(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(json.dumps(vars(record), default=str) for record in caplog.records)
+
+
+def test_a_model_name_in_the_path_is_answered_but_never_logged(
+    service_env: Table, lambda_context: FakeLambdaContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = _call(proxy_event("GET", f"/v1/models/{MARKER}-model"), lambda_context)
+    assert answer.status == 404
+    assert MARKER in answer.body["error"]["message"]
+    assert MARKER not in _logged(caplog)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "patternProperties": {f"^{MARKER}$": {"type": 5}}},
+        {"type": "object", "dependentSchemas": {MARKER: {"minimum": "x"}}},
+        {"type": "object", "properties": {MARKER: {"type": "nope"}}},
+    ],
+)
+def test_the_names_in_a_refused_schema_are_never_logged(
+    schema: dict[str, Any], service_env: Table, lambda_context: FakeLambdaContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = _completion(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    answer = _call(proxy_event("POST", "/v1/chat/completions", body), lambda_context)
+    assert answer.status == 400, answer.body
+    assert "not a valid JSON schema" in answer.body["error"]["message"]
+    assert MARKER not in _logged(caplog)

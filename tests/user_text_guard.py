@@ -1,15 +1,17 @@
 """The suite-wide check that user text is never logged.
 
 Every request any test sends is recorded as it reaches the service's one parser (``parse_request``),
-valid or not, and every log record of the process is kept; when the session ends, no record may contain
-any string the requests carried. Each user text is its own marker: the check needs no special texts, so
-it holds for every test, the hostile ones and the ordinary ones alike.
+valid or not, with every API request's path as the resolver gets it; every log record of the process is
+kept, and when the session ends, no record may contain any string the requests carried. Each user text is
+its own marker: the check needs no special texts, so it holds for every test, the hostile ones and the
+ordinary ones alike.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 #: Shorter strings (task names, roles, "Hi.") occur in logs by themselves; longer ones only by leaking.
@@ -19,12 +21,13 @@ PROBE_LENGTH = 40
 
 
 def _schema_names() -> frozenset[str]:
-    """The field names of every request type: keys a log line may name."""
+    """The field names of every request type, and JSON Schema's own keywords: keys a log line may name."""
     from pydantic import BaseModel
 
+    from handler.formats.json_schema import SCHEMA_KEYWORDS
     from handler.formats.schemas import ChatRequest, SummarizeRequest, TranslateRequest
 
-    names: set[str] = set()
+    names: set[str] = set(SCHEMA_KEYWORDS)
     models: list[type[BaseModel]] = [SummarizeRequest, TranslateRequest, ChatRequest]
     while models:
         model = models.pop()
@@ -59,6 +62,18 @@ class UserTexts:
                     stack.append(item)
             elif isinstance(current, list | tuple):
                 stack.extend(current)
+
+    def record_path(self, path: Any) -> None:
+        """An API request's path: its segments are the caller's (a model name, a route that is none), except
+        the ids this service made (a request's sha256, a completion's id), which log lines name."""
+        if isinstance(path, str):
+            for segment in path.split("/"):
+                if not _ID.fullmatch(segment):
+                    self.record(segment)
+
+
+#: The ids of results and completions: this service's, not the caller's.
+_ID = re.compile(r"(chatcmpl-)?[0-9a-f]{64}")
 
 
 class RecordedLogs(logging.Handler):

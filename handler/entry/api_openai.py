@@ -104,7 +104,12 @@ def retrieve_model(model: ModelName) -> Response[openai_chat.ModelCard]:
     service = get_service()
     served = service.served_model()
     if model != served:
-        raise NotFound(f"model {model[:100]!r} is not served here; this API serves {served!r}", code="model_not_found")
+        # The name is the caller's path: answered, never logged.
+        raise NotFound(
+            f"model {model[:100]!r} is not served here; this API serves {served!r}",
+            log_message="the model asked for is not the one served here",
+            code="model_not_found",
+        )
     body = openai_chat.model_card(served, _model_created(service))
     return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, body)
 

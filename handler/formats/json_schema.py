@@ -55,6 +55,50 @@ UNENFORCED_KEYWORDS = frozenset(
         "$recursiveRef",
     }
 )
+#: JSON Schema's own keywords (draft 2020-12 and earlier): the only names of a schema path that are not the
+#: caller's text.
+SCHEMA_KEYWORDS = frozenset(
+    {
+        *UNENFORCED_KEYWORDS,
+        "$schema",
+        "$id",
+        "$ref",
+        "$defs",
+        "$anchor",
+        "$dynamicAnchor",
+        "$vocabulary",
+        "$comment",
+        "definitions",
+        "type",
+        "enum",
+        "const",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "prefixItems",
+        "additionalItems",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "format",
+        "pattern",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "readOnly",
+        "writeOnly",
+        "deprecated",
+        "contentMediaType",
+        "contentEncoding",
+        "contentSchema",
+    }
+)
 #: Keywords whose value is one subschema, a list of them, or a map of names to them.
 _SUBSCHEMA = ("items", "additionalProperties", "additionalItems")
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
@@ -116,13 +160,13 @@ def grammar_module() -> ModuleType:
 
 
 def _masked(parts: Any) -> str:
-    """A schema path with the caller's own names (properties, definitions) shown as ``*``: errors about a
-    schema are logged, and a schema's names are the caller's text."""
-    shown: list[str] = []
-    previous = None
-    for part in parts:
-        shown.append("*" if previous in _SUBSCHEMA_MAPS else str(part))
-        previous = part
+    """A schema path with everything but JSON Schema's own keywords and array indexes shown as ``*``: errors
+    about a schema are logged, and every other name in it (properties, definitions, patternProperties'
+    patterns, dependentSchemas' names...) is the caller's text."""
+    shown = [
+        str(part) if isinstance(part, int) or str(part) in SCHEMA_KEYWORDS or str(part).isdigit() else "*"
+        for part in parts
+    ]
     return ".".join(shown) or "the top"
 
 
