@@ -101,3 +101,40 @@ def test_template_functions_use_the_results_policy_and_their_entry_points() -> N
         if command:
             module, function = command[0].rsplit(".", 1)
             assert callable(getattr(importlib.import_module(module), function))
+
+
+def _alarms() -> dict[str, dict[str, Any]]:
+    resources = localenv.load_template(TEMPLATE)["Resources"]
+    return {name: spec for name, spec in resources.items() if spec["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+def _watched(alarm: dict[str, Any]) -> tuple[str, str, Any]:
+    properties = alarm["Properties"]
+    return properties["Namespace"], properties["MetricName"], properties["Dimensions"][0]["Value"]
+
+
+def test_template_alarms_watch_every_dead_letter_queue_function_and_the_queue_s_age() -> None:
+    resources = localenv.load_template(TEMPLATE)["Resources"]
+    alarms = _alarms()
+    watched = [_watched(alarm) for alarm in alarms.values()]
+    # Every dead-letter queue: the work queue's, and the one SAM makes for the schedule's failed deliveries.
+    assert (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"Fn::GetAtt": ["WorkDeadLetterQueue", "QueueName"]},
+    ) in watched
+    schedule = resources["BatchFunction"]["Properties"]["Events"]["Schedule"]
+    assert schedule["Properties"]["DeadLetterConfig"] == {"Type": "SQS"}
+    dlq = {"Fn::GetAtt": ["BatchFunctionScheduleQueue", "QueueName"]}  # SAM's name for that queue
+    assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq) in watched
+    assert ("AWS/SQS", "ApproximateAgeOfOldestMessage", {"Fn::GetAtt": ["WorkQueue", "QueueName"]}) in watched
+    # Every function, errors and throttles, under the function's own condition.
+    functions = [name for name, spec in resources.items() if spec["Type"] == "AWS::Serverless::Function"]
+    assert len(functions) == 6
+    for function in functions:
+        for metric in ("Errors", "Throttles"):
+            [alarm] = [a for a in alarms.values() if _watched(a) == ("AWS/Lambda", metric, {"Ref": function})]
+            assert alarm.get("Condition") == resources[function].get("Condition")
+    # Each notifies the topic when one is given.
+    topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    assert all(alarm["Properties"]["AlarmActions"] == topic for alarm in alarms.values())
