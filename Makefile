@@ -101,14 +101,14 @@ test: setup $(TEST_MODEL) $(REAL_MODEL_FILE) lint
 # `make bench --quick`: it reads --quick as an option of its own.
 BENCH_ARGS ?=
 bench: $(VENV)/.installed
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+	$(PY) -m bench $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.installed
-	$(PY) scripts/bench.py --quick $(BENCH_ARGS)
+	$(PY) -m bench --quick $(BENCH_ARGS)
 
 # Each engine setting (threads, batch size, K cache, flash attention, mmap) against the defaults.
 bench-sweep: $(VENV)/.installed
-	$(PY) scripts/bench.py --sweep $(BENCH_ARGS)
+	$(PY) -m bench --sweep $(BENCH_ARGS)
 
 # Documents: four tasks over one 2,000-token text (separate requests, one after another, batched with the
 # text's prefix shared) and a 12,000-token text's map step (its 15 chunk requests one at a time against
@@ -116,7 +116,7 @@ bench-sweep: $(VENV)/.installed
 # measured: 39 minutes on 2 cores. BENCH_ARGS=--quick (a 500-token text, a 2,400-token one, 16 tokens per
 # request): about 10 minutes; BENCH_ARGS=--unshared-batch adds the four tasks batched without sharing.
 bench-documents: $(VENV)/.installed
-	$(PY) scripts/bench.py --documents $(BENCH_ARGS)
+	$(PY) -m bench --documents $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) $(MODELS_DIR)/test .pytest_cache .mypy_cache .ruff_cache

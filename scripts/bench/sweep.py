@@ -1,0 +1,83 @@
+"""The settings sweep: each engine setting against the defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.report import cell, print_aligned, ratio, speeds
+from bench.runner import spawn
+from handler.core.settings import available_cpus
+
+
+def sweep_variants(cpus: int) -> list[tuple[str, dict[str, str]]]:
+    """Each engine setting worth measuring, as environment overrides of the engine's defaults."""
+    thread_counts = sorted({1, max(1, cpus // 2), cpus + 1, 2 * cpus} - {cpus})
+    return [
+        *((f"N_THREADS={n}", {"N_THREADS": str(n)}) for n in thread_counts),
+        *((f"N_UBATCH={n}", {"N_BATCH": str(n), "N_UBATCH": str(n)}) for n in (128, 256)),
+        ("KV_CACHE_TYPE_K=f16", {"KV_CACHE_TYPE_K": "f16"}),
+        ("FLASH_ATTN=true", {"FLASH_ATTN": "true"}),
+        ("USE_MMAP=true", {"USE_MMAP": "true"}),
+    ]
+
+
+def run_sweep(base: dict[str, Any], data: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Each setting against the engine's defaults, in pairs of fresh processes run back to back.
+
+    The order within a pair alternates, and each ratio is taken within its pair: the drift of a
+    shared machine over minutes cancels out (see paired_ratio).
+    """
+    common = {**base, "config": "b", "input": "summarize", "prompt": data["prompt"], "text": data["text"]}
+    common["tokens"] = data["tokens"]
+    # The same words in another order: the same instruction before other text, for prefix reuse.
+    second_text = " ".join(reversed(data["text"].split()))
+    pairs: list[dict[str, Any]] = []
+    for index, (label, environ) in enumerate(sweep_variants(base["threads"] or available_cpus())):
+        default_spec = {**common, "second_text": second_text if index == 0 else None}
+        specs = [("default", default_spec), (label, {**common, "environ": environ})]
+        results = {}
+        for name, spec in specs if index % 2 == 0 else specs[::-1]:
+            results[name] = spawn(spec, work, f"sweep-{index}-{'default' if name == 'default' else 'variant'}")
+        default, variant = speeds(results["default"]), speeds(results[label])
+        pairs.append(
+            {
+                "setting": label,
+                "environ": environ,
+                "default": {**results["default"], **default},
+                "variant": {**results[label], **variant},
+                "ratios": {key: ratio(variant[key], default[key]) for key in default},
+            }
+        )
+    first = pairs[0]["default"]
+    reused = first["second_prompt_tokens"] - first["second_prompt_eval_tokens"]
+    prefix = {
+        "prompt_tokens": first["second_prompt_tokens"],
+        "reused_tokens": reused,
+        "evaluated_tokens": first["second_prompt_eval_tokens"],
+        "prompt_ms": round(first["second_prompt_ms"], 1),
+        "cold_prompt_ms": round(first["prompt_ms"], 1),
+    }
+    return {"pairs": pairs, "prefix_reuse": prefix}
+
+
+def print_sweep(sweep: dict[str, Any]) -> None:
+    header = ["setting", "prompt tok/s", "decode tok/s", "e2e tok/s", "load s", "peak RSS MB", "prompt x", "decode x"]
+    speed_keys = ("prompt_tokens_per_s", "decode_tokens_per_s", "e2e_decode_tokens_per_s", "load_s", "peak_rss_mb")
+    lines = [
+        [
+            pair["setting"],
+            *(cell(pair["variant"][key]) for key in speed_keys),
+            cell(pair["ratios"]["prompt_tokens_per_s"]),
+            cell(pair["ratios"]["e2e_decode_tokens_per_s"]),
+        ]
+        for pair in sweep["pairs"]
+    ]
+    print_aligned(header, lines, 1)
+    print("prompt x, decode x: the setting's speed over the defaults' in a run right beside it (decode end to end)")
+    prefix = sweep["prefix_reuse"]
+    print(
+        f"prefix reuse: the next request with the same instruction evaluated {prefix['evaluated_tokens']} of "
+        f"{prefix['prompt_tokens']} prompt tokens ({prefix['reused_tokens']} reused from the KV cache), "
+        f"{prefix['prompt_ms']:.0f} ms against {prefix['cold_prompt_ms']:.0f} ms for the first"
+    )
