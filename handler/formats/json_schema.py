@@ -170,24 +170,34 @@ def _masked(parts: Any) -> str:
     return ".".join(shown) or "the top"
 
 
-def _unenforced(schema: Any, path: str, depth: int = 0) -> Iterator[str]:
-    """Where the schema uses a constraint the grammar cannot enforce, as ``keyword at path``."""
+def _subschemas(schema: Any, path: str = "", depth: int = 0) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every subschema (an object) with its path, the schema itself first; refused past MAX_SCHEMA_DEPTH."""
     if depth > MAX_SCHEMA_DEPTH:
         raise ValueError(f"the schema is nested more than {MAX_SCHEMA_DEPTH} levels deep")
     if not isinstance(schema, dict):
         return
-    for keyword in sorted(UNENFORCED_KEYWORDS.intersection(schema)):
-        yield f"{keyword} at {_masked(path.split('.')) if path else 'the top'}"
+    yield schema, path
     for keyword in _SUBSCHEMA:
-        yield from _unenforced(schema.get(keyword), f"{path}.{keyword}".lstrip("."), depth + 1)
+        yield from _subschemas(schema.get(keyword), f"{path}.{keyword}".lstrip("."), depth + 1)
     for keyword in _SUBSCHEMA_LISTS:
         for index, inner in enumerate(schema.get(keyword) or []):
-            yield from _unenforced(inner, f"{path}.{keyword}.{index}".lstrip("."), depth + 1)
+            yield from _subschemas(inner, f"{path}.{keyword}.{index}".lstrip("."), depth + 1)
     for keyword in _SUBSCHEMA_MAPS:
         members = schema.get(keyword)
         if isinstance(members, dict):
             for name, inner in members.items():
-                yield from _unenforced(inner, f"{path}.{keyword}.{name}".lstrip("."), depth + 1)
+                yield from _subschemas(inner, f"{path}.{keyword}.{name}".lstrip("."), depth + 1)
+
+
+def _where(path: str) -> str:
+    return _masked(path.split(".")) if path else "the top"
+
+
+def _unenforced(schema: Any) -> Iterator[str]:
+    """Where the schema uses a constraint the grammar cannot enforce, as ``keyword at path``."""
+    for subschema, path in _subschemas(schema):
+        for keyword in sorted(UNENFORCED_KEYWORDS.intersection(subschema)):
+            yield f"{keyword} at {_where(path)}"
 
 
 def _nesting(value: Any) -> int:
@@ -206,32 +216,21 @@ def _nesting(value: Any) -> int:
     return deepest
 
 
-def _costly(schema: Any, path: str, depth: int = 0) -> Iterator[str]:
+def _costly(schema: Any) -> Iterator[str]:
     """What in the schema would make its grammar too costly, or that the grammar cannot express, as
     ``keyword at path: why`` (names and patterns are the caller's text: never quoted)."""
-    if depth > MAX_SCHEMA_DEPTH or not isinstance(schema, dict):
-        return
-    where = _masked(path.split(".")) if path else "the top"
-    enum = schema.get("enum")
-    if isinstance(enum, list) and len(enum) > MAX_ENUM_MEMBERS:
-        yield f"enum at {where}: {len(enum)} members; at most {MAX_ENUM_MEMBERS}"
-    for keyword in _COUNTED_KEYWORDS:
-        count = schema.get(keyword)
-        if isinstance(count, int) and count > MAX_REPETITION:
-            yield f"{keyword} at {where}: {count}; at most {MAX_REPETITION}"
-    pattern = schema.get("pattern")
-    if isinstance(pattern, str):
-        yield from (f"pattern at {where}: {problem}" for problem in _pattern_problems(pattern))
-    for keyword in _SUBSCHEMA:
-        yield from _costly(schema.get(keyword), f"{path}.{keyword}".lstrip("."), depth + 1)
-    for keyword in _SUBSCHEMA_LISTS:
-        for index, inner in enumerate(schema.get(keyword) or []):
-            yield from _costly(inner, f"{path}.{keyword}.{index}".lstrip("."), depth + 1)
-    for keyword in _SUBSCHEMA_MAPS:
-        members = schema.get(keyword)
-        if isinstance(members, dict):
-            for name, inner in members.items():
-                yield from _costly(inner, f"{path}.{keyword}.{name}".lstrip("."), depth + 1)
+    for subschema, path in _subschemas(schema):
+        where = _where(path)
+        enum = subschema.get("enum")
+        if isinstance(enum, list) and len(enum) > MAX_ENUM_MEMBERS:
+            yield f"enum at {where}: {len(enum)} members; at most {MAX_ENUM_MEMBERS}"
+        for keyword in _COUNTED_KEYWORDS:
+            count = subschema.get(keyword)
+            if isinstance(count, int) and count > MAX_REPETITION:
+                yield f"{keyword} at {where}: {count}; at most {MAX_REPETITION}"
+        pattern = subschema.get("pattern")
+        if isinstance(pattern, str):
+            yield from (f"pattern at {where}: {problem}" for problem in _pattern_problems(pattern))
 
 
 def _pattern_problems(pattern: str) -> Iterator[str]:
@@ -282,13 +281,13 @@ def check_schema(schema: dict[str, Any]) -> None:
             f"not a valid JSON schema: the value at {_masked(exc.absolute_path)} breaks the metaschema's "
             f"{exc.validator!s} rule"
         ) from None
-    unenforced = list(_unenforced(schema, ""))
+    unenforced = list(_unenforced(schema))
     if unenforced:
         raise ValueError(
             "the grammar cannot enforce " + ", ".join(unenforced[:10]) + "; remove these constraints "
             "(or check them in your own code)"
         )
-    costly = list(_costly(schema, ""))
+    costly = list(_costly(schema))
     if costly:
         raise ValueError("the schema cannot become a grammar: " + "; ".join(costly[:10]))
     converter = grammar_module()
