@@ -72,8 +72,9 @@ class UserTexts:
                     self.record(segment)
 
 
-#: The ids of results and completions: this service's, not the caller's.
-_ID = re.compile(r"(chatcmpl-)?[0-9a-f]{64}")
+#: Ids of results and completions, well-formed or not: hexadecimal, as this service makes them (log lines name
+#: ids; a made-up one of the same alphabet is no text of the caller's).
+_ID = re.compile(r"(chatcmpl-)?[0-9a-fA-F]*")
 
 
 class RecordedLogs(logging.Handler):
