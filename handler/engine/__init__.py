@@ -21,7 +21,7 @@ from handler.core.observability import logger
 from handler.core.settings import Settings
 from handler.engine import builds
 from handler.engine.batched import BatchedDecoding
-from handler.engine.decoding import Completion, _Stream, peak_rss_mb
+from handler.engine.decoding import Completion, TextSink, _Stream, peak_rss_mb
 from handler.engine.gguf import _quantization_name, ggml_type, ggml_type_name, kv_cache_type_k
 from handler.engine.identity import ModelIdentity, model_identity
 from handler.engine.prompt import PromptTokens, Tokenizer
@@ -35,6 +35,7 @@ __all__ = [
     "Engine",
     "ModelIdentity",
     "PromptTokens",
+    "TextSink",
     "Tokenizer",
     "_Stream",
     "get_engine",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import resource
 import threading
@@ -49,11 +50,26 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
+#: Receives a generation's text as it is made: pieces that, joined, are the completion's text exactly.
+TextSink = Callable[[str], None]
+
+
 class _Stream:
-    """One generation's output as tokens arrive: stop strings, max_tokens and end-of-generation tokens."""
+    """One generation's output as tokens arrive: stop strings, max_tokens and end-of-generation tokens.
+
+    With a sink, the text is also handed on as it comes, each piece whole UTF-8 characters, and never a byte
+    that may turn out to begin a stop string (the last ``longest stop - 1`` bytes wait for the next token);
+    leading and trailing whitespace wait too, since the completion's text is stripped: the pieces joined are
+    exactly ``text``.
+    """
 
     def __init__(
-        self, options: GenerationOptions, eog_ids: frozenset[int], eog_texts: Sequence[str], ignore_eos: bool
+        self,
+        options: GenerationOptions,
+        eog_ids: frozenset[int],
+        eog_texts: Sequence[str],
+        ignore_eos: bool,
+        sink: TextSink | None = None,
     ) -> None:
         self.max_tokens = options.max_tokens
         # A model may also write its end-of-turn marker as ordinary text pieces (SmolLM2 writes
@@ -65,9 +81,19 @@ class _Stream:
         self.output = bytearray()
         self.generated = 0
         self.finish_reason: str | None = None
+        self._sink = sink
+        self._handed = 0  # bytes of output given to the decoder so far
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        self._began = False
+        self._held = ""  # trailing whitespace, handed on only once more text follows it
 
     def accept(self, token: int, piece: Callable[[int], bytes]) -> bool:
         """Take the sampled token; True when the generation is finished (the token needs no decoding)."""
+        finished = self._take(token, piece)
+        self._hand_on(final=finished)
+        return finished
+
+    def _take(self, token: int, piece: Callable[[int], bytes]) -> bool:
         if token in self.eog_ids:
             self.finish_reason = "stop"
             return True
@@ -85,6 +111,26 @@ class _Stream:
             self.finish_reason = "length"
             return True
         return False
+
+    def _hand_on(self, final: bool) -> None:
+        """Give the sink what can no longer change (a stop found later starts after it: see ``_take``'s window)."""
+        if self._sink is None:
+            return
+        end = len(self.output) if final else len(self.output) - max(self.longest_stop - 1, 0)
+        if end <= self._handed and not final:
+            return
+        text = self._decoder.decode(bytes(self.output[self._handed : max(end, self._handed)]), final=final)
+        self._handed = max(end, self._handed)
+        if not self._began:
+            text = text.lstrip()
+            if not text:
+                return
+            self._began = True
+        text = self._held + text
+        body = text.rstrip()
+        self._held = text[len(body) :]
+        if body:
+            self._sink(body)
 
     @property
     def text(self) -> str:
@@ -131,12 +177,15 @@ class Decoding(Prompting):
         options: GenerationOptions,
         deadline: float | None = None,
         ignore_eos: bool = False,
+        sink: TextSink | None = None,
     ) -> Completion:
         """Generate until an end-of-generation token, a stop string, ``max_tokens`` or the deadline.
 
         ``deadline`` is a ``time.monotonic()`` value: a generation still running then ends with
         ``finish_reason="deadline"`` (or raises DeadlineReached while still reading the prompt).
         ``ignore_eos`` keeps generating past end-of-generation tokens (benchmarks on random weights).
+        ``sink`` receives the text as it is made (a streamed answer); a generation cut by the deadline hands
+        on no final piece.
         Sampling runs in llama.cpp's own sampler chain: no logits cross into Python.
         """
         self.check_fits(prompt, options.max_tokens)
@@ -147,7 +196,7 @@ class Decoding(Prompting):
             sampler = self._sampler(options, ignore_eos)
             try:
                 self._evaluate_prompt(prompt.tokens, deadline)
-                text, generated, finish_reason = self._decode(sampler, options, deadline, ignore_eos)
+                text, generated, finish_reason = self._decode(sampler, options, deadline, ignore_eos, sink)
             finally:
                 lib.llama_sampler_free(sampler)
             total_ms = (time.perf_counter() - started) * 1000.0
@@ -233,9 +282,14 @@ class Decoding(Prompting):
         self._kv_tokens.extend(tokens)
 
     def _decode(
-        self, sampler: Any, options: GenerationOptions, deadline: float | None, ignore_eos: bool
+        self,
+        sampler: Any,
+        options: GenerationOptions,
+        deadline: float | None,
+        ignore_eos: bool,
+        sink: TextSink | None = None,
     ) -> tuple[str, int, str]:
-        stream = _Stream(options, self._eog_ids, self.eog_texts, ignore_eos)
+        stream = _Stream(options, self._eog_ids, self.eog_texts, ignore_eos, sink)
         while True:
             token = self._lib.llama_sampler_sample(sampler, self._ctx, -1)
             if stream.accept(token, self._piece):
