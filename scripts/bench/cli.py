@@ -79,7 +79,8 @@ def run_child(spec_path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
-        description="Decode-speed benchmark: seed setup, engine, raw llama.cpp, roofline, batching, AVX-512 build."
+        prog="python -m bench",
+        description="Decode-speed benchmark: seed setup, engine, raw llama.cpp, roofline, batching, AVX-512 build.",
     )
     parser.add_argument(
         "--quick",

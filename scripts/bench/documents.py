@@ -130,7 +130,7 @@ def document_inputs(settings: Settings, text_tokens: int, document_tokens: int, 
     """The text and the long document, cut from the test text to their token targets, with the requests over them.
 
     Prompts are built and counted by the service's own code (parse_request, build_messages, the model's chat
-    template through its vocabulary) and the document is cut into chunk requests by handler.usecases.documents.split.
+    template through its vocabulary) and the document is cut into chunk requests by handler.usecases.plan.split.
     """
     from handler.engine import prompt_counter
     from handler.formats.prompts import build_messages
@@ -323,7 +323,7 @@ def child_document_tasks(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_document_chunks(spec: dict[str, Any]) -> dict[str, Any]:
-    """A long text's map step: its chunk requests (handler.usecases.documents.split) one at a time, and batched."""
+    """A long text's map step: its chunk requests (handler.usecases.plan.split) one at a time, and batched."""
     from handler.formats.prompts import build_messages
     from handler.formats.schemas import parse_request
     from handler.usecases.plan import split
