@@ -86,6 +86,9 @@ class Table:
         pages = self.client().get_paginator("scan").paginate(TableName=self.name, ConsistentRead=True)
         return [{k: deserializer.deserialize(v) for k, v in item.items()} for page in pages for item in page["Items"]]
 
+    def delete(self, item_id: str) -> None:
+        self.client().delete_item(TableName=self.name, Key={"id": {"S": item_id}})
+
 
 @pytest.fixture
 def results_table(dynamodb_endpoint: str) -> Table:

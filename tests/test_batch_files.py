@@ -175,7 +175,7 @@ def test_each_invalid_openai_line_names_its_fields_never_its_values_and_stops_no
         11: "body.<unknown field>: not supported: it would change the output",
         12: "body.messages.0.content: only text parts are read",
         13: "body.messages.0.role: Input should be 'system', 'user' or 'assistant'",
-        14: "body.stream: not supported: API Gateway's REST API buffers the whole answer; send false",
+        14: "body.stream: not supported in a batch: its answers are written whole to the output file; send false",
         15: "body: must be a JSON object (a chat completion request)",
     }
     assert all(MARKER not in problem for problem in problems.values())

@@ -187,14 +187,6 @@ def test_a_field_that_would_change_the_output_and_is_not_honoured_is_refused_nam
     assert service_env.items() == []
 
 
-def test_streaming_is_refused_with_the_reason(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(model=served_model(), messages=[{"role": "user", "content": "Hi."}], stream=True)
-
-    assert refused.value.param == "stream"
-    assert "buffers" in refused.value.message
-
-
 def test_harmless_fields_are_ignored(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
         model=served_model(),

@@ -82,6 +82,13 @@ class Settings(BaseModel):
     api_budget_s: float = Field(
         29.0, alias="API_BUDGET_S", gt=0, le=900, description="Time an API caller waits (REST API default: 29 s)."
     )
+    stream_budget_s: float = Field(
+        840.0,
+        alias="STREAM_BUDGET_S",
+        gt=0,
+        le=900,
+        description="Time an API caller waits behind a streaming integration (a stream may last 15 minutes).",
+    )
     safety_margin_s: float = Field(
         3.0, alias="SAFETY_MARGIN_S", ge=0, le=60, description="Time kept back for storing and answering."
     )

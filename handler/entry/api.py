@@ -13,10 +13,11 @@ Every error is ``{"error": {"type", "message"[, "details"]}}`` (on /v1 routes Op
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from http import HTTPStatus
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, SecurityScheme
@@ -31,7 +32,10 @@ from handler.core.observability import logger, metrics
 from handler.entry import api_openai  # noqa: F401
 from handler.entry.api_resolver import Prefer, app, prefers_async, route, route_prefix
 from handler.entry.api_rules import MAX_BODY_BYTES, SUBMIT_NOTE, SUBMIT_RESPONSES, responses
+from handler.entry.api_streaming import RESPONSE_STREAM, budget_s, stream_answer
 from handler.entry.runtime import deadline_of, error_answer, get_service
+from handler.entry.streams import ResponseStream
+from handler.formats import event_stream
 from handler.formats.schemas import Answer, ChatRequest, SummarizeRequest, TextRequest, TranslateRequest
 from handler.storage.items import Status
 
@@ -135,11 +139,29 @@ def _submit(request: TextRequest, prefer: str | None) -> Response[Answer]:
     """Answer from the table, queue, or generate within the API's budget (the service decides which)."""
     service = get_service()
     respond_async = prefers_async(prefer)
-    deadline = deadline_of(app.lambda_context, service.settings.api_budget_s)
+    deadline = deadline_of(app.lambda_context, budget_s(service.settings))
+    if _wants_events(app.current_event.headers.get("accept")) and not respond_async:
+        streamed = stream_answer(
+            service,
+            request,
+            deadline,
+            opening=None,
+            piece=event_stream.text_event,
+            closing=lambda answer: [event_stream.answer_event(answer)],
+            error=lambda exc: event_stream.error_event(error_answer(exc), native=True),
+        )
+        if not isinstance(streamed, Answer):
+            return cast(Response[Answer], streamed)  # events: not validated as JSON (api_resolver.py)
+        return _answer(streamed)  # queued before any text, or FAILED: answered as without events
     answer = service.answer(request, deadline, respond_async=respond_async, queue_if_late=True)
     # A done result is answered from the table whatever the preference; otherwise the preference was applied.
     applied = {"Preference-Applied": "respond-async"} if respond_async and not answer.cached else None
     return _answer(answer, applied)
+
+
+def _wants_events(accept: str | None) -> bool:
+    """Whether the caller's Accept header asks for server-sent events (the text as it is made)."""
+    return any(part.split(";")[0].strip().lower() == event_stream.EVENT_STREAM for part in (accept or "").split(","))
 
 
 def _answer(answer: Answer, headers: dict[str, str] | None = None) -> Response[Answer]:
@@ -161,7 +183,36 @@ def _result_location(item_id: str) -> str:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    """Answer an API Gateway REST API proxy event; anything else is answered 400 in the one error shape."""
+    """Answer an API Gateway REST API proxy event; anything else is answered 400 in the one error shape.
+
+    Server-sent events are answered whole here (a buffered integration, ``sam local start-api``).
+    """
+    return _resolve(event, context)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def stream_handler(event: Any, context: LambdaContext, stream: ResponseStream) -> None:
+    """The same, behind a streaming integration (handler/entry/streaming_runtime.py runs it): server-sent events
+    go out as they are made and the caller waits STREAM_BUDGET_S; every other answer goes out whole."""
+    token = RESPONSE_STREAM.set(stream)
+    try:
+        result = _resolve(event, context)
+    finally:
+        RESPONSE_STREAM.reset(token)
+    if stream.started:
+        return  # streamed as it was made
+    headers = {str(name): str(value) for name, value in (result.get("headers") or {}).items()}
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers[str(name)] = ", ".join(str(value) for value in values)
+    body = result.get("body") or ""
+    data = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode("utf-8")
+    stream.start(int(result["statusCode"]), headers)
+    if data:
+        stream.write(data)
+
+
+def _resolve(event: Any, context: LambdaContext) -> dict[str, Any]:
     if not (
         isinstance(event, dict) and isinstance(event.get("httpMethod"), str) and isinstance(event.get("path"), str)
     ):

@@ -4,18 +4,20 @@ answering and erring in OpenAI's shapes. Registered on the resolver when handler
 
 from __future__ import annotations
 
+import time
 from http import HTTPStatus
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
 from handler.core.errors import ConfigurationError, GenerationError, NotFound
 from handler.entry.api_resolver import Prefer, app, prefers_async, route, route_prefix
-from handler.entry.api_rules import openai_responses
-from handler.entry.runtime import deadline_of, get_service
-from handler.formats import openai_chat
-from handler.formats.schemas import Answer, parse_request
+from handler.entry.api_rules import openai_responses, status_of
+from handler.entry.api_streaming import budget_s, stream_answer
+from handler.entry.runtime import deadline_of, error_answer, get_service
+from handler.formats import event_stream, openai_chat
+from handler.formats.schemas import Answer, TextRequest, parse_request
 from handler.storage.items import Status
 from handler.usecases.answer import TextService
 
@@ -42,14 +44,41 @@ ModelName = Annotated[str, Path(min_length=1, max_length=256, description="A mod
 def create_chat_completion(
     request: Annotated[openai_chat.ChatCompletionCreate, Body()], prefer: Prefer = None
 ) -> Response[openai_chat.ChatCompletion]:
-    """Answer a chat completion request from the table, by generating, or by queueing it."""
+    """Answer a chat completion request from the table, by generating, or by queueing it; streamed as
+    ``chat.completion.chunk`` events with ``stream: true``."""
     service = get_service()
     served = service.served_model()
     native = parse_request(openai_chat.native_request(request, served))
     respond_async = prefers_async(prefer)
-    deadline = deadline_of(app.lambda_context, service.settings.api_budget_s)
-    answer = service.answer(native, deadline, respond_async=respond_async, queue_if_late=True)
+    deadline = deadline_of(app.lambda_context, budget_s(service.settings))
+    if request.stream and not respond_async:
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        streamed = _streamed(service, native, served, deadline, include_usage)
+        if not isinstance(streamed, Answer):
+            return cast(Response[openai_chat.ChatCompletion], streamed)  # events: not validated as JSON
+        answer = streamed  # queued before any text, or FAILED: answered as without streaming
+    else:
+        answer = service.answer(native, deadline, respond_async=respond_async, queue_if_late=True)
     return _completion_response(answer, served)
+
+
+def _streamed(
+    service: TextService, native: TextRequest, served: str, deadline: float, include_usage: bool
+) -> Response[Any] | Answer:
+    chunks = event_stream.CompletionChunks(service.request_id(native), served, int(time.time()))
+
+    def closing(answer: Answer) -> list[bytes]:
+        usage = [chunks.usage(answer)] if include_usage else []
+        return [chunks.finish(answer), *usage, event_stream.DONE]
+
+    def error(exc: Exception) -> bytes:
+        error_answer(exc)  # logged as every error is
+        _, body = openai_chat.error_body(exc, status_of(exc))
+        return event_stream.error_event(body, native=False)
+
+    return stream_answer(
+        service, native, deadline, opening=chunks.role(), piece=chunks.content, closing=closing, error=error
+    )
 
 
 @route(

@@ -65,7 +65,19 @@ def _cors(origins: str) -> CORSConfig | None:
 # (an InternalError here) rather than a RequestValidationError that would read as the caller's fault.
 app = APIGatewayRestResolver(cors=_cors(os.environ.get("CORS_ORIGIN", "")))
 _validate_request = OpenAPIRequestValidationMiddleware()  # type: ignore[no-untyped-call]
-_validate_response = OpenAPIResponseValidationMiddleware(has_response_validation_error=True)
+
+
+class _JsonResponseValidation(OpenAPIResponseValidationMiddleware):
+    """Powertools' response validation for JSON answers; a server-sent event stream (its body the events, or
+    sent already behind a streaming integration) is no JSON document to validate against the route's type."""
+
+    def _handle_response(self, *, route: Any, response: Response[Any]) -> Response[Any]:
+        if not response.is_json():
+            return response
+        return super()._handle_response(route=route, response=response)  # type: ignore[no-any-return]
+
+
+_validate_response = _JsonResponseValidation(has_response_validation_error=True)
 #: (path pattern, method) of every route: Powertools answers a known path with another method as not found.
 _ROUTE_METHODS: list[tuple[re.Pattern[str], str]] = []
 

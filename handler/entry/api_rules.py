@@ -27,7 +27,7 @@ from handler.core.errors import (
     UnsupportedMediaType,
 )
 from handler.formats.openai_chat import OpenAIErrorAnswer
-from handler.formats.schemas import ErrorAnswer
+from handler.formats.schemas import Answer, ErrorAnswer
 
 #: Largest request body accepted, checked before the body is parsed (API Gateway itself allows 10 MB): a
 #: queued request is stored whole, and its item, with the result added later, must stay under DynamoDB's 400 KB.
@@ -138,6 +138,13 @@ def _error_response(description: str, headers: dict[str, OpenAPIResponseHeader] 
     return response
 
 
+#: A server-sent event stream, as the OpenAPI document describes it (handler/formats/event_stream.py).
+EVENTS_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "description": "Server-sent events: `data: <JSON>` lines, each event ended by an empty line.",
+}
+
+
 _ANSWERED: dict[int, OpenAPIResponse] = {
     200: {"description": "The result: DONE (`cached: true` when read from the table), or FAILED with `last_error`."},
     202: {
@@ -170,7 +177,15 @@ def responses(*codes: int) -> dict[int, OpenAPIResponse]:
     return {code: {**_ANSWERED, **_ERRORS}[code] for code in codes}
 
 
-SUBMIT_RESPONSES = responses(200, 202, 400, 405, 413, 415, 422, 429, 503)
+SUBMIT_RESPONSES = {
+    **responses(200, 202, 400, 405, 413, 415, 422, 429, 503),
+    200: {
+        "description": "The result: DONE (`cached: true` when read from the table), or FAILED with `last_error`. With "
+        '`Accept: text/event-stream`, `text` events ({"text"}) as the text is made, then one `answer` event '
+        "(this answer) or one `error` event.",
+        "content": {"application/json": {"model": Answer}, "text/event-stream": {"schema": EVENTS_SCHEMA}},
+    },
+}
 SUBMIT_NOTE = (
     "Answered from the results table at once when it holds the result (`cached: true`, the model is not loaded). "
     "Otherwise generated within the API's time budget (200), or queued with 202 and `Location` when the request "
@@ -212,7 +227,10 @@ _OPENAI_ERRORS: dict[int, OpenAPIResponse] = {
 def openai_responses(answer: type[BaseModel], *codes: int) -> dict[int, OpenAPIResponse]:
     """The responses of an OpenAI-style route: ``answer`` for 200 (and 202), OpenAI's error shape otherwise."""
     answered: dict[int, OpenAPIResponse] = {
-        200: {"description": "The answer.", "content": {"application/json": {"model": answer}}},
+        200: {
+            "description": "The answer; with `stream: true`, `chat.completion.chunk` events as the text is made.",
+            "content": {"application/json": {"model": answer}, "text/event-stream": {"schema": EVENTS_SCHEMA}},
+        },
         202: {
             "description": "Queued or running: no choices yet; read `Location` (or the SDK's retrieve) until done.",
             "content": {"application/json": {"model": answer}},

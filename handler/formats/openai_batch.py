@@ -70,6 +70,10 @@ def _openai_request(body: dict[str, Any], served_model: str) -> tuple[dict[str, 
         parsed = ChatCompletionCreate.model_validate(body)
     except ValidationError as exc:
         return None, [refused(field_problems(exc.errors(include_url=False)), _openai_field)]
+    if parsed.stream:
+        # A batch's answers are written whole into its output file: there is nothing to stream them to.
+        problem = "not supported in a batch: its answers are written whole to the output file; send false"
+        return None, [refused([{"field": "stream", "problem": problem, "value": True}], _openai_field)]
     try:
         request = native_request(parsed, served_model)
     except NotFound:

@@ -7,7 +7,7 @@ service's own fields (id, status, cached, metrics) in the ``llm_service`` extens
 shape, ``{"error": {"message", "type", "param", "code"}}``.
 
 Fields are taken, ignored or refused by what they do to the output: a field that would change it and that
-this service cannot honour (tools, logprobs, n > 1, streaming...) is refused naming it, rather than
+this service cannot honour (tools, logprobs, n > 1...) is refused naming it, rather than
 answered as if it had been applied.
 """
 
@@ -45,7 +45,6 @@ IGNORED_FIELDS = frozenset(
         "parallel_tool_calls",
         "prompt_cache_key",
         "safety_identifier",
-        "stream_options",
     }
 )
 #: The options a chat completion may set, by their native names (handler/schemas.GenerationOptions).
@@ -78,6 +77,14 @@ class CompletionMessage(BaseModel):
     name: str | None = Field(None, description="Ignored.")
 
 
+class StreamOptions(BaseModel):
+    """OpenAI's ``stream_options``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    include_usage: bool | None = None
+
+
 class ChatCompletionCreate(BaseModel):
     """OpenAI's chat completion request, the fields this service reads (others: see docs/requests.md)."""
 
@@ -95,7 +102,10 @@ class ChatCompletionCreate(BaseModel):
     response_format: dict[str, Any] | None = Field(
         None, description='{"type": "text" | "json_object" | "json_schema", "json_schema": {...}}.'
     )
-    stream: bool | None = Field(None, description="false only: the REST API answers whole.")
+    stream: bool | None = Field(
+        None, description="true: server-sent chat.completion.chunk events as the text is made, then [DONE]."
+    )
+    stream_options: StreamOptions | None = Field(None, description="include_usage: a last chunk with the usage.")
 
 
 # -- answers ----------------------------------------------------------------------------------------
@@ -179,14 +189,6 @@ def native_request(body: ChatCompletionCreate, served_model: str) -> dict[str, A
         problems.append({"field": name, "problem": "not supported: it would change the output", "unknown": True})
     if body.n not in (None, 1):
         problems.append({"field": "n", "problem": "only 1 choice is generated", "value": body.n})
-    if body.stream:
-        problems.append(
-            {
-                "field": "stream",
-                "problem": "not supported: API Gateway's REST API buffers the whole answer; send false",
-                "value": True,
-            }
-        )
     limits = {body.max_tokens, body.max_completion_tokens} - {None}
     if len(limits) > 1:
         problems.append({"field": "max_completion_tokens", "problem": "differs from max_tokens; send one of them"})

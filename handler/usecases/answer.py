@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from handler.core.errors import DeadlineReached, GenerationError, InvalidRequest, ServiceError
 from handler.core.observability import logger
 from handler.core.settings import Settings
-from handler.engine import Engine, get_engine, loaded_engine, prompt_counter
+from handler.engine import Engine, TextSink, get_engine, loaded_engine, prompt_counter
 from handler.formats.schemas import NOT_QUEUEABLE, Answer, SummarizeRequest, TextRequest, TranslateRequest
 from handler.storage.dynamo import result_too_large
 from handler.storage.items import Status, pending_fields
@@ -29,6 +30,18 @@ EngineProvider = Callable[[Settings], tuple[Engine, bool]]
 
 #: How often a caller waiting for another caller's generation of the same request reads its item.
 SINGLE_FLIGHT_POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One stored request being answered: its id, its plan, its deadline, and where its text goes as it is made."""
+
+    item_id: str
+    request: TextRequest
+    planned: Plan
+    cold_start: bool
+    deadline: float | None
+    sink: TextSink | None = None
 
 
 class TextService(Results):
@@ -82,13 +95,16 @@ class TextService(Results):
         *,
         respond_async: bool = False,
         queue_if_late: bool = False,
+        sink: TextSink | None = None,
     ) -> Answer:
         """The one way a request is answered, whatever the entry point.
 
         From the table when its result is done (one read); queued when the caller asks for it
         (``mode: async`` or ``respond_async``) or, with ``queue_if_late``, when generating is predicted
         to pass ``deadline``; otherwise generated, and queued after all if the deadline comes first.
-        Whether it is one request or a document is decided once, here, and handed down.
+        Whether it is one request or a document is decided once, here, and handed down. ``sink`` receives a
+        generated answer's text as it is made (a streamed answer; an answer from the table, a document or
+        another caller's generation reaches it only whole, in the answer).
         """
         cold_start = self.next_is_cold_start()
         item_id = self.request_id(request)
@@ -106,13 +122,13 @@ class TextService(Results):
             return self.enqueue(item_id, request, planned)
         if self.store is None or not request.options.store:
             try:
-                generated = self.generate(item_id, request, cold_start, deadline, planned=planned)
+                generated = self.generate(item_id, request, cold_start, deadline, planned=planned, sink=sink)
             except DeadlineReached:
                 generated = None
             if generated is None:
                 return self.enqueue(item_id, request, planned)  # which says why it cannot be queued
             return generated.answer
-        return self._answer_once(item_id, request, planned, cold_start, deadline)
+        return self._answer_once(_Job(item_id, request, planned, cold_start, deadline, sink))
 
     def _late(self, item_id: str, request: TextRequest, planned: Plan, deadline: float) -> bool:
         """Whether generating is predicted to pass the deadline (then the request is queued at once)."""
@@ -122,9 +138,7 @@ class TextService(Results):
             return True
         return False
 
-    def _answer_once(
-        self, item_id: str, request: TextRequest, planned: Plan, cold_start: bool, deadline: float | None
-    ) -> Answer:
+    def _answer_once(self, job: _Job) -> Answer:
         """Generate a stored request once, however many callers ask for it at the same time.
 
         The table is the lock, as it is for queued work: the first caller takes the item with a
@@ -133,12 +147,13 @@ class TextService(Results):
         """
         store = self.store
         assert store is not None
+        item_id, request, deadline = job.item_id, job.request, job.deadline
         owner = f"caller-{uuid.uuid4()}"
         lease_s = self.lease_s(deadline)
         while True:
             created = store.claim_to_generate(item_id, owner, lease_s, pending_fields(request))
             if created is not None:
-                return self._generate_claimed(item_id, request, planned, cold_start, deadline, owner, created)
+                return self._generate_claimed(job, owner, created)
             item = store.get(item_id)
             if item is not None and item.status == Status.DONE:
                 emit_cached(request.task)
@@ -151,19 +166,11 @@ class TextService(Results):
             if item is not None and item.status == Status.RUNNING:
                 time.sleep(SINGLE_FLIGHT_POLL_S)  # another caller holds it; any other state is claimed again
 
-    def _generate_claimed(
-        self,
-        item_id: str,
-        request: TextRequest,
-        planned: Plan,
-        cold_start: bool,
-        deadline: float | None,
-        owner: str,
-        created: bool,
-    ) -> Answer:
+    def _generate_claimed(self, job: _Job, owner: str, created: bool) -> Answer:
         """Generate an item this caller holds and finish it: DONE, queued when late, given back on failure."""
+        item_id, request, deadline = job.item_id, job.request, job.deadline
         try:
-            generated = self.generate(item_id, request, cold_start, deadline, planned=planned)
+            generated = self.generate(item_id, request, job.cold_start, deadline, planned=job.planned, sink=job.sink)
         except DeadlineReached:
             generated = None
         except BaseException as exc:
@@ -226,6 +233,7 @@ class TextService(Results):
         deadline: float | None,
         held_by: str | None = None,
         planned: Plan | None = None,
+        sink: TextSink | None = None,
     ) -> Generated | None:
         """Generate an answer; None when the deadline came first (no partial result is kept).
 
@@ -239,7 +247,7 @@ class TextService(Results):
             assert isinstance(request, SummarizeRequest | TranslateRequest)
             return generate_document(self, item_id, request, engine, loaded_now, cold_start, deadline, held_by)
         assert planned.prompt is not None  # one generation's plan holds its checked prompt
-        completion = engine.generate(planned.prompt, request.options, deadline=deadline)
+        completion = engine.generate(planned.prompt, request.options, deadline=deadline, sink=sink)
         if completion.finish_reason == "deadline":
             return None
         return finished(item_id, request, completion, engine, loaded_now, cold_start)
