@@ -136,6 +136,7 @@ WORKDIR ${LAMBDA_TASK_ROOT}
 RUN echo "base image: ${BASE_IMAGE}"; \
     python -c "import os, sys; os.setgroups([]); os.setgid(65534); os.setuid(65534); \
 import handler.entry.api, handler.entry.batch_bucket, handler.entry.direct, handler.entry.schedule, handler.entry.worker; \
+import handler.entry.streaming_runtime; \
 import llama_cpp; \
 print('Python', sys.version.split()[0]); \
 model = os.environ['MODEL_PATH']; \

@@ -14,10 +14,11 @@ REAL_MODEL := smollm2-135m-instruct-q4_1
 REAL_MODEL_FILE := $(MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint format bench bench-quick bench-sweep bench-documents clean
+.PHONY: help setup run serve test lint format bench bench-quick bench-sweep bench-documents clean
 
 help:
 	@echo "make run   [EVENT=events/translate.json] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]  invoke events through the Lambda runtime emulator"
+	@echo "make serve [PORT=3000] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]    the API on 127.0.0.1, answers streamed"
 	@echo "make test                                                              lint and the whole test suite"
 	@echo "make bench | make bench-quick                                          speed benchmark (table, JSON, plot in bench-results/)"
 	@echo "make bench-sweep                                                       engine settings against the defaults (bench-results/sweep.json)"
@@ -70,6 +71,12 @@ endif
 
 run: setup model
 	$(PY) scripts/local_invoke.py $(EVENT) --model "$(SERVE_MODEL)"
+
+# The API on 127.0.0.1:$(PORT) through the function's streaming runtime (scripts/serve.py): answers stream
+# (the openai SDK's stream=True at http://127.0.0.1:$(PORT)/v1), with a local results table. Ctrl-C stops it.
+PORT ?= 3000
+serve: setup model
+	$(PY) scripts/serve.py --model "$(SERVE_MODEL)" --port $(PORT)
 
 lint: setup
 	$(VENV)/bin/ruff check .

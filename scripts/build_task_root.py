@@ -46,6 +46,7 @@ _BUILD_TOOLS = ("pip", "setuptools", "wheel", "pkg_resources", "_distutils_hack"
 _IMPORT_CHECK = """
 import json, sys
 import handler.entry.api, handler.entry.batch_bucket, handler.entry.direct, handler.entry.schedule, handler.entry.worker
+import handler.entry.streaming_runtime
 import llama_cpp
 print(json.dumps({
     "llama_cpp_version": llama_cpp.__version__,

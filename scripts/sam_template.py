@@ -3,6 +3,8 @@
 `sam local` ignores ``Condition``, so the resources of the other ``ApiAuth`` mode are left out (it
 would otherwise serve every route from whichever API function comes last); every image function's
 ``DockerBuildArgs`` take the model and base image, and a CA bundle goes to the build as a BuildKit secret.
+The API functions stream their responses when deployed; `sam local` cannot (its emulator reads a response
+whole), so here they run the classic handler with their events buffered.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from typing import Any
 import yaml
 
 from sam_loop import LOCAL_TEMPLATE, LoopError
+
+#: The module a streaming function's image runs (template.yaml), and the handler `sam local` serves instead.
+STREAMING_RUNTIME = "handler.entry.streaming_runtime"
+CLASSIC_API_HANDLER = "handler.entry.api.lambda_handler"
 
 
 def parameter_values(template: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, str]:
@@ -133,6 +139,7 @@ def local_template(
             continue
         if (resource.get("Properties") or {}).get("PackageType") != "Image":
             continue
+        _buffered(resource["Properties"])
         metadata = resource.setdefault("Metadata", {})
         metadata["DockerBuildArgs"] = {**(metadata.get("DockerBuildArgs") or {}), **(build_args or {})}
         if ca_bundle is not None:
@@ -147,6 +154,19 @@ def local_template(
         f"scripts/sam_local.py{'; ' + given if given else ''}.]"
     )
     return document
+
+
+def _buffered(properties: dict[str, Any]) -> None:
+    """A streaming API function as `sam local` can serve it: the classic handler through the image's own runtime
+    client, its events buffered (sam local start-api and the emulator read a response whole; the answers are the
+    same, server-sent events included, in one body)."""
+    image = properties.get("ImageConfig") or {}
+    if STREAMING_RUNTIME not in (image.get("EntryPoint") or []):
+        return
+    properties["ImageConfig"] = {"Command": [CLASSIC_API_HANDLER]}
+    for event in (properties.get("Events") or {}).values():
+        for key in ("ResponseTransferMode", "TimeoutInMillis"):
+            (event.get("Properties") or {}).pop(key, None)
 
 
 def write_local_template(document: Mapping[str, Any], path: Path = LOCAL_TEMPLATE) -> Path:

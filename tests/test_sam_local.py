@@ -237,3 +237,15 @@ def test_sam_env_script_refuses_to_run_without_the_sam_cli() -> None:
         pytest.skip("this Python has the SAM CLI")
     assert result.returncode == 2
     assert ".venv-sam/bin/python" in result.stderr
+
+
+def test_local_template_serves_the_api_buffered_through_the_classic_handler() -> None:
+    # GIVEN the deployed template, whose API function streams
+    document = sam_local.local_template(localenv.load_template(TEMPLATE), {"ApiAuth": "IAM"})
+    properties = document["Resources"]["ApiFunction"]["Properties"]
+    # THEN sam local runs the classic handler through the image's runtime client, its events buffered
+    assert properties["ImageConfig"] == {"Command": ["handler.entry.api.lambda_handler"]}
+    assert all("ResponseTransferMode" not in event["Properties"] for event in properties["Events"].values())
+    assert document["Resources"]["WorkerFunction"]["Properties"]["ImageConfig"]["Command"] == [
+        "handler.entry.worker.worker_handler"
+    ]

@@ -85,8 +85,8 @@ def test_template_functions_use_the_results_policy_and_their_entry_points() -> N
         "BatchFunction": ["handler.entry.schedule.schedule_handler"],
         "BatchFilesFunction": ["handler.entry.batch_bucket.batch_file_handler"],
         "WorkerFunction": ["handler.entry.worker.worker_handler"],
-        "ApiFunction": ["handler.entry.api.lambda_handler"],
-        "KeyApiFunction": ["handler.entry.api.lambda_handler"],
+        "ApiFunction": ["handler.entry.api.stream_handler"],
+        "KeyApiFunction": ["handler.entry.api.stream_handler"],
     }
     # The functions that read batch files or write their outputs have the bucket's policy too.
     with_files = {"BatchFunction", "BatchFilesFunction"}
@@ -138,3 +138,13 @@ def test_template_alarms_watch_every_dead_letter_queue_function_and_the_queue_s_
     # Each notifies the topic when one is given.
     topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
     assert all(alarm["Properties"]["AlarmActions"] == topic for alarm in alarms.values())
+
+
+def test_template_api_functions_stream_through_the_streaming_runtime_on_every_route() -> None:
+    for logical_id in ("ApiFunction", "KeyApiFunction"):
+        properties = _resource(logical_id)["Properties"]
+        assert properties["ImageConfig"]["EntryPoint"] == ["python3", "-m", "handler.entry.streaming_runtime"]
+        assert properties["Timeout"] == 900
+        for event in properties["Events"].values():
+            assert event["Properties"]["ResponseTransferMode"] == "RESPONSE_STREAM"
+            assert event["Properties"]["TimeoutInMillis"] == 900_000
