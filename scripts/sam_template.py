@@ -134,6 +134,7 @@ def local_template(
         document["Conditions"] = {
             name: spec for name, spec in document["Conditions"].items() if name not in decided or name in needed
         }
+    _drop_unused_conditions(document)
     for resource in document["Resources"].values():
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
@@ -154,6 +155,25 @@ def local_template(
         f"scripts/sam_local.py{'; ' + given if given else ''}.]"
     )
     return document
+
+
+def _drop_unused_conditions(document: dict[str, Any]) -> None:
+    """Leave out the conditions nothing refers to any more (those only resources left out used)."""
+    conditions: dict[str, Any] = document.get("Conditions") or {}
+    while conditions:
+        rest = json.dumps({key: value for key, value in document.items() if key != "Conditions"})
+        others = json.dumps(conditions)
+        unused = [
+            name
+            for name in conditions
+            if f'"Fn::If": ["{name}"' not in rest
+            and f'"Condition": "{name}"' not in rest
+            and f'{{"Condition": "{name}"}}' not in others
+        ]
+        if not unused:
+            break
+        for name in unused:
+            del conditions[name]
 
 
 def _buffered(properties: dict[str, Any]) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import localenv
+import sam_local
 from conftest import ROOT, TEMPLATE
 from handler.storage import dynamo as store
 
@@ -103,6 +108,9 @@ def test_template_functions_use_the_results_policy_and_their_entry_points() -> N
             assert callable(getattr(importlib.import_module(module), function))
 
 
+CHECKOV_CFN = ("--framework", "cloudformation", "-f")
+
+
 def _alarms() -> dict[str, dict[str, Any]]:
     resources = localenv.load_template(TEMPLATE)["Resources"]
     return {name: spec for name, spec in resources.items() if spec["Type"] == "AWS::CloudWatch::Alarm"}
@@ -130,7 +138,7 @@ def test_template_alarms_watch_every_dead_letter_queue_function_and_the_queue_s_
     assert ("AWS/SQS", "ApproximateAgeOfOldestMessage", {"Fn::GetAtt": ["WorkQueue", "QueueName"]}) in watched
     # Every function, errors and throttles, under the function's own condition.
     functions = [name for name, spec in resources.items() if spec["Type"] == "AWS::Serverless::Function"]
-    assert len(functions) == 6
+    assert len(functions) == 7  # the worker twice: on-demand, or on Lambda Managed Instances
     for function in functions:
         for metric in ("Errors", "Throttles"):
             [alarm] = [a for a in alarms.values() if _watched(a) == ("AWS/Lambda", metric, {"Ref": function})]
@@ -148,3 +156,31 @@ def test_template_api_functions_stream_through_the_streaming_runtime_on_every_ro
         for event in properties["Events"].values():
             assert event["Properties"]["ResponseTransferMode"] == "RESPONSE_STREAM"
             assert event["Properties"]["TimeoutInMillis"] == 900_000
+
+
+@pytest.mark.parametrize("managed", ["false", "true"])
+def test_template_validates_with_managed_instances_off_and_on(managed: str, tmp_path: Path) -> None:
+    # GIVEN the template whose ManagedInstances parameter defaults to each value (the linters read defaults)
+    template = localenv.load_template(TEMPLATE)
+    template["Parameters"]["ManagedInstances"]["Default"] = managed
+    template["Parameters"]["ManagedInstancesSubnetIds"]["Default"] = "subnet-0123456789abcdef0"
+    path = sam_local.write_local_template(template, tmp_path / "template.yaml")
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+    # THEN sam validate --lint, cfn-lint and checkov pass
+    checks = [
+        [str(ROOT / ".venv-sam/bin/sam"), "validate", "--lint", "--template", str(path), "--region", "us-east-1"],
+        [str(ROOT / ".venv-sam/bin/cfn-lint"), str(path)],
+        [str(ROOT / ".venv-lint/bin/checkov"), "--quiet", "--compact", "--skip-download", *CHECKOV_CFN, str(path)],
+    ]
+    for command in checks:
+        result = subprocess.run(command, capture_output=True, text=True, check=False, env=env, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+    # AND exactly one worker exists for each value: on-demand, or on the capacity provider
+    local = sam_local.local_template(template, {"ManagedInstances": managed})
+    workers = {name for name in local["Resources"] if name.endswith("WorkerFunction")}
+    assert workers == ({"ManagedWorkerFunction"} if managed == "true" else {"WorkerFunction"})
+    if managed == "true":
+        properties = local["Resources"]["ManagedWorkerFunction"]["Properties"]
+        assert properties["CapacityProviderConfig"]["PerExecutionEnvironmentMaxConcurrency"] == 1
+        assert properties["Events"]["Work"]["Type"] == "SQS"
+        assert "WorkerCapacityProvider" in local["Resources"]
