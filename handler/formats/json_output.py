@@ -11,7 +11,7 @@ import json
 import jsonschema
 
 from handler.core.errors import OutputInvalid
-from handler.formats.json_schema import grammar_module
+from handler.formats.json_schema import grammar_module, schema_grammar
 from handler.formats.schemas import ResponseFormat
 
 
@@ -19,10 +19,9 @@ def grammar(response_format: ResponseFormat | None) -> str | None:
     """The GBNF grammar generation follows for this response format; None for free text."""
     if response_format is None or response_format.type == "text":
         return None
-    module = grammar_module()
     if response_format.json_schema is None:
-        return str(module.JSON_GBNF)
-    return str(module.json_schema_to_gbnf(json.dumps(response_format.json_schema.schema_)))
+        return str(grammar_module().JSON_GBNF)
+    return schema_grammar(json.dumps(response_format.json_schema.schema_))
 
 
 def check_output(text: str, response_format: ResponseFormat | None, finish_reason: str) -> None:

@@ -18,7 +18,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterator
-from functools import cache
+from functools import cache, lru_cache
 from types import FrameType, ModuleType
 from typing import Any, TypeVar
 
@@ -159,6 +159,13 @@ def grammar_module() -> ModuleType:
     return module
 
 
+@lru_cache(maxsize=32)
+def schema_grammar(schema_json: str) -> str:
+    """The GBNF grammar of a JSON schema (as JSON text), converted once: a request's schema is converted when it
+    is checked, and its planning and generation read the same grammar again."""
+    return str(grammar_module().json_schema_to_gbnf(schema_json))
+
+
 def _masked(parts: Any) -> str:
     """A schema path with everything but JSON Schema's own keywords and array indexes shown as ``*``: errors
     about a schema are logged, and every other name in it (properties, definitions, patternProperties'
@@ -290,10 +297,9 @@ def check_schema(schema: dict[str, Any]) -> None:
     costly = list(_costly(schema))
     if costly:
         raise ValueError("the schema cannot become a grammar: " + "; ".join(costly[:10]))
-    converter = grammar_module()
     text = json.dumps(schema)
     try:
-        rules = str(_bounded(lambda: converter.json_schema_to_gbnf(text), CONVERSION_STEPS))
+        rules = _bounded(lambda: schema_grammar(text), CONVERSION_STEPS)
     except _Runaway:
         raise ValueError(
             f"llama.cpp's grammar converter did not finish within {CONVERSION_STEPS} steps on this schema "

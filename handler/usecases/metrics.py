@@ -6,6 +6,8 @@ the schema is the one list of metric names.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_lambda_powertools.metrics import MetricUnit
 
 from handler.core.observability import metrics
@@ -40,6 +42,16 @@ def emit_cached(task: str) -> None:
     metrics.add_metric(name=f"cached_answers_{task}", unit=MetricUnit.Count, value=1)
 
 
+def _environment(engine: Engine, loaded_now: bool, cold_start: bool) -> dict[str, Any]:
+    """The metrics of the execution environment a generation ran in: its load, its threads, its memory."""
+    return {
+        "load_ms": engine.load_ms if loaded_now else None,
+        "cold_start": cold_start,
+        "n_threads": engine.n_threads,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 def generation_metrics(completion: Completion, engine: Engine, loaded_now: bool, cold_start: bool) -> GenerationMetrics:
     """The metrics stored and emitted for one generation."""
     return GenerationMetrics(
@@ -51,10 +63,7 @@ def generation_metrics(completion: Completion, engine: Engine, loaded_now: bool,
         eval_ms=completion.eval_ms,
         eval_tokens_per_s=completion.eval_tokens_per_s,
         total_ms=completion.total_ms,
-        load_ms=engine.load_ms if loaded_now else None,
-        cold_start=cold_start,
-        n_threads=engine.n_threads,
-        peak_rss_mb=peak_rss_mb(),
+        **_environment(engine, loaded_now, cold_start),
     )
 
 
@@ -76,8 +85,5 @@ def summed_metrics(
         eval_ms=round(eval_ms, 3),
         eval_tokens_per_s=round(completion_tokens / eval_ms * 1000.0, 3) if eval_ms else 0.0,
         total_ms=round(sum(m.total_ms for m in present), 3),
-        load_ms=engine.load_ms if loaded_now else None,
-        cold_start=cold_start,
-        n_threads=engine.n_threads,
-        peak_rss_mb=peak_rss_mb(),
+        **_environment(engine, loaded_now, cold_start),
     )
