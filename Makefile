@@ -14,7 +14,7 @@ REAL_MODEL := smollm2-135m-instruct-q4_1
 REAL_MODEL_FILE := $(MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTEST_ARGS ?=
 
-.PHONY: help setup run serve test lint format bench bench-quick bench-sweep bench-documents clean
+.PHONY: help setup run serve test lint format bench bench-quick bench-sweep bench-documents bench-drafting clean
 
 help:
 	@echo "make run   [EVENT=events/translate.json] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]  invoke events through the Lambda runtime emulator"
@@ -22,6 +22,7 @@ help:
 	@echo "make test                                                              lint and the whole test suite"
 	@echo "make bench | make bench-quick                                          speed benchmark (table, JSON, plot in bench-results/)"
 	@echo "make bench-sweep                                                       engine settings against the defaults (bench-results/sweep.json)"
+	@echo "make bench-drafting                                                    prompt-lookup drafting: acceptance, cost, projection (bench-results/drafting.json)"
 	@echo "make bench-documents                                                   four tasks over one text, a long text's map step (bench-results/documents.json)"
 
 # llama.cpp is compiled with the image's flags for this machine's architecture (layers/build/), never
@@ -116,6 +117,12 @@ bench-quick: $(VENV)/.installed
 # Each engine setting (threads, batch size, K cache, flash attention, mmap) against the defaults.
 bench-sweep: $(VENV)/.installed
 	$(PY) -m bench --sweep $(BENCH_ARGS)
+
+# Prompt-lookup drafting: acceptance, tokens per step and decode tok/s with and without drafting on real text
+# (the real test model), the cost of checking k drafted tokens on the bench model, and the speedup projected for
+# Phi-3 from both; writes bench-results/drafting.json. BENCH_ARGS=--quick: one repetition instead of three.
+bench-drafting: $(VENV)/.installed $(REAL_MODEL_FILE)
+	$(PY) -m bench --drafting $(BENCH_ARGS)
 
 # Documents: four tasks over one 2,000-token text (separate requests, one after another, batched with the
 # text's prefix shared) and a 12,000-token text's map step (its 15 chunk requests one at a time against

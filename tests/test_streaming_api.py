@@ -16,7 +16,7 @@ import pytest
 from apigw import proxy_event
 from conftest import FakeLambdaContext, Table
 from handler import engine as engine_module
-from handler.engine import decoding
+from handler.engine import text_stream
 from handler.entry import api
 from handler.entry.runtime import get_service
 
@@ -128,13 +128,13 @@ class RecordingStream:
 def taken(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every token the engine takes, in order (its per-token step)."""
     seen: list[int] = []
-    take = decoding._Stream._take
+    take = text_stream._Stream._take
 
-    def counting(self: decoding._Stream, token: int, piece: Any) -> bool:
+    def counting(self: text_stream._Stream, token: int, piece: Any) -> bool:
         seen.append(token)
         return take(self, token, piece)
 
-    monkeypatch.setattr(decoding._Stream, "_take", counting)
+    monkeypatch.setattr(text_stream._Stream, "_take", counting)
     return seen
 
 

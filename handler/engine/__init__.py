@@ -21,10 +21,11 @@ from handler.core.observability import logger
 from handler.core.settings import Settings
 from handler.engine import builds
 from handler.engine.batched import BatchedDecoding
-from handler.engine.decoding import Completion, TextSink, _Stream, peak_rss_mb
+from handler.engine.decoding import Completion, peak_rss_mb
 from handler.engine.gguf import _quantization_name, ggml_type, ggml_type_name, kv_cache_type_k
 from handler.engine.identity import ModelIdentity, model_identity
 from handler.engine.prompt import PromptTokens, Tokenizer
+from handler.engine.text_stream import TextSink, _Stream
 from handler.formats.schemas import ModelInfo
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class Engine(BatchedDecoding):
         load_ms: float,
         parallel: int = 1,
         batch_n_ctx: int | None = None,
+        spec_draft_max: int = 0,
     ) -> None:
         import llama_cpp
 
@@ -86,6 +88,8 @@ class Engine(BatchedDecoding):
         self.measured_prompt_tokens_per_s = None
         self.measured_eval_tokens_per_s = None
         self._piece_buffer = ctypes.create_string_buffer(64)
+        self.spec_draft_max = spec_draft_max
+        self._draft_batch = None
         self.info = ModelInfo(
             file=identity.file,
             sha256=identity.sha256,
@@ -123,7 +127,15 @@ def load_engine(settings: Settings) -> Engine:
         raise ModelLoadError(f"llama.cpp could not load {path.name}: {exc}") from exc
     # Close before interpreter shutdown tears down the ctypes bindings the model's finalizer needs.
     atexit.register(llama.close)
-    engine = Engine(llama, identity, settings.n_threads, 0.0, settings.batch_parallel, settings.batch_n_ctx)
+    engine = Engine(
+        llama,
+        identity,
+        settings.n_threads,
+        0.0,
+        settings.batch_parallel,
+        settings.batch_n_ctx,
+        spec_draft_max=settings.spec_draft_max,
+    )
     engine.warm_up()
     engine.load_ms = round((time.perf_counter() - started) * 1000.0, 3)
     # Which instruction sets this llama.cpp was compiled for: the build is what decides the speed.

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from handler.core.errors import GenerationError
-from handler.engine.decoding import Completion, Decoding, _Stream
+from handler.engine.decoding import Completion, Decoding
 from handler.engine.prompt import PromptTokens
+from handler.engine.text_stream import _Stream
 from handler.formats.schemas import GenerationOptions
 
 

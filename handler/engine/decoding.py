@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import resource
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from handler.core.errors import DeadlineReached, GenerationError
 from handler.engine.grammar import grammar_sampler
+from handler.engine.lookup import DraftLength, PromptLookup
 from handler.engine.prompt import Prompting, PromptTokens
+from handler.engine.text_stream import TextSink, _Stream
 from handler.formats.json_output import grammar
 from handler.formats.schemas import GenerationOptions
 
@@ -28,9 +28,15 @@ class Completion:
     prompt_eval_tokens: int
     prompt_ms: float
     completion_tokens: int
+    #: llama_decode steps after the prompt: one per token, or one per drafted run checked at once.
     eval_runs: int
     eval_ms: float
     total_ms: float
+    #: Tokens guessed by prompt lookup and checked, and how many of them the model agreed with.
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+    #: Each drafting step's (drafted, kept) tokens, in order: what a cost model of drafting needs.
+    draft_steps: tuple[tuple[int, int], ...] = ()
 
     @property
     def prompt_tokens_per_s(self) -> float:
@@ -38,6 +44,12 @@ class Completion:
 
     @property
     def eval_tokens_per_s(self) -> float:
+        """Tokens that came out of the decode steps per second: each step's own, plus its accepted drafts."""
+        return _per_second(self.eval_runs + self.accepted_tokens, self.eval_ms)
+
+    @property
+    def eval_steps_per_s(self) -> float:
+        """Decode steps per second: a lower bound of the token speed whatever a text's drafts win."""
         return _per_second(self.eval_runs, self.eval_ms)
 
 
@@ -45,96 +57,25 @@ def _per_second(count: int, milliseconds: float) -> float:
     return round(count * 1000.0 / milliseconds, 3) if milliseconds > 0 else 0.0
 
 
+def _evaluated(perf: Any) -> int:
+    """Tokens llama.cpp's counters say were evaluated; they read a count of 0 as 1, a zero time tells which."""
+    return (int(perf.n_p_eval) if perf.t_p_eval_ms > 0 else 0) + (int(perf.n_eval) if perf.t_eval_ms > 0 else 0)
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
-#: Receives a generation's text as it is made: pieces that, joined, are the completion's text exactly.
-TextSink = Callable[[str], None]
+@dataclass
+class _Decoded:
+    """What a decode loop made: the stream, its llama_decode steps and the drafted and kept tokens."""
 
-
-class _Stream:
-    """One generation's output as tokens arrive: stop strings, max_tokens and end-of-generation tokens.
-
-    With a sink, the text is also handed on as it comes, each piece whole UTF-8 characters, and never a byte
-    that may turn out to begin a stop string (the last ``longest stop - 1`` bytes wait for the next token);
-    leading and trailing whitespace wait too, since the completion's text is stripped: the pieces joined are
-    exactly ``text``.
-    """
-
-    def __init__(
-        self,
-        options: GenerationOptions,
-        eog_ids: frozenset[int],
-        eog_texts: Sequence[str],
-        ignore_eos: bool,
-        sink: TextSink | None = None,
-    ) -> None:
-        self.max_tokens = options.max_tokens
-        # A model may also write its end-of-turn marker as ordinary text pieces (SmolLM2 writes
-        # "<|im_end|>" that way after text that spells it): the marker's text stops like the token.
-        stops = list(options.stop) if ignore_eos else [*options.stop, *eog_texts]
-        self.stops = [stop.encode("utf-8") for stop in dict.fromkeys(stops)]
-        self.longest_stop = max((len(stop) for stop in self.stops), default=0)
-        self.eog_ids = frozenset() if ignore_eos else eog_ids
-        self.output = bytearray()
-        self.generated = 0
-        self.finish_reason: str | None = None
-        self._sink = sink
-        self._handed = 0  # bytes of output given to the decoder so far
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
-        self._began = False
-        self._held = ""  # trailing whitespace, handed on only once more text follows it
-
-    def accept(self, token: int, piece: Callable[[int], bytes]) -> bool:
-        """Take the sampled token; True when the generation is finished (the token needs no decoding)."""
-        finished = self._take(token, piece)
-        self._hand_on(final=finished)
-        return finished
-
-    def _take(self, token: int, piece: Callable[[int], bytes]) -> bool:
-        if token in self.eog_ids:
-            self.finish_reason = "stop"
-            return True
-        self.generated += 1
-        text = piece(token)
-        self.output += text
-        if self.stops:
-            window = max(0, len(self.output) - len(text) - self.longest_stop + 1)
-            found = [i for i in (self.output.find(stop, window) for stop in self.stops) if i >= 0]
-            if found:
-                del self.output[min(found) :]
-                self.finish_reason = "stop"
-                return True
-        if self.generated >= self.max_tokens:
-            self.finish_reason = "length"
-            return True
-        return False
-
-    def _hand_on(self, final: bool) -> None:
-        """Give the sink what can no longer change (a stop found later starts after it: see ``_take``'s window)."""
-        if self._sink is None:
-            return
-        end = len(self.output) if final else len(self.output) - max(self.longest_stop - 1, 0)
-        if end <= self._handed and not final:
-            return
-        text = self._decoder.decode(bytes(self.output[self._handed : max(end, self._handed)]), final=final)
-        self._handed = max(end, self._handed)
-        if not self._began:
-            text = text.lstrip()
-            if not text:
-                return
-            self._began = True
-        text = self._held + text
-        body = text.rstrip()
-        self._held = text[len(body) :]
-        if body:
-            self._sink(body)
-
-    @property
-    def text(self) -> str:
-        return self.output.decode("utf-8", errors="ignore").strip()
+    stream: _Stream
+    steps: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    draft_steps: list[tuple[int, int]] = field(default_factory=list)
 
 
 class Decoding(Prompting):
@@ -147,6 +88,9 @@ class Decoding(Prompting):
     measured_prompt_tokens_per_s: float | None
     measured_eval_tokens_per_s: float | None
     _piece_buffer: ctypes.Array[ctypes.c_char]
+    #: Most tokens drafted by prompt lookup per decode step (SPEC_DRAFT_MAX; 0: none).
+    spec_draft_max: int
+    _draft_batch: tuple[int, Any] | None
 
     def warm_up(self) -> None:
         """Decode one token and forget it, so the first request does not pay llama.cpp's first-decode setup.
@@ -178,6 +122,7 @@ class Decoding(Prompting):
         deadline: float | None = None,
         ignore_eos: bool = False,
         sink: TextSink | None = None,
+        draft_max: int | None = None,
     ) -> Completion:
         """Generate until an end-of-generation token, a stop string, ``max_tokens`` or the deadline.
 
@@ -187,36 +132,51 @@ class Decoding(Prompting):
         ``sink`` receives the text as it is made (a streamed answer); a generation cut by the deadline hands
         on no final piece.
         Sampling runs in llama.cpp's own sampler chain: no logits cross into Python.
+        ``draft_max`` (default ``spec_draft_max``) bounds the tokens drafted per step by prompt lookup; greedy
+        requests only (temperature 0), whose output drafting does not change (``_decode``).
         """
         self.check_fits(prompt, options.max_tokens)
         lib = self._lib
+        if options.temperature != 0.0:
+            draft_max = 0
+        elif draft_max is None:
+            draft_max = self.spec_draft_max
         with self._lock:
             lib.llama_perf_context_reset(self._ctx)
             started = time.perf_counter()
             sampler = self._sampler(options, ignore_eos)
             try:
                 self._evaluate_prompt(prompt.tokens, deadline)
-                text, generated, finish_reason = self._decode(sampler, options, deadline, ignore_eos, sink)
+                # llama.cpp books a multi-token decode as prompt work: its counters are read once the prompt
+                # is in, and the decode steps' share is what they add after that.
+                lib.llama_synchronize(self._ctx)
+                read = lib.llama_perf_context(self._ctx)
+                prompt_evaluated, prompt_ms = _evaluated(read), read.t_p_eval_ms + read.t_eval_ms
+                decoded = self._decode(sampler, options, deadline, ignore_eos, sink, prompt.tokens, draft_max)
             finally:
                 lib.llama_sampler_free(sampler)
             total_ms = (time.perf_counter() - started) * 1000.0
             perf = lib.llama_perf_context(self._ctx)
         completion = Completion(
-            text=text,
-            finish_reason=finish_reason,
+            text=decoded.stream.text,
+            finish_reason=decoded.stream.finish_reason or "length",
             prompt_tokens=len(prompt.tokens),
-            prompt_eval_tokens=int(perf.n_p_eval),
-            prompt_ms=round(perf.t_p_eval_ms, 3),
-            completion_tokens=generated,
-            eval_runs=int(perf.n_eval),
-            eval_ms=round(perf.t_eval_ms, 3),
+            prompt_eval_tokens=prompt_evaluated,
+            prompt_ms=round(prompt_ms, 3),
+            completion_tokens=decoded.stream.generated,
+            eval_runs=decoded.steps,
+            eval_ms=round(perf.t_p_eval_ms + perf.t_eval_ms - prompt_ms, 3),
             total_ms=round(total_ms, 3),
+            drafted_tokens=decoded.drafted,
+            accepted_tokens=decoded.accepted,
+            draft_steps=tuple(decoded.draft_steps),
         )
         # Short runs time mostly overhead; only runs long enough to be representative update the estimate.
         if completion.prompt_eval_tokens >= 16:
             self.measured_prompt_tokens_per_s = completion.prompt_tokens_per_s
         if completion.eval_runs >= 8:
-            self.measured_eval_tokens_per_s = completion.eval_tokens_per_s
+            # Steps, not tokens: what a request is predicted to take must not count on its text's drafts.
+            self.measured_eval_tokens_per_s = completion.eval_steps_per_s
         return completion
 
     def _sampler(self, options: GenerationOptions, ignore_eos: bool) -> Any:
@@ -287,18 +247,98 @@ class Decoding(Prompting):
         options: GenerationOptions,
         deadline: float | None,
         ignore_eos: bool,
-        sink: TextSink | None = None,
-    ) -> tuple[str, int, str]:
-        stream = _Stream(options, self._eog_ids, self.eog_texts, ignore_eos, sink)
-        while True:
-            token = self._lib.llama_sampler_sample(sampler, self._ctx, -1)
-            if stream.accept(token, self._piece):
-                break
+        sink: TextSink | None,
+        prompt: list[int],
+        draft_max: int,
+    ) -> _Decoded:
+        """Sample, accept and decode until the stream finishes or the deadline passes.
+
+        With ``draft_max``, each step drafts the tokens that followed the text's last n-gram where it occurred
+        before (``lookup.PromptLookup``), decodes the sampled token and the draft in one batch with logits at
+        every position, and samples position by position while the model agrees with the draft: every token
+        kept is the one a step of its own would have sampled from the same cells, so greedy output is
+        unchanged (up to the kernels' rounding: a batch may order sums differently from a single token, which
+        can tip a near-tie of the two best logits). The cells of the rejected tail are removed.
+        """
+        decoded = _Decoded(_Stream(options, self._eog_ids, self.eog_texts, ignore_eos, sink))
+        stream = decoded.stream
+        lookup = PromptLookup(prompt) if draft_max > 0 else None
+        length = DraftLength(draft_max)
+        token = self._lib.llama_sampler_sample(sampler, self._ctx, -1)
+        while not stream.accept(token, self._piece):
             if deadline is not None and time.monotonic() >= deadline:
                 stream.finish_reason = "deadline"
                 break
-            self._decode_tokens([token])
-        return stream.text, stream.generated, stream.finish_reason or "length"
+            decoded.steps += 1
+            draft: list[int] = []
+            if lookup is not None:
+                lookup.extend((token,))
+                # A drafted token past max_tokens could never be kept.
+                draft = lookup.draft(min(length.k, stream.max_tokens - stream.generated - 1))
+            if not draft:
+                self._decode_tokens([token])
+                token = self._lib.llama_sampler_sample(sampler, self._ctx, -1)
+                continue
+            assert lookup is not None
+            token, kept, finished = self._check_draft(sampler, stream, lookup, token, draft)
+            decoded.drafted += len(draft)
+            decoded.accepted += kept
+            decoded.draft_steps.append((len(draft), kept))
+            length.update(kept)
+            if finished:
+                break
+        return decoded
+
+    def _check_draft(
+        self, sampler: Any, stream: _Stream, lookup: PromptLookup, token: int, draft: list[int]
+    ) -> tuple[int, int, bool]:
+        """Decode ``token`` and ``draft`` in one step; keep the draft's longest prefix the sampler agrees with.
+
+        Returns the next token (sampled, not decoded yet), how many drafted tokens were kept, and whether the
+        stream finished on one of them.
+        """
+        lib = self._lib
+        start = len(self._kv_tokens)
+        batch = self._verify_batch(len(draft) + 1)
+        for i, candidate in enumerate((token, *draft)):
+            batch.token[i] = candidate
+            batch.pos[i] = start + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = True
+        batch.n_tokens = len(draft) + 1
+        status = lib.llama_decode(self._ctx, batch)
+        if status != 0:
+            self._clear_kv()
+            raise GenerationError(f"llama_decode failed with status {status} checking {len(draft)} drafted tokens")
+        self._kv_tokens.extend((token, *draft))
+        kept = 0
+        finished = False
+        sampled = lib.llama_sampler_sample(sampler, self._ctx, 0)
+        while kept < len(draft) and sampled == draft[kept]:
+            kept += 1
+            if stream.accept(sampled, self._piece):
+                finished = True
+                break
+            lookup.extend((sampled,))
+            sampled = lib.llama_sampler_sample(sampler, self._ctx, kept)
+        # The cells after the last kept token hold a rejected guess: they go.
+        keep = start + 1 + kept
+        if keep < len(self._kv_tokens):
+            if not lib.llama_memory_seq_rm(lib.llama_get_memory(self._ctx), 0, keep, -1):
+                self._clear_kv()
+                raise GenerationError("llama.cpp could not remove the rejected drafted tokens from the KV cache")
+            del self._kv_tokens[keep:]
+        return sampled, kept, finished
+
+    def _verify_batch(self, size: int) -> Any:
+        """A llama_batch of at least ``size`` tokens with logits per token, kept for the next step."""
+        if self._draft_batch is None or self._draft_batch[0] < size:
+            if self._draft_batch is not None:
+                self._lib.llama_batch_free(self._draft_batch[1])
+            capacity = max(size, self.spec_draft_max + 1)
+            self._draft_batch = (capacity, self._lib.llama_batch_init(capacity, 0, 1))
+        return self._draft_batch[1]
 
     def _piece(self, token: int) -> bytes:
         """The token's text as bytes (control tokens render as nothing)."""

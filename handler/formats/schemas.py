@@ -254,6 +254,11 @@ class Metrics(BaseModel):
     completion_tokens: int
     eval_ms: float
     eval_tokens_per_s: float
+    eval_steps: int = Field(
+        0, description="llama_decode steps after the prompt: one per token, or one per drafted run checked at once."
+    )
+    drafted_tokens: int = Field(0, description="Tokens guessed by prompt lookup and checked by the model.")
+    draft_accepted_tokens: int = Field(0, description="Drafted tokens the model agreed with (kept in the output).")
     total_ms: float
     load_ms: float | None = Field(None, description="Model load time; only on the request that loaded the model.")
     cold_start: bool = Field(description="First request of this execution environment.")

@@ -82,7 +82,9 @@ def child_engine(spec: dict[str, Any]) -> dict[str, Any]:
     from handler.engine import load_engine
     from handler.formats.prompts import build_messages
 
-    environ = {"MODEL_PATH": spec["model"], "KV_CACHE_TYPE_K": spec["type_k"]}
+    # Drafting off: random weights write no text, so what drafts would win here says nothing (bench --drafting
+    # measures it on real text); (b) stays one step per token, like (c).
+    environ = {"MODEL_PATH": spec["model"], "KV_CACHE_TYPE_K": spec["type_k"], "SPEC_DRAFT_MAX": "0"}
     if spec["threads"]:
         environ["N_THREADS"] = str(spec["threads"])
     environ.update(spec.get("environ", {}))  # the sweep's setting under test

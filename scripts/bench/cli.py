@@ -32,6 +32,7 @@ from bench.documents import (
     TEXT_TOKENS,
 )
 from bench.documents_run import read_into_page_cache, run_documents
+from bench.drafting import child_acceptance, child_cost, print_drafting, run_drafting
 from bench.model import build_inputs, ensure_model, kv_bytes_per_position, model_layout
 from bench.report import cell, paired_ratio, plot, print_table, ratio, tabulate
 from bench.runner import loaded_build, machine_info, spawn
@@ -51,6 +52,8 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     # (b) and (c) with the comparison build: the same code, other libraries (LLAMA_CPP_LIB_PATH).
     compared_config("b"): child_engine,
     compared_config("c"): child_raw,
+    "draft-acceptance": child_acceptance,
+    "draft-cost": child_cost,
 }
 
 
@@ -112,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         "long text's map step (one chunk at a time, batched); writes documents.json",
     )
     parser.add_argument(
+        "--drafting",
+        action="store_true",
+        help="instead: prompt-lookup drafting: acceptance on real text (the real model), the cost of checking k "
+        "drafted tokens (the bench model), the projected speedup for Phi-3; writes drafting.json",
+    )
+    parser.add_argument(
         "--text-tokens",
         type=int,
         default=None,
@@ -149,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return run_child(args.child)
-    if args.sweep and args.documents:
-        parser.error("--sweep and --documents are separate runs: choose one")
+    if sum((args.sweep, args.documents, args.drafting)) > 1:
+        parser.error("--sweep, --documents and --drafting are separate runs: choose one")
     if args.doc_max_tokens is not None and args.doc_max_tokens < 2:
         # One token takes no decode step: nothing of decoding would be measured, and llama.cpp's counters read
         # a count of 0 as 1.
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     model = ensure_model(args.model)
     if args.documents:
         return run_documents(args, model, out_dir, work)
-    compare = prepare_compare_build(not args.no_compare_builds) if not args.sweep else None
+    compare = prepare_compare_build(not args.no_compare_builds) if not (args.sweep or args.drafting) else None
     if compare and compare.get("skipped"):
         print(f"build comparison skipped: {compare['skipped']}")
     compare_lib = compare.get("lib_dir") if compare else None
@@ -183,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     read_into_page_cache(args.model)
 
-    inputs = build_inputs(args.model, args.quick or args.sweep)
+    # Drafting's cost is measured after a summary's context: the 2,000-token input has enough tokens.
+    inputs = build_inputs(args.model, (args.quick or args.sweep) and not args.drafting)
     # The engine's K cache type (KV_CACHE_TYPE_K, as the service reads it), resolved for this model:
     # (b) uses it, and (c), (d) and (e) take it too, so they measure the same work without Python.
     engine_settings = settings_from({**os.environ, "MODEL_PATH": str(args.model)})
@@ -211,6 +221,23 @@ def main(argv: list[str] | None = None) -> int:
         }
         (out_dir / "sweep.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
         print(f"wrote {out_dir / 'sweep.json'}; sweep wall time {report['wall_s']:.0f} s")
+        return 0
+
+    if args.drafting:
+        print(f"prompt-lookup drafting (threads {threads}, K cache {type_k}):")
+        drafting = run_drafting({**base, "threads": threads}, inputs["long"]["tokens"], work, args.quick)
+        print()
+        print_drafting(drafting)
+        report = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "settings": {"quick": args.quick, "threads": threads, "type_k": type_k},
+            "machine": machine_info(),
+            "model": {**model, **layout},
+            **drafting,
+            "wall_s": round(time.perf_counter() - started, 1),
+        }
+        (out_dir / "drafting.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+        print(f"wrote {out_dir / 'drafting.json'}; drafting wall time {report['wall_s']:.0f} s")
         return 0
 
     runs: list[dict[str, Any]] = []
