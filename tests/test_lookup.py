@@ -52,17 +52,20 @@ def test_ngram_sizes_are_checked() -> None:
         PromptLookup([1], ngram_max=1, ngram_min=2)
 
 
-def test_the_draft_length_grows_while_drafts_are_kept_and_drops_when_they_are_not() -> None:
-    length = DraftLength(8)
-    assert length.k == 8
-
-    length.update(0)
-    assert length.k == 1
-    length.update(1)
+def test_the_draft_is_the_maximum_and_pauses_after_a_draft_that_missed_from_its_first_token() -> None:
+    length = DraftLength(3)
     assert length.k == 3
+
+    length.step()
+    length.update(2)  # partly kept: the text still copies
+    assert length.k == 3
+    length.step()
+    length.update(0)  # rejected at once: two plain steps follow
+    assert length.k == 0
+    length.step()
+    assert length.k == 0
+    length.step()
+    assert length.k == 3
+    length.step()
     length.update(3)
-    assert length.k == 7
-    length.update(7)
-    assert length.k == 8  # never past the maximum
-    length.update(2)
-    assert length.k == 5
+    assert length.k == 3

@@ -60,11 +60,12 @@ class Settings(BaseModel):
         False, alias="FLASH_ATTN", description="llama.cpp's flash attention; off: it decodes slower on CPU here."
     )
     spec_draft_max: int = Field(
-        8,
+        3,
         alias="SPEC_DRAFT_MAX",
         ge=0,
         le=64,
-        description="Most tokens drafted per decode step by prompt lookup (greedy requests); 0 turns drafting off.",
+        description="Most tokens drafted per decode step by prompt lookup (greedy requests); 0 turns drafting off. "
+        "3: a step checks 4 tokens, one block of llama.cpp's repacked kernels.",
     )
     batch_parallel: int = Field(
         4, alias="BATCH_PARALLEL", ge=1, le=64, description="Queued requests decoded together by batch runs."

@@ -275,6 +275,7 @@ class Decoding(Prompting):
                 lookup.extend((token,))
                 # A drafted token past max_tokens could never be kept.
                 draft = lookup.draft(min(length.k, stream.max_tokens - stream.generated - 1))
+                length.step()
             if not draft:
                 self._decode_tokens([token])
                 token = self._lib.llama_sampler_sample(sampler, self._ctx, -1)

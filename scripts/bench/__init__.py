@@ -24,6 +24,9 @@ End-of-generation tokens are suppressed everywhere, so every configuration gener
 ``max_tokens`` tokens on random weights. Prints a table and ratios; writes ``bench.json`` (all raw
 numbers and the machine) and ``decode_vs_k.png`` to the output folder.
 
+``--drafting`` measures prompt-lookup drafting instead (bench/drafting.py): acceptance on real text with the
+real test model, the cost of checking k drafted tokens on the bench model, the projection for Phi-3.
+
 ``--documents`` measures instead what text-first prompts and batched decoding give documents, in one
 engine per comparison (one child process, its variants back to back): (a) one text of 2,000 tokens x 4
 tasks as separate requests (an empty KV cache each), one after another (the engine's prefix reuse) and
@@ -34,9 +37,11 @@ them; texts are cut from ``tests/data/moby-dick-chapters-1-9.txt``. Writes ``doc
 
 Usage: ``python -m bench [--quick] [--model PATH] [--out-dir bench-results] [--threads N]
 [--no-compare-builds]``; ``python -m bench --documents [--quick] [--text-tokens N]
-[--document-tokens N] [--doc-max-tokens N] [--unshared-batch] [--repeats N]``
+[--document-tokens N] [--doc-max-tokens N] [--unshared-batch] [--repeats N]``; ``python -m bench --drafting
+[--quick]``
 
 The package, by job: configs (settings), model (the generated model and inputs), children (the measurements,
 each in a child process), runner (spawning them, the machine), report (table, ratios, plot), builds (the
-comparison build), sweep, documents and documents_run (the documents benchmark), cli (the command line).
+comparison build), sweep, documents and documents_run (the documents benchmark), drafting, cli (the command
+line).
 """

@@ -25,7 +25,7 @@ from bench.configs import ROOT, quiet_llama_logs
 from bench.report import cell, print_aligned, ratio
 from bench.runner import spawn
 
-DRAFT_MAXES = (2, 4, 8, 16)
+DRAFT_MAXES = (1, 3, 7, 15)
 COST_K_MAX = 16
 COST_CONTEXTS = (512, 1024)
 MAX_TOKENS = 256
@@ -129,12 +129,12 @@ def _nearest(costs: dict[str, dict[str, float]], length: float) -> dict[int, flo
     return {int(k): ms for k, ms in costs[context].items()}
 
 
-def projected_speedup(run: dict[str, Any], cost: dict[int, float]) -> float:
-    """One step per token against this run's steps, each priced at what its draft size costs on Phi-3's shapes."""
+def projected_ms(run: dict[str, Any], cost: dict[int, float]) -> tuple[float, float]:
+    """This run's decode time on Phi-3's shapes one step per token, and with its own drafting steps."""
     tokens = run["eval_runs"] + run["accepted"]
     plain_steps = run["eval_runs"] - len(run["draft_steps"])
     drafted_ms = plain_steps * cost[0] + sum(cost[min(k, max(cost))] for k, _ in run["draft_steps"])
-    return round(tokens * cost[0] / drafted_ms, 3) if drafted_ms else 0.0
+    return tokens * cost[0], drafted_ms
 
 
 def summarize(acceptance: dict[str, Any], cost: dict[str, Any]) -> list[dict[str, Any]]:
@@ -149,6 +149,7 @@ def summarize(acceptance: dict[str, Any], cost: dict[str, Any]) -> list[dict[str
             steps = sum(r["eval_runs"] for r in runs)
             speed = statistics.median((r["eval_runs"] + r["accepted"]) / r["eval_ms"] * 1000.0 for r in runs)
             length = runs[0]["prompt_tokens"] + runs[0]["completion_tokens"] / 2
+            plain_ms, drafted_ms = projected_ms(runs[0], _nearest(cost["costs_ms"], length))
             rows.append(
                 {
                     "task": name,
@@ -162,10 +163,23 @@ def summarize(acceptance: dict[str, Any], cost: dict[str, Any]) -> list[dict[str
                     "tokens_per_step": ratio(steps + accepted, steps),
                     "decode_tokens_per_s": round(speed, 2),
                     "measured_speedup": ratio(speed, plain_speed),
-                    "phi3_projected_speedup": projected_speedup(runs[0], _nearest(cost["costs_ms"], length)),
+                    "phi3_plain_ms": round(plain_ms, 1),
+                    "phi3_drafted_ms": round(drafted_ms, 1),
+                    "phi3_projected_speedup": ratio(plain_ms, drafted_ms),
                 }
             )
     return rows
+
+
+def by_task(rows: list[dict[str, Any]]) -> dict[str, dict[int, float | None]]:
+    """The Phi-3 projection per task and maximum over all its texts: their times summed, then the ratio."""
+    sums: dict[str, dict[int, list[float]]] = {}
+    for row in rows:
+        task = row["task"].split()[0]
+        entry = sums.setdefault(task, {}).setdefault(row["draft_max"], [0.0, 0.0])
+        entry[0] += row["phi3_plain_ms"]
+        entry[1] += row["phi3_drafted_ms"]
+    return {task: {d: ratio(plain, drafted) for d, (plain, drafted) in by.items()} for task, by in sums.items()}
 
 
 def run_drafting(base: dict[str, Any], bench_tokens: list[int], work: Path, quick: bool) -> dict[str, Any]:
@@ -200,7 +214,8 @@ def run_drafting(base: dict[str, Any], bench_tokens: list[int], work: Path, quic
         work,
         "draft-cost",
     )
-    return {"rows": summarize(acceptance, cost), "acceptance": acceptance, "cost": cost}
+    rows = summarize(acceptance, cost)
+    return {"rows": rows, "phi3_projected_by_task": by_task(rows), "acceptance": acceptance, "cost": cost}
 
 
 def print_drafting(result: dict[str, Any]) -> None:
@@ -216,7 +231,7 @@ def print_drafting(result: dict[str, Any]) -> None:
     lines = [
         [
             row["task"],
-            row["draft_max"] or "off",
+            str(row["draft_max"] or "off"),
             f"{row['accepted']}/{row['drafted']} ({cell(row['acceptance'])})" if row["drafted"] else "-",
             cell(row["tokens_per_step"]),
             cell(row["decode_tokens_per_s"]),
@@ -226,6 +241,11 @@ def print_drafting(result: dict[str, Any]) -> None:
         for row in result["rows"]
     ]
     print_aligned(header, lines, 1)
+    for task, by in result["phi3_projected_by_task"].items():
+        print(
+            f"Phi-3 projected, {task} (all its texts): "
+            + ", ".join(f"max {d or 'off'} {cell(value)}x" for d, value in by.items() if d)
+        )
     print(
         f"acceptance and decode tok/s: {result['acceptance']['model_file']} (real text), greedy, measured in this "
         "run; Phi-3 projected: those runs' steps priced at the costs above, one step per token against them"
