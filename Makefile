@@ -154,7 +154,7 @@ STAND_IN_IMAGE := llm-service/lambda-python-stand-in:bookworm
 SAM_LOCAL = $(PY) scripts/sam_local.py
 SAM_BASE_ARG = $(if $(filter stand-in,$(BASE_IMAGE)),$(STAND_IN_IMAGE),$(BASE_IMAGE))
 
-.PHONY: docker-engine docker-engine-stop sam-base sam-build sam-invoke sam-api sam-local sam-db test-image lint-image
+.PHONY: docker-engine docker-engine-stop sam-base sam-build sam-invoke sam-api sam-local sam-db test-image lint-image image-arm64
 
 docker-engine:
 	bash scripts/docker_engine.sh ensure
@@ -184,6 +184,14 @@ sam-db: docker-engine $(VENV)/.installed
 # The image tests (CI runs them after `make test`): the image of the last sam-build, through sam local.
 test-image: lint-image docker-engine $(VENV)/.installed $(SAM_VENV)/.installed
 	$(PY) -m pytest image/tests -p no:cacheprovider $(PYTEST_ARGS)
+
+# The linux/arm64 image on this x86_64 machine, under emulation (Debian's qemu-user-static registers it): with
+# BASE_IMAGE=stand-in the stand-in base built for linux/arm64 first, then the image from the Dockerfile with the small
+# real model, then its checks: DOTPROD = 1 in llama.cpp's system info, the seed events answered DONE through the
+# image's entry point, the tiny model's greedy texts equal to this machine's x86_64 build. Run before each release;
+# not in CI (compiling llama.cpp under emulation takes too long there). Logs and results: .aws-sam/arm64/.
+image-arm64: docker-engine $(VENV)/.installed $(SAM_VENV)/.installed $(TEST_MODEL) $(REAL_MODEL_FILE)
+	$(PY) scripts/arm64_check.py all --base-image "$(BASE_IMAGE)" --ca-bundle "$(CA_BUNDLE)"
 
 # What `make lint` does not cover: the stand-in base's Dockerfile and the image tests' types.
 lint-image: $(VENV)/.installed $(LINT_VENV)/.installed

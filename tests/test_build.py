@@ -58,6 +58,20 @@ def test_loaded_llama_cpp_has_the_instruction_sets_of_the_flags_file() -> None:
         assert not features & {"SVE", "MATMUL_INT8", "SME"}
 
 
+def test_arm64_flags_compile_in_the_dot_product_and_nothing_graviton2_lacks() -> None:
+    # Lambda arm64 is Graviton2 (Neoverse N1): Armv8.2-A with the dot product and FP16 arithmetic, no SVE,
+    # i8mm or BF16. GGML_CPU_ARM_ARCH becomes -march, which defines __ARM_FEATURE_DOTPROD, the one thing
+    # llama.cpp's "DOTPROD = 1" reads (compile time only); a non-native build without it is plain Armv8-A.
+    values = build_llama.cmake_flag_values(build_llama.read_flags(build_llama.BUILD_DIR / "cmake-arm64.args"))
+
+    architecture, *extensions = values["GGML_CPU_ARM_ARCH"].split("+")
+    assert architecture == "armv8.2-a"
+    assert "dotprod" in extensions
+    assert not {"sve", "sve2", "i8mm", "bf16", "sme"} & set(extensions)
+    assert values["GGML_NATIVE"] == "OFF"
+    assert values["GGML_CPU_ALL_VARIANTS"] == "OFF"
+
+
 def test_build_key_changes_with_every_flag_version_and_interpreter() -> None:
     flags = build_llama.read_flags(build_llama.BUILD_DIR / "cmake-amd64.args")
     key = build_llama.build_key("0.3.36", flags, "cpython-311 linux-x86_64")
