@@ -39,9 +39,10 @@ def _top_two_logits(engine: Engine, tokens: list[int]) -> tuple[tuple[int, float
 def test_drafted_answers_equal_one_token_at_a_time_except_from_a_near_tie(engine: Engine) -> None:
     """Checking a draft decodes several tokens in one batch: llama.cpp's kernels then sum in another order than
     for one token, so logits differ in their low bits, and where the two best are nearly equal the pick can tip.
-    Measured on this model: the seed's summary, translation and chat each part after 27 to 44 identical tokens,
-    where the top two logits are 0.10 to 0.14 apart. A drafting bug (a wrong position, a rejected draft left in
-    the cache, a draft kept that the model did not choose) parts at once or far from a tie."""
+    Measured on this model with drafts of 8: the seed's summary, translation and chat part after 27 to 44
+    identical tokens, where the top two logits are 0.10 to 0.14 apart. A drafting bug (a wrong position, a
+    rejected draft left in the cache, a draft kept that the model did not choose) parts at once or far from a
+    tie."""
     requests = [json.loads((EVENTS / f"{name}.json").read_text()) for name in ("summarize", "translate", "chat-solve")]
     passage = MOBY_DICK.read_text(encoding="utf-8")[2000:5000]
     requests.append({"task": "summarize", "text": passage, "style": "bullets"})
