@@ -22,7 +22,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def engine(tiny_model: Path) -> Engine:
-    return load_engine(settings_from({"MODEL_PATH": str(tiny_model), "N_THREADS": "2", "SPEC_DRAFT_MAX": "8"}))
+    return load_engine(settings_from({"MODEL_PATH": str(tiny_model), "N_THREADS": "2"}))  # the default SPEC_DRAFT_MAX
 
 
 def _cells(engine: Engine) -> int:
@@ -30,8 +30,11 @@ def _cells(engine: Engine) -> int:
     return int(lib.llama_memory_seq_pos_max(lib.llama_get_memory(engine._ctx), 0)) + 1
 
 
-@pytest.mark.parametrize("draft_max", [1, 4, 8, 16])
-def test_drafting_gives_exactly_the_tokens_of_decoding_one_at_a_time(engine: Engine, draft_max: int) -> None:
+@pytest.mark.parametrize("draft_max", [None, 1, 4, 8, 16])
+def test_drafting_gives_exactly_the_tokens_of_decoding_one_at_a_time(engine: Engine, draft_max: int | None) -> None:
+    """None: the engine's default (SPEC_DRAFT_MAX unset), against SPEC_DRAFT_MAX=0's one token per step."""
+    most = draft_max if draft_max is not None else engine.spec_draft_max
+    assert most > 0
     options = GenerationOptions(max_tokens=160, stop=[])
     drafted = accepted = 0
     for text in TEXTS:
@@ -47,7 +50,7 @@ def test_drafting_gives_exactly_the_tokens_of_decoding_one_at_a_time(engine: Eng
         assert plain.eval_runs == 159  # the last token is sampled, never decoded
         # every step yields its own token and the drafted ones kept; the first came from the prompt
         assert fast.eval_runs + fast.accepted_tokens == 159
-        assert all(0 < k <= draft_max and 0 <= kept <= k for k, kept in fast.draft_steps)
+        assert all(0 < k <= most and 0 <= kept <= k for k, kept in fast.draft_steps)
         assert sum(k for k, _ in fast.draft_steps) == fast.drafted_tokens
         assert sum(kept for _, kept in fast.draft_steps) == fast.accepted_tokens
         assert fast.eval_tokens_per_s > 0
@@ -57,7 +60,7 @@ def test_drafting_gives_exactly_the_tokens_of_decoding_one_at_a_time(engine: Eng
     # the test means something only if drafts were made, and some kept
     assert drafted > 0
     assert accepted > 0
-    assert accepted < drafted or draft_max == 1
+    assert accepted < drafted or most == 1
 
 
 def test_the_kv_cache_holds_exactly_the_kept_tokens_after_drafting(engine: Engine) -> None:
