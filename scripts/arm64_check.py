@@ -178,16 +178,11 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         command += ["--secret", f"id=ca-bundle,src={Path(args.ca_bundle).resolve()}"]
     command.append(str(REPO_ROOT))
     log("$ " + " ".join(command))
-    image_started = time.monotonic()
-    with BUILD_LOG.open("w", encoding="utf-8") as build_log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert process.stdout is not None
-        for line in process.stdout:
-            build_log.write(line)
-            if not args.quiet:
-                sys.stderr.write(line)
-        returncode = process.wait()
-    image_seconds = time.monotonic() - image_started
+    # Imported here, not at the top: ``greedy`` runs this file inside the image, where only the standard
+    # library and the handler are.
+    from sam_loop import run_logged
+
+    returncode, image_seconds = run_logged(command, BUILD_LOG, args.quiet)
     if returncode != 0:
         raise CheckError(
             f"docker buildx build failed (exit {returncode}) after {image_seconds:.0f} s; log: {BUILD_LOG}"

@@ -12,8 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 from cfn_template import load_template
@@ -27,6 +25,7 @@ from sam_loop import (
     image_size_mb,
     log,
     require_docker,
+    run_logged,
     sam_command,
     sam_environment,
 )
@@ -99,19 +98,7 @@ def build(args: argparse.Namespace) -> int:
         "--use-buildkit",
     ]
     log("$ " + " ".join(command))
-    started = time.monotonic()
-    BUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
-    with BUILD_LOG.open("w", encoding="utf-8") as build_log:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=sam_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert process.stdout is not None
-        for line in process.stdout:
-            build_log.write(line)
-            if not args.quiet:
-                sys.stderr.write(line)
-        returncode = process.wait()
-    elapsed = time.monotonic() - started
+    returncode, elapsed = run_logged(command, BUILD_LOG, args.quiet, env=sam_environment())
     if returncode != 0:
         raise LoopError(f"sam build failed (exit {returncode}) after {elapsed:.0f} s; log: {BUILD_LOG}")
     log(f"sam build: {elapsed:.0f} s; log: {BUILD_LOG.relative_to(REPO_ROOT)}")

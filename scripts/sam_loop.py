@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,6 +31,26 @@ class LoopError(RuntimeError):
 
 def log(message: str) -> None:
     print(f"[sam-local] {message}", file=sys.stderr, flush=True)
+
+
+def run_logged(
+    command: list[str], log_path: Path, quiet: bool, env: Mapping[str, str] | None = None
+) -> tuple[int, float]:
+    """Run a long build from the repository root, its output written to ``log_path`` as it comes (and to
+    stderr unless ``quiet``); its exit status and the seconds it took."""
+    started = time.monotonic()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as build_log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            build_log.write(line)
+            if not quiet:
+                sys.stderr.write(line)
+        returncode = process.wait()
+    return returncode, time.monotonic() - started
 
 
 def sam_command() -> list[str]:

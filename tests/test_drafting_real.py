@@ -11,6 +11,7 @@ from handler.core.settings import settings_from
 from handler.engine import Engine, load_engine
 from handler.formats.prompts import build_messages
 from handler.formats.schemas import GenerationOptions, parse_request
+from near_ties import parting
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 MOBY_DICK = Path(__file__).resolve().parent / "data" / "moby-dick-chapters-1-9.txt"
@@ -19,21 +20,6 @@ MOBY_DICK = Path(__file__).resolve().parent / "data" / "moby-dick-chapters-1-9.t
 @pytest.fixture(scope="module")
 def engine(real_model: Path) -> Engine:
     return load_engine(settings_from({"MODEL_PATH": str(real_model), "N_THREADS": "2"}))
-
-
-def _top_two_logits(engine: Engine, tokens: list[int]) -> tuple[tuple[int, float], tuple[int, float]]:
-    """The two most likely next tokens after ``tokens``, with their logits, from an empty cache."""
-    import llama_cpp
-    import numpy as np
-
-    engine.clear_cache()
-    engine._llama.reset()  # type: ignore[no-untyped-call]
-    engine._llama.eval(tokens)
-    row = llama_cpp.llama_get_logits_ith(engine._llama._ctx.ctx, -1)
-    logits = np.ctypeslib.as_array(row, shape=(engine.n_vocab,)).copy()
-    engine.clear_cache()
-    first, second = (int(token) for token in np.argsort(logits)[::-1][:2])
-    return (first, float(logits[first])), (second, float(logits[second]))
 
 
 def test_drafted_answers_equal_one_token_at_a_time_except_from_a_near_tie(engine: Engine) -> None:
@@ -60,13 +46,10 @@ def test_drafted_answers_equal_one_token_at_a_time_except_from_a_near_tie(engine
         if fast.text == single.text:
             identical += 1
             continue
-        ours = engine._llama.tokenize(single.text.encode(), add_bos=False, special=False)
-        theirs = engine._llama.tokenize(fast.text.encode(), add_bos=False, special=False)
-        split = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b)
-        (best, best_logit), (runner_up, runner_up_logit) = _top_two_logits(engine, prompt.tokens + ours[:split])
-        assert split >= 4, (raw["task"], single.text, fast.text)
-        assert {best, runner_up} == {ours[split], theirs[split]}, raw["task"]
-        assert best_logit - runner_up_logit < 0.5, raw["task"]
+        part = parting(engine, prompt, single.text, fast.text)
+        assert part.split >= 4, (raw["task"], single.text, fast.text)
+        assert {part.best[0], part.runner_up[0]} == {part.ours, part.theirs}, raw["task"]
+        assert part.gap < 0.5, raw["task"]
     assert accepted > 0
     assert drafted > accepted
     assert identical >= 1

@@ -21,6 +21,7 @@ from handler.core.settings import settings_from
 from handler.engine import Engine, load_engine
 from handler.formats.prompts import Message
 from handler.formats.schemas import GenerationOptions
+from near_ties import parting
 
 pytestmark = pytest.mark.integration
 
@@ -127,21 +128,6 @@ def test_real_model_end_of_turn_texts_come_from_the_model(engine: Engine) -> Non
     assert "<|end|>" not in engine.eog_texts
 
 
-def _top_two_logits(engine: Engine, tokens: list[int]) -> tuple[tuple[int, float], tuple[int, float]]:
-    """The two most likely next tokens after ``tokens``, with their logits, decoded one sequence alone."""
-    import llama_cpp
-    import numpy as np
-
-    engine.clear_cache()
-    engine._llama.reset()  # type: ignore[no-untyped-call]
-    engine._llama.eval(tokens)
-    row = llama_cpp.llama_get_logits_ith(engine._llama._ctx.ctx, -1)
-    logits = np.ctypeslib.as_array(row, shape=(engine.n_vocab,)).copy()
-    engine.clear_cache()
-    first, second = (int(token) for token in np.argsort(logits)[::-1][:2])
-    return (first, float(logits[first])), (second, float(logits[second]))
-
-
 def test_real_model_batched_greedy_equals_one_at_a_time_except_at_near_ties(engine: Engine) -> None:
     """Batched decoding reads the same weights for several sequences in one step; greedy picks must match.
 
@@ -179,13 +165,10 @@ def test_real_model_batched_greedy_equals_one_at_a_time_except_at_near_ties(engi
         if batched.text == single.text:
             identical += 1
             continue
-        ours = engine._llama.tokenize(single.text.encode(), add_bos=False, special=False)
-        theirs = engine._llama.tokenize(batched.text.encode(), add_bos=False, special=False)
-        split = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b)
-        (best, best_logit), (runner_up, runner_up_logit) = _top_two_logits(engine, prompt.tokens + ours[:split])
-        assert split >= 4, (single.text, batched.text)
-        assert (best, runner_up) == (ours[split], theirs[split])
-        assert best_logit - runner_up_logit < 0.5
+        part = parting(engine, prompt, single.text, batched.text)
+        assert part.split >= 4, (single.text, batched.text)
+        assert (part.best[0], part.runner_up[0]) == (part.ours, part.theirs)
+        assert part.gap < 0.5
     assert identical >= 3
 
 

@@ -189,13 +189,6 @@ class BatchedDecoding(Decoding):
             self._batch = (context, lib.llama_batch_init(max(self.n_batch, self.parallel), 0, 1))
         return self._batch
 
-    def _batch_set(self, batch: Any, i: int, token: int, position: int, seq: int, logits: bool) -> None:
-        batch.token[i] = token
-        batch.pos[i] = position
-        batch.n_seq_id[i] = 1
-        batch.seq_id[i][0] = seq
-        batch.logits[i] = logits
-
     def _batch_decode(self, context: Any, batch: Any) -> None:
         status = self._lib.llama_decode(context, batch)
         if status != 0:

@@ -302,11 +302,7 @@ class Decoding(Prompting):
         start = len(self._kv_tokens)
         batch = self._verify_batch(len(draft) + 1)
         for i, candidate in enumerate((token, *draft)):
-            batch.token[i] = candidate
-            batch.pos[i] = start + i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = True
+            self._batch_set(batch, i, candidate, start + i, 0, True)
         batch.n_tokens = len(draft) + 1
         status = lib.llama_decode(self._ctx, batch)
         if status != 0:
@@ -331,6 +327,15 @@ class Decoding(Prompting):
                 raise GenerationError("llama.cpp could not remove the rejected drafted tokens from the KV cache")
             del self._kv_tokens[keep:]
         return sampled, kept, finished
+
+    @staticmethod
+    def _batch_set(batch: Any, i: int, token: int, position: int, seq: int, logits: bool) -> None:
+        """Token ``i`` of a llama_batch: its position, its one sequence, whether its logits are kept."""
+        batch.token[i] = token
+        batch.pos[i] = position
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq
+        batch.logits[i] = logits
 
     def _verify_batch(self, size: int) -> Any:
         """A llama_batch of at least ``size`` tokens with logits per token, kept for the next step."""
