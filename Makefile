@@ -14,7 +14,7 @@ REAL_MODEL := smollm2-135m-instruct-q4_1
 REAL_MODEL_FILE := $(MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTEST_ARGS ?=
 
-.PHONY: help setup run serve test lint format bench bench-quick bench-sweep bench-documents bench-drafting clean
+.PHONY: help setup run serve test lint format bench bench-quick bench-sweep bench-documents bench-drafting bench-cold-start clean
 
 help:
 	@echo "make run   [EVENT=events/translate.json] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]  invoke events through the Lambda runtime emulator"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench | make bench-quick                                          speed benchmark (table, JSON, plot in bench-results/)"
 	@echo "make bench-sweep                                                       engine settings against the defaults (bench-results/sweep.json)"
 	@echo "make bench-drafting                                                    prompt-lookup drafting: acceptance, cost, projection (bench-results/drafting.json)"
+	@echo "make bench-cold-start                                                  the image's cold start with the bench model (bench-results/cold-start.json)"
 	@echo "make bench-documents                                                   four tasks over one text, a long text's map step (bench-results/documents.json)"
 
 # llama.cpp is compiled with the image's flags for this machine's architecture (layers/build/), never
@@ -123,6 +124,13 @@ bench-sweep: $(VENV)/.installed
 # Phi-3 from both; writes bench-results/drafting.json. BENCH_ARGS=--quick: one repetition instead of three.
 bench-drafting: $(VENV)/.installed $(REAL_MODEL_FILE)
 	$(PY) -m bench --drafting $(BENCH_ARGS)
+
+# Cold start of the function image (`make sam-build` first) with the bench model added as a layer: docker run to the
+# first answer, lazy and preloaded, read and mapped, and llama.cpp's load modes (read, mmap, direct I/O) timed in
+# parts; the page cache dropped (cold, root only) or kept (warm). Writes bench-results/cold-start.json.
+# BENCH_ARGS="--repeats 3": more runs of each case (default 2).
+bench-cold-start: $(VENV)/.installed docker-engine
+	$(PY) -m bench.cold_start $(BENCH_ARGS)
 
 # Documents: four tasks over one 2,000-token text (separate requests, one after another, batched with the
 # text's prefix shared) and a 12,000-token text's map step (its 15 chunk requests one at a time against
