@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import subprocess
@@ -158,6 +159,26 @@ def test_template_api_functions_stream_through_the_streaming_runtime_on_every_ro
             assert event["Properties"]["TimeoutInMillis"] == 900_000
 
 
+# Each function's environment variables after SAM's own translator (the one `sam deploy` uses) applies the Globals.
+TRANSLATE_ENVIRONMENT = """
+import json, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+class NoManagedPolicies:
+    def load(self):
+        return {}
+
+template = yaml_parse(open(sys.argv[1]).read())
+for resource in template["Resources"].values():
+    if resource["Type"] == "AWS::Serverless::Function":
+        resource["Properties"]["ImageUri"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-service:latest"
+out = transform(template, {}, NoManagedPolicies())
+print(json.dumps({name: res["Properties"].get("Environment", {}).get("Variables", {})
+    for name, res in out["Resources"].items() if res["Type"] == "AWS::Lambda::Function"}))
+"""
+
+
 @pytest.mark.parametrize("managed", ["false", "true"])
 def test_template_validates_with_managed_instances_off_and_on(managed: str, tmp_path: Path) -> None:
     # GIVEN the template whose ManagedInstances parameter defaults to each value (the linters read defaults)
@@ -182,5 +203,18 @@ def test_template_validates_with_managed_instances_off_and_on(managed: str, tmp_
     if managed == "true":
         properties = local["Resources"]["ManagedWorkerFunction"]["Properties"]
         assert properties["CapacityProviderConfig"]["PerExecutionEnvironmentMaxConcurrency"] == 1
+        # It loads its model at init (no 10 s cap there), with the Globals' variables merged in by SAM's translator
+        assert properties["Environment"]["Variables"] == {"PRELOAD_MODEL": "true"}
+        translated = subprocess.run(
+            [str(ROOT / ".venv-sam/bin/python"), "-c", TRANSLATE_ENVIRONMENT, str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**env, "AWS_DEFAULT_REGION": "us-east-1"},
+            timeout=300,
+        )
+        variables = json.loads(translated.stdout.splitlines()[-1])["ManagedWorkerFunction"]
+        assert variables["PRELOAD_MODEL"] == "true"
+        assert variables["MODEL_PATH"] == "/opt/model/model.gguf"
         assert properties["Events"]["Work"]["Type"] == "SQS"
         assert "WorkerCapacityProvider" in local["Resources"]
