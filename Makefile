@@ -53,7 +53,7 @@ $(LINT_VENV)/.installed: requirements-lint.txt
 
 setup: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed
 
-$(TEST_MODEL): scripts/make_test_model.py $(VENV)/.installed
+$(TEST_MODEL): scripts/make_test_model.py scripts/test_model_vocab.py $(VENV)/.installed
 	$(PY) scripts/make_test_model.py --out $@
 
 $(REAL_MODEL_FILE): layers/models/$(REAL_MODEL).json scripts/download_model.py scripts/model_errors.py scripts/model_manifest.py scripts/model_sources.py $(VENV)/.installed
