@@ -48,7 +48,7 @@ class Settings(BaseModel):
         False,
         alias="USE_MMAP",
         description="Map the model file instead of reading it; off: llama.cpp repacks the weights into memory of "
-        "its own anyway, and the mapped pages would stay resident beside them (1.9 GB more for Phi-3-mini).",
+        "its own anyway, and the mapped pages would stay resident beside them (1.4 GB more for Phi-3-mini).",
     )
     kv_cache_type_k: Literal["q8_0", "f16"] = Field(
         "q8_0",
