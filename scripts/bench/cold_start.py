@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def build_image(base: str, model: Path) -> str:
         try:
             os.link(model, target)
         except OSError:
-            subprocess.run(["cp", str(model), str(target)], check=True)
+            shutil.copyfile(model, target)
         (Path(context) / "model.gguf.sha256").write_text(f"{sha256}  model.gguf\n", encoding="utf-8")
         (Path(context) / "Dockerfile").write_text(dockerfile + "\n", encoding="utf-8")
         print(f"building {COLD_START_IMAGE} from {base} with {model.name} ...", flush=True)
@@ -116,7 +117,7 @@ def set_cache(state: str, image: str) -> None:
 
 
 def log_records(log: str) -> dict[str, Any]:
-    """What the emulator and the handler logged: init's duration, the load, the answer's own metrics."""
+    """What the emulator and the handler logged: init's duration, and the model load with the build it ran."""
     found: dict[str, Any] = {}
     init = re.search(r"INIT REPORT\(durationMs: ([0-9.]+)", log)
     if init:
