@@ -236,43 +236,31 @@ def check_system_info(image: str) -> str:
 
 def check_events(image: str) -> list[dict[str, Any]]:
     """The seed events through the image's entry point (its Runtime Interface Emulator), without a table."""
-    import urllib.error
+    from sam_api import entry_point
+    from sam_loop import LoopError
 
-    from sam_api import free_port, http
-
-    port = free_port()
-    name = f"llm-service-arm64-{port}"
-    subprocess.run(
-        [
-            *("docker", "run", "--detach", "--rm", "--platform", PLATFORM, "--name", name),
-            *("--publish", f"127.0.0.1:{port}:8080", "--env", "AWS_LAMBDA_FUNCTION_TIMEOUT=900", image),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    url = f"http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"
     results: list[dict[str, Any]] = []
-    try:
-        for event in SEED_EVENTS:
-            body = (REPO_ROOT / event).read_text(encoding="utf-8")
-            deadline = time.monotonic() + 120
-            while True:
+    env = {"AWS_LAMBDA_FUNCTION_TIMEOUT": "900"}
+    with entry_point(image, env, platform=PLATFORM, prefix="llm-service-arm64") as container:
+        try:
+            for event in SEED_EVENTS:
+                body = (REPO_ROOT / event).read_text(encoding="utf-8")
                 try:
-                    answer = http("POST", url, body, {"Content-Type": "application/json"}, timeout=900)
-                    break
-                except (urllib.error.URLError, ConnectionError):  # the emulator is not listening yet
-                    if time.monotonic() > deadline:
-                        raise CheckError("the image's emulator does not answer after 120 s") from None
-                    time.sleep(2)
-            reply = answer.body if isinstance(answer.body, dict) else {"raw": answer.body}
-            output = str(reply.get("output") or "")
-            result: dict[str, Any] = {"event": event, "status": reply.get("status"), "output": output, "answer": reply}
-            results.append(result)
-            log(f"{event}: {reply.get('status')} {output[:100]!r}")
-    finally:
-        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, check=False)
-        (OUT_DIR / "events.log").write_text(logs.stdout + logs.stderr, encoding="utf-8")
-        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+                    answer = container.invoke(body, 120, 2, timeout=900)
+                except LoopError as exc:
+                    raise CheckError(str(exc)) from None
+                reply = answer.body if isinstance(answer.body, dict) else {"raw": answer.body}
+                output = str(reply.get("output") or "")
+                result: dict[str, Any] = {
+                    "event": event,
+                    "status": reply.get("status"),
+                    "output": output,
+                    "answer": reply,
+                }
+                results.append(result)
+                log(f"{event}: {reply.get('status')} {output[:100]!r}")
+        finally:
+            (OUT_DIR / "events.log").write_text(container.logs(), encoding="utf-8")
     failed = [r["event"] for r in results if r["status"] != "DONE" or not r["output"].strip()]
     if failed:
         raise CheckError(f"not answered DONE with text: {failed}; the answers are in {OUT_DIR / 'check.json'}")

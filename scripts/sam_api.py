@@ -132,6 +132,60 @@ def http(
     return HttpAnswer(status, {key.lower(): value for key, value in got.items()}, decoded, seconds)
 
 
+#: Where the Lambda base image's Runtime Interface Emulator takes invocations (port 8080 in the container).
+INVOCATIONS_PATH = "/2015-03-31/functions/function/invocations"
+
+
+@dataclass
+class EntryPoint:
+    """A running container of a function image, served by its own Runtime Interface Emulator."""
+
+    name: str
+    url: str
+
+    def logs(self) -> str:
+        """The container's log so far: the emulator's lines and the function's, in one text."""
+        out = subprocess.run(["docker", "logs", self.name], capture_output=True, text=True, check=False)
+        return out.stdout + out.stderr
+
+    def invoke(self, body: str, wait_s: float, poll_s: float, timeout: float = 900) -> HttpAnswer:
+        """One invocation, sent again every ``poll_s`` while the emulator is not yet listening, for ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return http("POST", self.url, body, {"Content-Type": "application/json"}, timeout)
+            except (urllib.error.URLError, ConnectionError):  # the emulator is not listening yet
+                if time.monotonic() > deadline:
+                    raise LoopError(f"the emulator of {self.name} does not answer after {wait_s:.0f} s") from None
+                time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def entry_point(
+    image: str,
+    env: Mapping[str, str] | None = None,
+    platform: str | None = None,
+    prefix: str = "llm-service-entrypoint",
+) -> Iterator[EntryPoint]:
+    """``docker run`` of the image's own entry point on a free local port; the container is removed afterwards.
+
+    Without AWS_LAMBDA_RUNTIME_API, the base image's /lambda-entrypoint.sh puts the Runtime Interface Emulator in
+    front of the function; it starts the function's init with the first invocation.
+    """
+    port = free_port()
+    name = f"{prefix}-{port}"
+    command = ["docker", "run", "--detach", "--rm", "--name", name, "--publish", f"127.0.0.1:{port}:8080"]
+    if platform:
+        command += ["--platform", platform]
+    for key, value in (env or {}).items():
+        command += ["--env", f"{key}={value}"]
+    subprocess.run([*command, image], check=True, capture_output=True)
+    try:
+        yield EntryPoint(name, f"http://127.0.0.1:{port}{INVOCATIONS_PATH}")
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+
+
 def request_body(event: str) -> str:
     """A seed event as an API body (the route implies the task)."""
     return json.dumps(json.loads((REPO_ROOT / event).read_text(encoding="utf-8")))

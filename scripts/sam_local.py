@@ -30,7 +30,7 @@ from pathlib import Path
 
 # Each step lives in its module (what they share: sam_loop.py); this one is the command line, and names
 # the loop's API for the image tests.
-from sam_api import API_ROUTES, api, free_port, http, request_body, start_api
+from sam_api import API_ROUTES, api, entry_point, free_port, http, request_body, start_api
 from sam_aws import DEFAULT_DB_PORT, LocalAws, db, local_aws
 from sam_build import DEFAULT_MODEL, STAND_IN_BASE, build, built_images, summary_of_build
 from sam_invoke import SEED_EVENTS, Invocation, check_answer, generate_event, invoke, sam_invoke
@@ -48,6 +48,7 @@ __all__ = [
     "built_images",
     "check_answer",
     "docker_answers",
+    "entry_point",
     "free_port",
     "generate_event",
     "http",

@@ -14,7 +14,6 @@ import json
 import platform
 import subprocess
 import time
-import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -353,40 +352,13 @@ def test_batch_job_works_through_pending_requests_on_a_schedule(
 
 def test_image_entry_point_serves_invokes_through_its_own_emulator(images: dict[str, str]) -> None:
     # Without AWS_LAMBDA_RUNTIME_API, /lambda-entrypoint.sh puts the Runtime Interface Emulator in front.
-    port = sam_local.free_port()
-    name = f"llm-service-entrypoint-{port}"
-    subprocess.run(
-        [
-            "docker",
-            "run",
-            "--detach",
-            "--rm",
-            "--name",
-            name,
-            "--publish",
-            f"127.0.0.1:{port}:8080",
-            images["GenerateFunction"],
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"
-        event = {
-            "task": "chat",
-            "messages": [{"role": "user", "content": "Say hello."}],
-            "options": {"max_tokens": 16, "store": False},
-        }
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                answer = sam_local.http("POST", url, json.dumps(event), {"Content-Type": "application/json"})
-                break
-            except (urllib.error.URLError, ConnectionError):  # the emulator is not listening yet
-                assert time.monotonic() < deadline, "the image's emulator does not answer after 60 s"
-                time.sleep(1)
-        report("docker run + invoke through the image's entry point", answer.seconds)
-        assert answer.body["status"] == "DONE", answer.body
-        assert answer.body["stored"] is False
-    finally:
-        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+    event = {
+        "task": "chat",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "options": {"max_tokens": 16, "store": False},
+    }
+    with sam_local.entry_point(images["GenerateFunction"]) as container:
+        answer = container.invoke(json.dumps(event), 60, 1, timeout=120)
+    report("docker run + invoke through the image's entry point", answer.seconds)
+    assert answer.body["status"] == "DONE", answer.body
+    assert answer.body["stored"] is False

@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -67,18 +66,10 @@ def docker(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, **kwargs)
 
 
-def image_label(image: str, label: str) -> str | None:
-    out = subprocess.run(
-        ["docker", "image", "inspect", "--format", f'{{{{ index .Config.Labels "{label}" }}}}', image],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def build_image(base: str, model: Path) -> str:
     """The function image plus the bench model (model.gguf and its sha256 sidecar); rebuilt when either changes."""
+    from sam_build import image_label
+
     base_id = docker("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
     sha256 = Path(f"{model}.sha256").read_text(encoding="utf-8").split()[0]
     key = f"{base_id} {sha256}"
@@ -137,38 +128,19 @@ def log_records(log: str) -> dict[str, Any]:
 
 def service_run(image: str, env: dict[str, str]) -> dict[str, Any]:
     """One container from ``docker run`` to its first answer; the times are seconds from ``docker run``."""
-    from sam_local import free_port, http
+    from sam_local import entry_point
 
-    port = free_port()
-    name = f"llm-service-cold-start-{port}"
-    command = ["run", "--detach", "--rm", "--name", name, "--publish", f"127.0.0.1:{port}:8080"]
-    for key, value in env.items():
-        command += ["--env", f"{key}={value}"]
-    url = f"http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"
     started = time.monotonic()
-    docker(*command, image)
-    try:
-        # The emulator answers once it listens; it starts the function's init with the first invoke.
-        deadline = started + ANSWER_TIMEOUT_S
-        while True:
-            sent = time.monotonic()
-            try:
-                answered = http(
-                    "POST", url, json.dumps(FIRST_REQUEST), {"Content-Type": "application/json"}, ANSWER_TIMEOUT_S
-                )
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name}: no answer after {ANSWER_TIMEOUT_S} s") from None
-                time.sleep(0.05)
-        answer_s = time.monotonic() - started
-        logs = docker("logs", name)
-        log = logs.stdout + logs.stderr
-    finally:
-        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+    with entry_point(image, env, prefix="llm-service-cold-start") as container:
+        answered = container.invoke(json.dumps(FIRST_REQUEST), ANSWER_TIMEOUT_S, 0.05, ANSWER_TIMEOUT_S)
+        answered_at = time.monotonic()
+        log = container.logs()
+    answer_s = answered_at - started
+    # The request that got through was sent when the emulator first listened.
+    sent = answered_at - answered.seconds
     body = answered.body
     if body.get("status") != "DONE":
-        raise RuntimeError(f"{name}: the first request was not answered DONE: {json.dumps(body)[:400]}")
+        raise RuntimeError(f"{container.name}: the first request was not answered DONE: {json.dumps(body)[:400]}")
     metrics = body["metrics"]
     found = log_records(log)
     init_s = found.get("init_ms", float("nan")) / 1000

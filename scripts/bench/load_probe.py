@@ -16,7 +16,6 @@ import ctypes
 import json
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -99,7 +98,6 @@ def main() -> int:
     args = parser.parse_args()
     result = probe(args.model, args.mode, args.threads)
     print(RESULT_MARK + json.dumps(result), flush=True)
-    sys.stdout.flush()
     # Skip the interpreter's teardown: the bindings' finalizers are not needed for a measurement that is done.
     os._exit(0)
 
