@@ -41,16 +41,19 @@ RUN --mount=type=secret,id=ca-bundle,required=false \
 WORKDIR /src
 COPY layers/runtime/requirements.txt layers/runtime/
 COPY layers/build/ layers/build/
-COPY scripts/build_llama.py scripts/
+# The scripts package's root (its paths and defaults, standard library only) and the image's build steps:
+# scripts/builds/ (llama.cpp's build, the task root). Changing them compiles llama.cpp again; they rarely change.
+COPY scripts/__init__.py scripts/repository.py scripts/
+COPY scripts/builds/ scripts/builds/
 # The wheels get a layer of their own, so a handler change does not compile llama.cpp again. No pip
 # cache: its wheels are keyed by the source, not by CMAKE_ARGS, and --no-binary keeps any prebuilt
-# llama-cpp-python wheel (built for some other CPU) out. build_llama.py reads the flags file exactly
-# as `make setup` does for the development build.
+# llama-cpp-python wheel (built for some other CPU) out. scripts/builds/llama.py reads the flags file
+# exactly as `make setup` does for the development build.
 RUN --mount=type=secret,id=ca-bundle,required=false \
     if [[ -s /run/secrets/ca-bundle ]]; then export PIP_CERT=/run/secrets/ca-bundle; fi; \
     args="layers/build/cmake-${TARGETARCH}.args"; \
     if [[ ! -f "$args" ]]; then echo "no $args (TARGETARCH='${TARGETARCH}'): build with BuildKit for linux/amd64 or linux/arm64" >&2; exit 1; fi; \
-    CMAKE_ARGS="$(python scripts/build_llama.py --print-cmake-args --flags "$args")"; \
+    CMAKE_ARGS="$(python -m scripts.builds.llama --print-cmake-args --flags "$args")"; \
     echo "CMAKE_ARGS=${CMAKE_ARGS}"; \
     CMAKE_ARGS="$CMAKE_ARGS" FORCE_CMAKE=1 python -m pip wheel --no-cache-dir --no-binary llama-cpp-python \
         --wheel-dir /build/wheels --requirement layers/runtime/requirements.txt
@@ -64,14 +67,13 @@ RUN --mount=type=secret,id=ca-bundle,required=false \
     for args in layers/build/cmake-"${TARGETARCH}"-*.args; do \
         [[ -f "$args" ]] || continue; \
         name="${args##*/cmake-"${TARGETARCH}"-}"; name="${name%.args}"; \
-        python scripts/build_llama.py --flags "$args" --cache /tmp/llama-wheels --lib-dir "/build/llama-builds/${name}"; \
+        python -m scripts.builds.llama --flags "$args" --cache /tmp/llama-wheels --lib-dir "/build/llama-builds/${name}"; \
         cat "/build/llama-builds/${name}/llama-cpp-build.json"; \
     done; \
     rm -rf /tmp/llama-wheels
-COPY scripts/build_task_root.py scripts/
 COPY handler/ handler/
 # Then the build log shows the instruction sets llama.cpp was compiled for (fixed at compile time).
-RUN PIP_NO_INDEX=1 PIP_FIND_LINKS=/build/wheels python scripts/build_task_root.py --out /build/task; \
+RUN PIP_NO_INDEX=1 PIP_FIND_LINKS=/build/wheels python -m scripts.builds.task_root --out /build/task; \
     PYTHONPATH=/build/task python -c "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"
 
 # --- model: the GGUF and its sha256 sidecar; the same bytes for every architecture ----------------------
@@ -86,7 +88,9 @@ ARG MODEL_FILE=
 SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
 WORKDIR /src
 COPY requirements-dev.txt ./
-COPY scripts/download_model.py scripts/model_errors.py scripts/model_manifest.py scripts/model_sources.py scripts/
+# The scripts package's root, then scripts/models/: the download runs on the standard library only.
+COPY scripts/__init__.py scripts/repository.py scripts/
+COPY scripts/models/ scripts/models/
 COPY layers/models/ layers/models/
 # The handler reads the model's identity from <MODEL_PATH>.sha256, so model.gguf gets a sidecar of its
 # own; the symlink keeps the published file name visible in the image. huggingface-hub is pinned in
@@ -97,11 +101,11 @@ RUN --mount=type=bind,from=local-models,target=/local \
     if [[ -s /run/secrets/ca-bundle ]]; then export PIP_CERT=/run/secrets/ca-bundle; fi; \
     if [[ -n "$MODEL_FILE" ]]; then \
         if [[ "$MODEL_FILE" != models/local/* ]]; then echo "MODEL_FILE must be a file under models/local/, not $MODEL_FILE" >&2; exit 1; fi; \
-        path="$(python scripts/download_model.py --model "$MODEL" --local "/local/${MODEL_FILE#models/local/}" --out-dir /opt/model)"; \
+        path="$(python -m scripts.models.download --model "$MODEL" --local "/local/${MODEL_FILE#models/local/}" --out-dir /opt/model)"; \
     else \
         hub="$(grep -E '^huggingface-hub==' requirements-dev.txt)" || { echo "no huggingface-hub pin in requirements-dev.txt" >&2; exit 1; }; \
         python -m pip install --no-cache-dir --target /tmp/hub "$hub"; \
-        path="$(PYTHONPATH=/tmp/hub python scripts/download_model.py --model "$MODEL" --out-dir /opt/model)"; \
+        path="$(PYTHONPATH=/tmp/hub python -m scripts.models.download --model "$MODEL" --out-dir /opt/model)"; \
     fi; \
     ln -s "$(basename "$path")" /opt/model/model.gguf; \
     printf '%s  model.gguf\n' "$(cut -d ' ' -f 1 "$path.sha256")" > /opt/model/model.gguf.sha256; \
@@ -136,7 +140,7 @@ WORKDIR ${LAMBDA_TASK_ROOT}
 RUN echo "base image: ${BASE_IMAGE}"; \
     python -c "import os, sys; os.setgroups([]); os.setgid(65534); os.setuid(65534); \
 import handler.entry.api, handler.entry.batch_bucket, handler.entry.direct, handler.entry.schedule, handler.entry.worker; \
-import handler.entry.streaming_runtime; \
+import handler.entry.streaming_runtime_client; \
 import llama_cpp; \
 print('Python', sys.version.split()[0]); \
 model = os.environ['MODEL_PATH']; \

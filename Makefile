@@ -14,12 +14,13 @@ REAL_MODEL := smollm2-135m-instruct-q4_1
 REAL_MODEL_FILE := $(MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTEST_ARGS ?=
 
-.PHONY: help setup run serve test lint format bench bench-quick bench-sweep bench-documents bench-drafting bench-cold-start clean
+.PHONY: help setup run serve test test-unit lint format bench bench-quick bench-sweep bench-documents bench-drafting bench-cold-start clean
 
 help:
 	@echo "make run   [EVENT=events/translate.json] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]  invoke events through the Lambda runtime emulator"
 	@echo "make serve [PORT=3000] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]    the API on 127.0.0.1, answers streamed"
 	@echo "make test                                                              lint and the whole test suite"
+	@echo "make test-unit                                                         the pure tests only (tests/unit/: no model, no AWS; seconds)"
 	@echo "make bench | make bench-quick                                          speed benchmark (table, JSON, plot in bench-results/)"
 	@echo "make bench-sweep                                                       engine settings against the defaults (bench-results/sweep.json)"
 	@echo "make bench-drafting                                                    prompt-lookup drafting: acceptance, cost, projection (bench-results/drafting.json)"
@@ -28,14 +29,14 @@ help:
 
 # llama.cpp is compiled with the image's flags for this machine's architecture (layers/build/), never
 # natively: the tests, make run and the benchmark run the build that ships. The first build takes
-# minutes; scripts/build_llama.py keeps the wheel under a key of its flags, so a changed flags file
+# minutes; scripts/builds/llama.py keeps the wheel under a key of its flags, so a changed flags file
 # rebuilds and an unchanged one is reused (pip's own wheel cache ignores CMAKE_ARGS).
-$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt $(wildcard layers/build/cmake-*.args) scripts/build_llama.py pyproject.toml
+$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt $(wildcard layers/build/cmake-*.args) scripts/builds/llama.py scripts/repository.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) scripts/build_llama.py --python $(PY)
+	$(PY) -m scripts.builds.llama --python $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
-	# The project itself, editable: handler and the script modules import by name (pyproject.toml).
+	# The project itself, editable: handler and scripts import from anywhere (pyproject.toml).
 	$(PY) -m pip install --quiet --no-deps --editable .
 	touch $@
 
@@ -53,11 +54,11 @@ $(LINT_VENV)/.installed: requirements-lint.txt
 
 setup: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed
 
-$(TEST_MODEL): scripts/make_test_model.py scripts/test_model_vocab.py $(VENV)/.installed
-	$(PY) scripts/make_test_model.py --out $@
+$(TEST_MODEL): scripts/models/random_phi3.py scripts/models/phi3_vocab.py $(VENV)/.installed
+	$(PY) -m scripts.models.random_phi3 --out $@
 
-$(REAL_MODEL_FILE): layers/models/$(REAL_MODEL).json scripts/download_model.py scripts/model_errors.py scripts/model_manifest.py scripts/model_sources.py $(VENV)/.installed
-	$(PY) scripts/download_model.py --model $(REAL_MODEL) --out-dir $(MODELS_DIR)
+$(REAL_MODEL_FILE): layers/models/$(REAL_MODEL).json $(wildcard scripts/models/*.py) $(VENV)/.installed
+	$(PY) -m scripts.models.download --model $(REAL_MODEL) --out-dir $(MODELS_DIR)
 	touch $@
 
 # The model to serve: MODEL_PATH if given, else the manifest's model fetched into models/.
@@ -65,26 +66,27 @@ ifdef MODEL_PATH
 SERVE_MODEL := $(MODEL_PATH)
 model: ;
 else
-SERVE_MODEL = $(shell $(PY) scripts/download_model.py --model $(MODEL) --out-dir $(MODELS_DIR) --print-path)
+SERVE_MODEL = $(shell $(PY) -m scripts.models.download --model $(MODEL) --out-dir $(MODELS_DIR) --print-path)
 model: setup
-	$(PY) scripts/download_model.py --model $(MODEL) --out-dir $(MODELS_DIR)
+	$(PY) -m scripts.models.download --model $(MODEL) --out-dir $(MODELS_DIR)
 endif
 .PHONY: model
 
 run: setup model
-	$(PY) scripts/local_invoke.py $(EVENT) --model "$(SERVE_MODEL)"
+	$(PY) -m scripts.local.invoke $(EVENT) --model "$(SERVE_MODEL)"
 
-# The API on 127.0.0.1:$(PORT) through the function's streaming runtime (scripts/serve.py): answers stream
+# The API on 127.0.0.1:$(PORT) through the function's streaming runtime (scripts/local/serve.py): answers stream
 # (the openai SDK's stream=True at http://127.0.0.1:$(PORT)/v1), with a local results table. Ctrl-C stops it.
 PORT ?= 3000
 serve: setup model
-	$(PY) scripts/serve.py --model "$(SERVE_MODEL)" --port $(PORT)
+	$(PY) -m scripts.local.serve --model "$(SERVE_MODEL)" --port $(PORT)
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	# The layers of handler/ (pyproject.toml [tool.importlinter]): imports only downward, boto3 and llama_cpp in their rooms.
+	# The import contracts (pyproject.toml [tool.importlinter]): handler/'s layers, boto3 and llama_cpp in their rooms,
+	# scripts/ without a cycle and never imported by handler/.
 	$(VENV)/bin/lint-imports
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
 	$(SAM_VENV)/bin/cfn-lint template.yaml
@@ -97,40 +99,45 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The tests by tier (tests/conftest.py): unit, integration, runtime and real_model; tests/image/ is make test-image's.
 test: setup $(TEST_MODEL) $(REAL_MODEL_FILE) lint
 	TEST_MODEL_PATH=$(TEST_MODEL) REAL_MODEL_PATH=$(REAL_MODEL_FILE) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast tier alone, without lint or models: pure tests, in seconds.
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest -m unit tests/unit $(PYTEST_ARGS)
 
 # The speed benchmark. Its model, Phi-3-mini's shapes with random weights, is generated once into
 # models/bench/ (F16, quantized to Q4_K_M by llama.cpp: minutes, 7.6 GB of disk while it runs). On an
 # x86_64 host with AVX-512 it also measures the AVX-512 build (layers/build/cmake-amd64-avx512.args,
-# compiled once by scripts/build_llama.py, about 10 minutes; unpacked into build/llama-avx512/);
+# compiled once by scripts/builds/llama.py, about 10 minutes; unpacked into build/llama-avx512/);
 # BENCH_ARGS=--no-compare-builds skips it. Neither preparation counts in the run's time.
 # make bench-quick is the short run: one input, 64 tokens (565 s on 2 cores, measured: Q4_K_M
 # prompts evaluate about 3x slower than the earlier Q4_0 model's). GNU make cannot take
 # `make bench --quick`: it reads --quick as an option of its own.
 BENCH_ARGS ?=
 bench: $(VENV)/.installed
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m scripts.bench $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.installed
-	$(PY) -m bench --quick $(BENCH_ARGS)
+	$(PY) -m scripts.bench --quick $(BENCH_ARGS)
 
 # Each engine setting (threads, batch size, K cache, flash attention, mmap) against the defaults.
 bench-sweep: $(VENV)/.installed
-	$(PY) -m bench --sweep $(BENCH_ARGS)
+	$(PY) -m scripts.bench --sweep $(BENCH_ARGS)
 
 # Prompt-lookup drafting: acceptance, tokens per step and decode tok/s with and without drafting on real text
 # (the real test model), the cost of checking k drafted tokens on the bench model, and the speedup projected for
 # Phi-3 from both; writes bench-results/drafting.json. BENCH_ARGS=--quick: one repetition instead of three.
 bench-drafting: $(VENV)/.installed $(REAL_MODEL_FILE)
-	$(PY) -m bench --drafting $(BENCH_ARGS)
+	$(PY) -m scripts.bench --drafting $(BENCH_ARGS)
 
 # Cold start of the function image (`make sam-build` first) with the bench model added as a layer: docker run to the
 # first answer, lazy and preloaded, read and mapped, and llama.cpp's load modes (read, mmap, direct I/O) timed in
 # parts; the page cache dropped (cold, root only) or kept (warm). Writes bench-results/cold-start.json.
 # BENCH_ARGS="--repeats 3": more runs of each case (default 2).
 bench-cold-start: $(VENV)/.installed docker-engine
-	$(PY) -m bench.cold_start $(BENCH_ARGS)
+	$(PY) -m scripts.bench.cold_start $(BENCH_ARGS)
 
 # Documents: four tasks over one 2,000-token text (separate requests, one after another, batched with the
 # text's prefix shared) and a 12,000-token text's map step (its 15 chunk requests one at a time against
@@ -138,7 +145,7 @@ bench-cold-start: $(VENV)/.installed docker-engine
 # measured: 39 minutes on 2 cores. BENCH_ARGS=--quick (a 500-token text, a 2,400-token one, 16 tokens per
 # request): about 10 minutes; BENCH_ARGS=--unshared-batch adds the four tasks batched without sharing.
 bench-documents: $(VENV)/.installed
-	$(PY) -m bench --documents $(BENCH_ARGS)
+	$(PY) -m scripts.bench --documents $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) $(MODELS_DIR)/test .pytest_cache .mypy_cache .ruff_cache
@@ -159,16 +166,16 @@ BASE_IMAGE ?= aws
 CA_BUNDLE ?=
 API_AUTH ?= IAM
 STAND_IN_IMAGE := llm-service/lambda-python-stand-in:bookworm
-SAM_LOCAL = $(PY) scripts/sam_local.py
+SAM_LOCAL = $(PY) -m scripts.sam
 SAM_BASE_ARG = $(if $(filter stand-in,$(BASE_IMAGE)),$(STAND_IN_IMAGE),$(BASE_IMAGE))
 
 .PHONY: docker-engine docker-engine-stop sam-base sam-build sam-invoke sam-api sam-local sam-db test-image lint-image image-arm64
 
 docker-engine:
-	bash scripts/docker_engine.sh ensure
+	bash scripts/docker/engine.sh ensure
 
 docker-engine-stop:
-	bash scripts/docker_engine.sh stop
+	bash scripts/docker/engine.sh stop
 
 sam-base: docker-engine $(SAM_VENV)/.installed
 	STAND_IN_IMAGE=$(STAND_IN_IMAGE) CA_BUNDLE="$(CA_BUNDLE)" bash image/base/build.sh
@@ -191,7 +198,7 @@ sam-db: docker-engine $(VENV)/.installed
 
 # The image tests (CI runs them after `make test`): the image of the last sam-build, through sam local.
 test-image: lint-image docker-engine $(VENV)/.installed $(SAM_VENV)/.installed
-	$(PY) -m pytest image/tests -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest tests/image -p no:cacheprovider $(PYTEST_ARGS)
 
 # The linux/arm64 image on this x86_64 machine, under emulation (Debian's qemu-user-static registers it): with
 # BASE_IMAGE=stand-in the stand-in base built for linux/arm64 first, then the image from the Dockerfile with the small
@@ -199,10 +206,9 @@ test-image: lint-image docker-engine $(VENV)/.installed $(SAM_VENV)/.installed
 # image's entry point, the tiny model's greedy texts equal to this machine's x86_64 build. Run before each release;
 # not in CI (compiling llama.cpp under emulation takes too long there). Logs and results: .aws-sam/arm64/.
 image-arm64: docker-engine $(VENV)/.installed $(SAM_VENV)/.installed $(TEST_MODEL) $(REAL_MODEL_FILE)
-	$(PY) scripts/arm64_check.py all --base-image "$(BASE_IMAGE)" --ca-bundle "$(CA_BUNDLE)"
+	$(PY) -m scripts.docker.arm64_check all --base-image "$(BASE_IMAGE)" --ca-bundle "$(CA_BUNDLE)"
 
-# What `make lint` does not cover: the stand-in base's Dockerfile and the image tests' types.
-lint-image: $(VENV)/.installed $(LINT_VENV)/.installed
-	$(VENV)/bin/mypy image/tests
+# What `make lint` does not cover: the stand-in base's Dockerfile (the image tests' types are checked with tests/).
+lint-image: $(LINT_VENV)/.installed
 	$(LINT_VENV)/bin/hadolint image/base/Dockerfile
 	$(LINT_VENV)/bin/checkov --quiet --compact --skip-download --framework dockerfile -f image/base/Dockerfile

@@ -1,7 +1,7 @@
 """Write the API's OpenAPI document, generated from handler/entry/api.py, to openapi.json at the repository root.
 
-.venv/bin/python scripts/export_openapi.py           # (re)write openapi.json
-.venv/bin/python scripts/export_openapi.py --check   # exit 1 if openapi.json differs from the code
+.venv/bin/python -m scripts.export_openapi         # (re)write openapi.json
+.venv/bin/python -m scripts.export_openapi --check   # exit 1 if openapi.json differs from the code
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from scripts.repository import ROOT
+
 DOCUMENT = ROOT / "openapi.json"
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             current.splitlines(keepends=True), rendered.splitlines(keepends=True), str(args.out), "generated"
         )
         sys.stderr.writelines(list(diff)[:60])
-        print(f"\n{args.out} is stale: run scripts/export_openapi.py", file=sys.stderr)
+        print(f"\n{args.out} is stale: run python -m scripts.export_openapi", file=sys.stderr)
         return 1
     if current != rendered:
         args.out.write_text(rendered, encoding="utf-8")

@@ -1,45 +1,38 @@
-"""Shared fixtures: the tiny test model, a moto DynamoDB server, tables made from template.yaml."""
+"""The tiers of the tests and the fixtures they share: the tiny test model, the real one, a moto DynamoDB server,
+tables made from template.yaml, the service's environment, and the suite-wide check that no user text is logged.
+
+A test's tier is its folder under tests/, and each test is marked with it (pyproject.toml registers the markers):
+  unit/         pure: no model file, no AWS (not even moto), no child process (``make test-unit``, seconds)
+  integration/  the tiny model and/or moto server in this process; quick child processes (pip, sam validate, a shell
+                script played against fakes)
+  runtime/      the function served by a runtime: the Lambda Runtime Interface Emulator, the streaming runtime, the
+                image's task root, ``make serve``, the environment ``sam local`` gives
+  real_model/   the real instruct model (SmolLM2-135M-Instruct) is what is tested
+  image/        the image ``make sam-build`` made, through Docker and ``sam local`` (``make test-image`` only: not in
+                pyproject.toml's testpaths, so ``make test`` does not collect it)
+A test of any tier that uses the ``real_model`` fixture is also marked ``real_model``.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-from boto3.dynamodb.types import TypeDeserializer
 
-import download_model
-import localenv
-import make_test_model
-from user_text_guard import RecordedLogs, UserTexts, leaks
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-TEMPLATE = ROOT / "template.yaml"
-#: The manifest (layers/models/) of the real instruct model the tests run.
-REAL_MODEL = "smollm2-135m-instruct-q4_1"
-EVENTS = ROOT / "events"
-DUMMY_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-}
-
-
-def load_event(name: str) -> dict[str, Any]:
-    """An event from events/ as a dict."""
-    return dict(json.loads((EVENTS / name).read_text(encoding="utf-8")))
+from scripts.local.moto_server import MotoDynamoDB, create_table_from_template
+from scripts.models import download as download_model
+from scripts.models import random_phi3 as make_test_model
+from scripts.repository import ROOT, TEMPLATE
+from scripts.repository import SMALL_REAL_MODEL as REAL_MODEL
+from tests.support.lambda_context import FakeLambdaContext
+from tests.support.local_aws import DUMMY_AWS, Table
+from tests.support.user_text_guard import RecordedLogs, UserTexts, leaks
 
 
 @pytest.fixture(scope="session")
@@ -68,33 +61,15 @@ def real_model() -> Path:
 @pytest.fixture(scope="session")
 def dynamodb_endpoint() -> Iterator[str]:
     """A moto DynamoDB server on a loopback port for the whole session."""
-    with localenv.MotoDynamoDB() as server:
+    with MotoDynamoDB() as server:
         yield server.endpoint_url
-
-
-@dataclass
-class Table:
-    name: str
-    endpoint_url: str
-
-    def client(self) -> Any:
-        return localenv.dynamodb_client(self.endpoint_url)
-
-    def items(self) -> list[dict[str, Any]]:
-        """Every item in the table, deserialized."""
-        deserializer = TypeDeserializer()
-        pages = self.client().get_paginator("scan").paginate(TableName=self.name, ConsistentRead=True)
-        return [{k: deserializer.deserialize(v) for k, v in item.items()} for page in pages for item in page["Items"]]
-
-    def delete(self, item_id: str) -> None:
-        self.client().delete_item(TableName=self.name, Key={"id": {"S": item_id}})
 
 
 @pytest.fixture
 def results_table(dynamodb_endpoint: str) -> Table:
     """A fresh, empty results table created from template.yaml's definition."""
     name = f"results-{uuid.uuid4().hex[:8]}"
-    localenv.create_table_from_template(dynamodb_endpoint, name, TEMPLATE)
+    create_table_from_template(dynamodb_endpoint, name, TEMPLATE)
     return Table(name, dynamodb_endpoint)
 
 
@@ -113,8 +88,8 @@ def service_env(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, results_table
 @pytest.fixture(scope="session", autouse=True)
 def _user_text_is_never_logged() -> Iterator[None]:
     """Across the whole session: no log record of this process contains a string any request carried."""
-    from handler.formats import schemas
-    from handler.formats.schemas import request_adapter as parser
+    from handler.domain import requests as domain_requests
+    from handler.domain.requests import request_adapter as parser
 
     texts, logs = UserTexts(), RecordedLogs()
     patch = pytest.MonkeyPatch()
@@ -124,7 +99,7 @@ def _user_text_is_never_logged() -> Iterator[None]:
             texts.record(event)
             return parser.validate_python(event)
 
-    patch.setattr(schemas, "request_adapter", RecordingParser())
+    patch.setattr(domain_requests, "request_adapter", RecordingParser())
     resolve = APIGatewayRestResolver.resolve
 
     def recording_resolve(self: APIGatewayRestResolver, event: Any, context: Any) -> Any:
@@ -156,30 +131,6 @@ def _fresh_settings() -> Iterator[None]:
     runtime.get_service.cache_clear()
 
 
-def start_emulator(
-    table: Table, log_path: Path, handler: str = "handler.entry.direct.lambda_handler", **settings: str
-) -> localenv.LambdaEmulator:
-    """The Lambda Runtime Interface Emulator serving ``handler`` from this repository against ``table``."""
-    env = {
-        **DUMMY_AWS,
-        "PYTHONPATH": str(ROOT),
-        "TABLE_NAME": table.name,
-        "AWS_ENDPOINT_URL_DYNAMODB": table.endpoint_url,
-        "N_THREADS": "2",
-        "POWERTOOLS_SERVICE_NAME": "llm-service",
-        "POWERTOOLS_METRICS_NAMESPACE": "LlmService",
-        **settings,
-    }
-    return localenv.LambdaEmulator(
-        handler=handler, env=env, cwd=ROOT, python=sys.executable, log_path=log_path, memory_mb=10240
-    )
-
-
-def generations_in(emulator_logs: str) -> int:
-    """How many generations an emulator's function ran, from its logs."""
-    return emulator_logs.count('"message":"generation finished"')
-
-
 @pytest.fixture
 def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Records every finished generation in this process (one request at a time or batched)."""
@@ -202,17 +153,28 @@ def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "generate"
-    memory_limit_in_mb: int = 10240
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:generate"
-    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
-
-
 @pytest.fixture
 def lambda_context() -> FakeLambdaContext:
     return FakeLambdaContext()
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    """The folder a model is downloaded or installed into."""
+    return tmp_path / "models"
+
+
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "runtime", "real_model", "image")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test is marked with its tier, the folder it lives in; a test outside a tier's folder is an error."""
+    for item in items:
+        parts = item.path.resolve().relative_to(TESTS).parts
+        tier = parts[0] if len(parts) > 1 else ""
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in a tier's folder under tests/ ({', '.join(TIERS)})")
+        item.add_marker(tier)
+        if "real_model" in getattr(item, "fixturenames", ()):
+            item.add_marker("real_model")

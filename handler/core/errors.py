@@ -1,31 +1,42 @@
-"""Errors the service answers with, each mapped to one answer shape in one place.
+"""Errors the service answers with: each one answer shape, and an HTTP status that follows from its class.
 
-ServiceError
-├── InvalidRequest      the event does not match any request schema
-├── InputTooLong        the prompt plus max_tokens does not fit the context window
-├── ConfigurationError  the environment settings are invalid
-├── ModelLoadError      the GGUF could not be loaded
-├── GenerationError     llama.cpp failed while generating
-├── OutputInvalid       the output is not the JSON its response format asks for
-├── DeadlineReached     the generation could not finish before its deadline
-├── StoreError          the results table could not be read or written
-└── (API only) MalformedJson, PayloadTooLarge, UnsupportedMediaType, NotFound, MethodNotAllowed
+ServiceError                      every error the service answers with: {"error": {"type", "message"[, "details"]}}
+├── ClientError              4xx  the caller's mistake: the same request fails until the caller changes it
+│   ├── InvalidRequest       422  the event does not match any request schema
+│   ├── InputTooLong         413  the prompt plus max_tokens does not fit the context window
+│   ├── OutputInvalid        422  the output is not the JSON its response format asks for
+│   ├── MalformedJson        400  (API) the body is not well-formed UTF-8 JSON
+│   ├── PayloadTooLarge      413  (API) the body is larger than the API accepts
+│   ├── UnsupportedMediaType 415  (API) the body is not declared as JSON
+│   ├── NotFound             404  (API) no route, or no result, has this path
+│   └── MethodNotAllowed     405  (API) the path exists, but not with this method
+└── ServerError              503  the service's failure: it cannot answer now, the same request may succeed later
+    ├── ConfigurationError   503  the environment settings are invalid
+    ├── ModelLoadError       503  the GGUF could not be loaded
+    ├── GenerationError      503  llama.cpp failed while generating
+    │   └── ChunkFailed      503  a chunk of a document failed for good
+    ├── DeadlineReached      503  the generation could not finish before its deadline
+    └── StoreError           503  the results table could not be read or written (429 when it throttled)
+        └── InputGone        503  (handler/storage/bucket.py) a batch's input file was deleted or replaced
+
+An error that is no ServiceError is a bug: it is answered 500 without its details (``status_of``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from http import HTTPStatus
+from typing import Any, ClassVar
 
 
 class ServiceError(Exception):
     """Base of every error the service reports to its caller."""
 
     #: The ``type`` field of the error answer.
-    error_type = "ServiceError"
-    #: Whether the caller caused it (bad input) rather than the service.
-    client_error = False
+    error_type: ClassVar[str] = "ServiceError"
+    #: The HTTP status the API answers it with: a subclass whose status differs from its base's says so.
+    http_status: ClassVar[HTTPStatus] = HTTPStatus.SERVICE_UNAVAILABLE
 
     def __init__(self, message: str, *, log_message: str | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -48,6 +59,10 @@ class ServiceError(Exception):
             return describe_problems(fields, with_values=False)
         return self.message
 
+    def status(self) -> HTTPStatus:
+        """This error's HTTP status: its class's, unless the class says it depends on the error (StoreError)."""
+        return self.http_status
+
     def to_answer(self) -> dict[str, Any]:
         """The ``{"error": {...}}`` answer body."""
         error: dict[str, Any] = {"type": self.error_type, "message": self.message}
@@ -56,33 +71,86 @@ class ServiceError(Exception):
         return {"error": error}
 
 
-class InvalidRequest(ServiceError):
+class ClientError(ServiceError):
+    """The caller's mistake: the same request fails again until the caller changes it."""
+
+    http_status = HTTPStatus.BAD_REQUEST
+
+
+class ServerError(ServiceError):
+    """The service's failure: it cannot answer now, and the same request may succeed later."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class InvalidRequest(ClientError):
     """The event does not match any request schema."""
 
     error_type = "InvalidRequest"
-    client_error = True
+    http_status = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
-class InputTooLong(ServiceError):
+class InputTooLong(ClientError):
     """The prompt plus ``max_tokens`` does not fit the model's context window."""
 
     error_type = "InputTooLong"
-    client_error = True
+    http_status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
-class ConfigurationError(ServiceError):
+class OutputInvalid(ClientError):
+    """The output is not the JSON its response format asks for (cut off, or off the schema)."""
+
+    error_type = "OutputInvalid"
+    http_status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class MalformedJson(ClientError):
+    """The API request body is not well-formed UTF-8 JSON."""
+
+    error_type = "MalformedJson"
+
+
+class PayloadTooLarge(ClientError):
+    """The API request body is larger than the API accepts."""
+
+    error_type = "PayloadTooLarge"
+    http_status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class UnsupportedMediaType(ClientError):
+    """The API request body is not declared as JSON."""
+
+    error_type = "UnsupportedMediaType"
+    http_status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class NotFound(ClientError):
+    """No API route, or no result, has this path."""
+
+    error_type = "NotFound"
+    http_status = HTTPStatus.NOT_FOUND
+
+
+class MethodNotAllowed(ClientError):
+    """The API path exists, but not with this method."""
+
+    error_type = "MethodNotAllowed"
+    http_status = HTTPStatus.METHOD_NOT_ALLOWED
+
+
+class ConfigurationError(ServerError):
     """An environment setting is missing or invalid."""
 
     error_type = "ConfigurationError"
 
 
-class ModelLoadError(ServiceError):
+class ModelLoadError(ServerError):
     """The GGUF model could not be loaded."""
 
     error_type = "ModelLoadError"
 
 
-class GenerationError(ServiceError):
+class GenerationError(ServerError):
     """llama.cpp failed while generating."""
 
     error_type = "GenerationError"
@@ -92,58 +160,31 @@ class ChunkFailed(GenerationError):
     """A chunk of a document failed for good, so the document cannot be answered either."""
 
 
-class OutputInvalid(ServiceError):
-    """The output is not the JSON its response format asks for (cut off, or off the schema)."""
-
-    error_type = "OutputInvalid"
-    client_error = True
-
-
-class DeadlineReached(ServiceError):
+class DeadlineReached(ServerError):
     """The generation could not finish before its deadline (the request is queued, not lost)."""
 
     error_type = "DeadlineReached"
 
 
-class StoreError(ServiceError):
+class StoreError(ServerError):
     """The results table could not be read or written."""
 
     error_type = "StoreError"
+    #: The status when the table refused for its capacity (``details["throttled"]``): the caller retries later.
+    throttled_status: ClassVar[HTTPStatus] = HTTPStatus.TOO_MANY_REQUESTS
+
+    @property
+    def throttled(self) -> bool:
+        """Whether the table refused for its capacity rather than failed."""
+        return bool(self.details.get("throttled"))
+
+    def status(self) -> HTTPStatus:
+        return self.throttled_status if self.throttled else self.http_status
 
 
-class MalformedJson(ServiceError):
-    """The API request body is not well-formed UTF-8 JSON."""
-
-    error_type = "MalformedJson"
-    client_error = True
-
-
-class PayloadTooLarge(ServiceError):
-    """The API request body is larger than the API accepts."""
-
-    error_type = "PayloadTooLarge"
-    client_error = True
-
-
-class UnsupportedMediaType(ServiceError):
-    """The API request body is not declared as JSON."""
-
-    error_type = "UnsupportedMediaType"
-    client_error = True
-
-
-class NotFound(ServiceError):
-    """No API route, or no result, has this path."""
-
-    error_type = "NotFound"
-    client_error = True
-
-
-class MethodNotAllowed(ServiceError):
-    """The API path exists, but not with this method."""
-
-    error_type = "MethodNotAllowed"
-    client_error = True
+def status_of(exc: BaseException) -> HTTPStatus:
+    """The HTTP status an error is answered with: a service error's own, 500 for any other (a bug)."""
+    return exc.status() if isinstance(exc, ServiceError) else HTTPStatus.INTERNAL_SERVER_ERROR
 
 
 #: How a field the schema does not have is named where the caller's values are not shown (logs, reports).

@@ -1,6 +1,6 @@
 """File helpers shared by the handler and the scripts; standard library only, so any script can import it.
 
-scripts/download_model.py keeps its own sha256_file: the image's model stage runs it without handler/.
+scripts/models/download.py keeps its own sha256_file: the image's model stage runs it without handler/.
 """
 
 from __future__ import annotations

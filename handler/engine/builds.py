@@ -4,7 +4,7 @@ The x86_64 image carries llama-cpp-python's own build (AVX2: what Lambda promise
 host) and, under ``LLAMA_CPP_BUILDS_DIR``, extra builds of the same version for CPUs with more
 instruction sets (AVX-512: prompt evaluation about 1.5x faster where the host has it; see
 docs/perf.md). Each extra build is a folder of shared libraries with a ``llama-cpp-build.json``
-naming the CPU flags it needs (written by scripts/build_llama.py from its flags file). llama-cpp-python
+naming the CPU flags it needs (written by scripts/builds/llama.py from its flags file). llama-cpp-python
 loads its libraries from ``$LLAMA_CPP_LIB_PATH`` when that is set at import, so the choice is made by
 setting it before ``llama_cpp`` is first imported.
 

@@ -14,7 +14,8 @@ from typing import Any
 _KV_BLOCK_SIZE = {"f16": 1, "q8_0": 32}
 
 
-def _quantization_name(lib: Any, file_type: str | None) -> str | None:
+def quantization_name(lib: Any, file_type: str | None) -> str | None:
+    """The quantization named by a GGUF's ``general.file_type`` ("Q4_1"), as llama.cpp's constants spell it."""
     if file_type is None:
         return None
     names = {

@@ -3,7 +3,7 @@
 A summary, a translation of names and terms, a JSON extraction copy runs of their input. When the last
 ``n`` tokens of the text so far (prompt and output) occurred before, the tokens that followed them there are
 a cheap guess at what comes next; the model then checks the whole guess in one ``llama_decode`` and keeps the
-longest prefix its own greedy choice agrees with (``decoding.Decoding``). No draft model and no extra memory:
+longest prefix its own greedy choice agrees with (``decoder.Decoder``). No draft model and no extra memory:
 the guess costs a dictionary lookup.
 """
 

@@ -27,17 +27,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler.core.errors import ConfigurationError, InvalidRequest, NotFound
 from handler.core.observability import logger, metrics
+from handler.domain.answers import Answer, Status
+from handler.domain.requests import ChatRequest, SummarizeRequest, TextRequest, TranslateRequest
 
 # The OpenAI-style routes register on the resolver when their module is imported, before any event is resolved.
 from handler.entry import api_openai  # noqa: F401
+from handler.entry.api_request_body import MAX_BODY_BYTES
 from handler.entry.api_resolver import Prefer, app, prefers_async, route, route_prefix
-from handler.entry.api_rules import MAX_BODY_BYTES, SUBMIT_NOTE, SUBMIT_RESPONSES, responses
-from handler.entry.api_streaming import RESPONSE_STREAM, budget_s, stream_answer
+from handler.entry.api_responses import SUBMIT_NOTE, SUBMIT_RESPONSES, responses
+from handler.entry.api_streamed_answers import RESPONSE_STREAM, budget_s, stream_answer
+from handler.entry.response_stream import ResponseStream
 from handler.entry.runtime import deadline_of, error_answer, get_service
-from handler.entry.streams import ResponseStream
-from handler.formats import event_stream
-from handler.formats.schemas import Answer, ChatRequest, SummarizeRequest, TextRequest, TranslateRequest
-from handler.storage.items import Status
+from handler.formats import server_sent_events
 
 API_TITLE = "llm-service"
 API_VERSION = "1.0.0"
@@ -127,7 +128,7 @@ def chat(request: Annotated[ChatBody, Body()], prefer: Prefer = None) -> Respons
 def get_result(id: ResultId) -> Response[Answer]:
     """The stored state of the request with this id."""
     service = get_service()
-    if service.store is None:
+    if service.stored_requests.table is None:
         raise ConfigurationError("results are not stored here: TABLE_NAME is not set")
     answer = service.lookup(id)
     if answer is None:
@@ -146,9 +147,9 @@ def _submit(request: TextRequest, prefer: str | None) -> Response[Answer]:
             request,
             deadline,
             opening=None,
-            piece=event_stream.text_event,
-            closing=lambda answer: [event_stream.answer_event(answer)],
-            error=lambda exc: event_stream.error_event(error_answer(exc), native=True),
+            piece=server_sent_events.text_event,
+            closing=lambda answer: [server_sent_events.answer_event(answer)],
+            error=lambda exc: server_sent_events.error_event(error_answer(exc), native=True),
         )
         if not isinstance(streamed, Answer):
             return cast(Response[Answer], streamed)  # events: not validated as JSON (api_resolver.py)
@@ -161,7 +162,9 @@ def _submit(request: TextRequest, prefer: str | None) -> Response[Answer]:
 
 def _wants_events(accept: str | None) -> bool:
     """Whether the caller's Accept header asks for server-sent events (the text as it is made)."""
-    return any(part.split(";")[0].strip().lower() == event_stream.EVENT_STREAM for part in (accept or "").split(","))
+    return any(
+        part.split(";")[0].strip().lower() == server_sent_events.EVENT_STREAM for part in (accept or "").split(",")
+    )
 
 
 def _answer(answer: Answer, headers: dict[str, str] | None = None) -> Response[Answer]:
@@ -193,7 +196,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def stream_handler(event: Any, context: LambdaContext, stream: ResponseStream) -> None:
-    """The same, behind a streaming integration (handler/entry/streaming_runtime.py runs it): server-sent events
+    """The same, behind a streaming integration (handler/entry/streaming_runtime_client.py runs it): server-sent events
     go out as they are made and the caller waits STREAM_BUDGET_S; every other answer goes out whole."""
     token = RESPONSE_STREAM.set(stream)
     try:

@@ -11,15 +11,15 @@ from typing import Annotated, Any, cast
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
-from handler.core.errors import ConfigurationError, GenerationError, NotFound
+from handler.core.errors import ConfigurationError, GenerationError, NotFound, status_of
+from handler.domain.answers import Answer, Status
+from handler.domain.requests import TextRequest, parse_request
 from handler.entry.api_resolver import Prefer, app, prefers_async, route, route_prefix
-from handler.entry.api_rules import openai_responses, status_of
-from handler.entry.api_streaming import budget_s, stream_answer
+from handler.entry.api_responses import openai_responses
+from handler.entry.api_streamed_answers import budget_s, stream_answer
 from handler.entry.runtime import deadline_of, error_answer, get_service
-from handler.formats import event_stream, openai_chat
-from handler.formats.schemas import Answer, TextRequest, parse_request
-from handler.storage.items import Status
-from handler.usecases.answer import TextService
+from handler.formats import openai_chat, server_sent_events
+from handler.usecases.text_service import TextService
 
 CompletionId = Annotated[
     str,
@@ -65,16 +65,16 @@ def create_chat_completion(
 def _streamed(
     service: TextService, native: TextRequest, served: str, deadline: float, include_usage: bool
 ) -> Response[Any] | Answer:
-    chunks = event_stream.CompletionChunks(service.request_id(native), served, int(time.time()))
+    chunks = server_sent_events.CompletionChunks(service.request_id(native), served, int(time.time()))
 
     def closing(answer: Answer) -> list[bytes]:
         usage = [chunks.usage(answer)] if include_usage else []
-        return [chunks.finish(answer), *usage, event_stream.DONE]
+        return [chunks.finish(answer), *usage, server_sent_events.DONE]
 
     def error(exc: Exception) -> bytes:
         error_answer(exc)  # logged as every error is
         _, body = openai_chat.error_body(exc, status_of(exc))
-        return event_stream.error_event(body, native=False)
+        return server_sent_events.error_event(body, native=False)
 
     return stream_answer(
         service, native, deadline, opening=chunks.role(), piece=chunks.content, closing=closing, error=error
@@ -95,7 +95,7 @@ def _streamed(
 def get_chat_completion(completion_id: CompletionId) -> Response[openai_chat.ChatCompletion]:
     """The completion with this id, in whatever state it is."""
     service = get_service()
-    if service.store is None:
+    if service.stored_requests.table is None:
         raise ConfigurationError("results are not stored here: TABLE_NAME is not set")
     answer = service.lookup(completion_id.removeprefix(openai_chat.COMPLETION_PREFIX))
     if answer is None or answer.task != "chat":

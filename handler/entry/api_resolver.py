@@ -31,8 +31,10 @@ from handler.core.errors import (
     ServiceError,
     describe_problems,
     field_problems,
+    status_of,
 )
-from handler.entry.api_rules import MAX_BODY_BYTES, RETRY_AFTER_S, body_bytes, check_json, check_media_type, status_of
+from handler.entry.api_request_body import MAX_BODY_BYTES, body_bytes, check_json, check_media_type
+from handler.entry.api_responses import RETRY_AFTER_S
 from handler.entry.runtime import error_answer
 from handler.formats import openai_chat
 

@@ -7,8 +7,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler.core.observability import logger, metrics
+from handler.domain.requests import parse_request
 from handler.entry.runtime import deadline_of, error_answer, get_service, preload
-from handler.formats.schemas import parse_request
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -16,18 +16,13 @@ from handler.core.errors import ServiceError
 from handler.core.observability import logger
 from handler.core.settings import get_settings
 from handler.engine import get_engine
-from handler.storage.table import ResultStore
-from handler.storage.workqueue import WorkQueue
-from handler.usecases.answer import TextService
+from handler.usecases.text_service import TextService, service_from_settings
 
 
 @lru_cache(maxsize=1)
 def get_service() -> TextService:
     """The process-wide service, built from the settings on first use."""
-    settings = get_settings()
-    store = ResultStore(settings.table_name, ttl_days=settings.result_ttl_days) if settings.table_name else None
-    queue = WorkQueue(settings.work_queue_url) if settings.work_queue_url else None
-    return TextService(settings, store, queue)
+    return service_from_settings(get_settings())
 
 
 def deadline_of(context: LambdaContext, budget_s: float | None = None) -> float:

@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from handler.core.errors import InvalidRequest
 from handler.core.observability import logger, metrics
 from handler.entry.runtime import deadline_of, error_answer, get_service, lease_owner, preload
-from handler.usecases import queued
+from handler.usecases import queued_work
 
 
 class QueuedWorkFailed(Exception):
@@ -59,7 +59,7 @@ def worker_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         with contextlib.suppress(ValueError, QueuedWorkFailed):
             ids.append(_queued_id(SQSRecord(record)))
     outcomes = (
-        queued.process_many(get_service(), ids, owner=lease_owner(context), deadline=deadline_of(context))
+        queued_work.process_many(get_service(), ids, owner=lease_owner(context), deadline=deadline_of(context))
         if ids
         else {}
     )

@@ -1,1 +1,1 @@
-"""Wire formats: request and answer schemas, OpenAI shapes, batch-file lines, JSON output rules, prompts (pure)."""
+"""Wire formats over the domain: OpenAI shapes, server-sent events, batch-file lines, JSON output, prompts (pure)."""

@@ -3,15 +3,15 @@
 A batch file is JSONL, one request per line, in one of three formats, decided by its first line that is a
 JSON object:
 
-- ``native``: a direct-invoke request per line (handler/formats/schemas.py);
+- ``native``: a direct-invoke request per line (handler/domain/requests.py);
 - ``openai``: OpenAI's Batch input, ``{"custom_id", "method": "POST", "url": "/v1/chat/completions",
   "body": <chat completion request>}``; the body means what POST /v1/chat/completions means
   (handler/formats/openai_chat.py), so it has the same request id and stored item;
 - ``bedrock``: Bedrock batch inference records, ``{"recordId", "modelInput": <Anthropic Messages body>}``.
 
 Each line is read on its own (``read_lines``): a valid line becomes the native request it means, ready
-for handler.usecases.queued.enqueue; an invalid line gets a problem that names the line's fields at fault and
-never what it holds, and stops nothing else. A line of another format than its file's is invalid.
+for handler.usecases.queued_work.queue_requests; an invalid line gets a problem that names the line's fields at
+fault and never what it holds, and stops nothing else. A line of another format than its file's is invalid.
 
 The results come back joined on the caller's id, in the file's format (handler/usecases/batch_export.py).
 """
@@ -23,11 +23,11 @@ from http import HTTPStatus
 from typing import Any, Literal
 
 from handler.core.errors import InvalidRequest
+from handler.domain.requests import NOT_QUEUEABLE, parse_request
 from handler.formats.batch_record import BatchLine
 from handler.formats.bedrock_batch import BEDROCK_KEYS, bedrock_line
 from handler.formats.jsonl import Unreadable
 from handler.formats.openai_batch import OPENAI_KEYS, openai_line
-from handler.formats.schemas import NOT_QUEUEABLE, parse_request
 
 BatchFormat = Literal["native", "openai", "bedrock"]
 FORMAT_NAMES: dict[BatchFormat, str] = {
@@ -97,7 +97,7 @@ def _nativeline_of(number: int, value: Any, decided_by: int) -> BatchLine:
         if not request.options.store:
             raise InvalidRequest(f"options.store: {NOT_QUEUEABLE}")
     except InvalidRequest as exc:
-        # As handler.usecases.queued.enqueue reports it: the fields and problems, no value.
+        # As handler.usecases.queued_work.queue_requests reports it: the fields and problems, no value.
         status = HTTPStatus.UNPROCESSABLE_ENTITY  # as the native API answers it
         return BatchLine(number, None, None, exc.log_message, value, "invalid_request", status)
     return BatchLine(number, None, value, None, value)

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from handler.core.errors import InvalidRequest, field_problems
+from handler.domain.requests import parse_request
 from handler.formats.batch_record import BatchLine, Fault, line_of, read_caller_id, refused
-from handler.formats.schemas import parse_request
 
 BEDROCK_KEYS = ("recordId", "modelInput")
 #: Anthropic Messages fields that do not change the output: accepted and ignored.

@@ -11,8 +11,8 @@ import json
 import jsonschema
 
 from handler.core.errors import OutputInvalid
-from handler.formats.json_schema import grammar_module, schema_grammar
-from handler.formats.schemas import ResponseFormat
+from handler.domain.json_schema import grammar_module, schema_grammar
+from handler.domain.requests import ResponseFormat
 
 
 def grammar(response_format: ResponseFormat | None) -> str | None:

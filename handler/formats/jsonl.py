@@ -39,7 +39,7 @@ def not_utf8(exc: UnicodeDecodeError) -> Unreadable:
 def json_value(line: str) -> Any:
     """A line's JSON value, or why it has none (never the line's content).
 
-    As handler/api_rules.check_json does for API bodies: a \\u escape of a lone surrogate is no text
+    As handler/entry/api_request_body.check_json does for API bodies: a \\u escape of a lone surrogate is no text
     (the request id and the table refuse it), and nesting or numbers too deep or long to read are refused.
     """
     try:

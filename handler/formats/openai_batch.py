@@ -12,9 +12,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from handler.core.errors import InvalidRequest, NotFound, field_problems
+from handler.domain.requests import parse_request
 from handler.formats.batch_record import BatchLine, Fault, line_of, read_caller_id, refused
 from handler.formats.openai_chat import ChatCompletionCreate, native_request
-from handler.formats.schemas import parse_request
 
 #: The one endpoint an OpenAI Batch line may name: the only one this service serves.
 OPENAI_URL = "/v1/chat/completions"

@@ -33,7 +33,7 @@ from handler.core.errors import (
     UnsupportedMediaType,
     describe_problems,
 )
-from handler.formats.schemas import Answer, Status
+from handler.domain.answers import Answer, Status
 
 #: Fields that do not change the output: accepted and ignored (docs/requests.md lists them).
 IGNORED_FIELDS = frozenset(
@@ -47,7 +47,7 @@ IGNORED_FIELDS = frozenset(
         "safety_identifier",
     }
 )
-#: The options a chat completion may set, by their native names (handler/schemas.GenerationOptions).
+#: The options a chat completion may set, by their native names (handler/domain/requests.GenerationOptions).
 _OPTION_FIELDS = ("temperature", "top_p", "seed", "stop", "response_format")
 COMPLETION_PREFIX = "chatcmpl-"
 
@@ -286,7 +286,7 @@ def error_body(exc: ServiceError | Exception, status: HTTPStatus) -> tuple[HTTPS
         return status, _error(message, "invalid_request_error", None, exc.error_type)
     if isinstance(exc, NotFound):
         return status, _error(message, "not_found_error", param, exc.details.get("code") or "not_found")
-    if isinstance(exc, StoreError) and exc.details.get("throttled"):
+    if isinstance(exc, StoreError) and exc.throttled:
         return status, _error(message, "rate_limit_error", None, "throttled")
     if isinstance(exc, DeadlineReached):
         return status, _error(message, "server_error", None, "timeout")

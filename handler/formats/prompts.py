@@ -3,7 +3,7 @@
 The caller's text comes first and the instruction last, so every request over one text (a summary as
 bullets and as a paragraph, translations into several languages) shares the prompt up to the end of the
 text: llama.cpp reuses it from the KV cache (one request after another) or evaluates it once for all of
-them (batched decoding, handler/engine/batched.py).
+them (batched decoding, handler/engine/batch_decoder.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from handler.formats.schemas import ChatRequest, SummarizeRequest, TranslateRequest
+from handler.domain.requests import ChatRequest, SummarizeRequest, TranslateRequest
 
 #: Part of every result id: change it whenever a prompt below changes, so old results are not served.
 PROMPT_VERSION = "2026-12-03"

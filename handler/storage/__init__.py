@@ -1,1 +1,1 @@
-"""Storage: the results table, its typed item, the work queue and the batch bucket (the only place boto3 appears)."""
+"""Storage: the results table (a store of parts), the work queue and the batch bucket (the only place boto3 appears)."""

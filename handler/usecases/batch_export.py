@@ -15,14 +15,15 @@ from http import HTTPStatus
 from typing import Any
 
 from handler.core.errors import GenerationError, InputTooLong
+from handler.domain.answers import Status
+from handler.domain.requests import parse_request
+from handler.domain.stored_item import StoredItem
 from handler.engine import prompt_counter
 from handler.formats.batch_lines import BatchFormat, read_lines
 from handler.formats.batch_record import BatchLine
 from handler.formats.openai_chat import completion, error_body
-from handler.formats.schemas import parse_request
-from handler.storage.items import Status, StoredItem
-from handler.usecases.plan import Counter, plan
-from handler.usecases.results import Results
+from handler.usecases.preparation import Counter, prepare
+from handler.usecases.stored_requests import StoredRequests
 
 BATCH_REQUEST_PREFIX = "batch_req_"
 MESSAGE_PREFIX = "msg_"
@@ -30,12 +31,13 @@ MESSAGE_PREFIX = "msg_"
 
 def refuse_unfit(lines: list[BatchLine], numbers: set[int], counter: Counter) -> list[BatchLine]:
     """The lines, those numbered in ``numbers`` refused when their prompt cannot fit the context window,
-    as handler.usecases.queued.enqueue refuses them (so a line it never queued is reported, not awaited)."""
+    as handler.usecases.queued_work.queue_requests refuses them (so a line it never queued is reported, not
+    awaited)."""
     checked = []
     for line in lines:
         if line.request is not None and line.number in numbers:
             try:
-                plan(counter, parse_request(line.request))
+                prepare(counter, parse_request(line.request))
             except InputTooLong as exc:
                 line = replace(
                     line,
@@ -187,17 +189,22 @@ def _created(item: StoredItem) -> int:
 
 
 def export(
-    service: Results, served_model: str, numbered_values: Iterable[tuple[int, Any]]
+    stored_requests: StoredRequests, served_model: str, numbered_values: Iterable[tuple[int, Any]]
 ) -> tuple[BatchFormat, Exported]:
     """A batch file's output and error records: its lines read again (request ids are deterministic), their
     items read by id (BatchGetItem, never a scan), the results joined on the caller's ids."""
-    assert service.store is not None
+    table = stored_requests.table
+    assert table is not None
     fmt, lines = read_lines(numbered_values, served_model)
-    ids = {line.number: service.request_id(parse_request(line.request)) for line in lines if line.request is not None}
-    items = service.store.get_many(sorted(set(ids.values())))
+    ids = {
+        line.number: stored_requests.request_id(parse_request(line.request))
+        for line in lines
+        if line.request is not None
+    }
+    items = table.items.get_many(sorted(set(ids.values())))
     by_line = {number: items[item_id] for number, item_id in ids.items() if item_id in items}
     never_queued = set(ids) - set(by_line)
-    if never_queued and service.settings.model_path.is_file():
-        # enqueue refuses the lines whose prompt cannot fit: they are errors, not awaited.
-        lines = refuse_unfit(lines, never_queued, prompt_counter(service.settings))
+    if never_queued and stored_requests.settings.model_path.is_file():
+        # queue_requests refuses the lines whose prompt cannot fit: they are errors, not awaited.
+        lines = refuse_unfit(lines, never_queued, prompt_counter(stored_requests.settings))
     return fmt, output_records(fmt, lines, by_line, served_model)

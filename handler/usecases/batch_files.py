@@ -1,9 +1,9 @@
 """Batch files in S3, as a deployed feature: put a file under ``input/``, find its results under ``output/``.
 
 - A JSONL file put under ``input/`` (native, OpenAI Batch or Bedrock lines: handler/formats/batch_lines.py) reaches
-  the batch-files function as an S3 event. Its valid lines are queued as ``scripts/enqueue.py`` queues
-  them, and the batch's manifest (the file's key and ETag, its format, each line's request id) is written
-  under ``manifests/open/``.
+  the batch-files function as an S3 event. Its valid lines are queued as the batch scripts queue theirs
+  (``queue_requests``, handler/usecases/queued_work.py), and the batch's manifest (the file's key and ETag, its
+  format, each line's request id) is written under ``manifests/open/``.
 - Each scheduled run, after its work, reads the open manifests. A batch's progress goes to
   ``output/<name>.progress.json`` (its items read by id with BatchGetItem, never a table scan); when every
   line has finished, its output and error files are written beside it, ``output/<name>.output.jsonl``
@@ -22,21 +22,21 @@ from typing import Any
 
 from handler.core.errors import StoreError
 from handler.core.observability import logger
+from handler.domain.answers import Status
+from handler.domain.requests import parse_request
 from handler.formats.batch_lines import BatchFormat, read_lines
 from handler.formats.jsonl import jsonl_values
-from handler.formats.schemas import parse_request
 from handler.storage.bucket import OPEN_PREFIX, BatchBucket, InputGone, OutputKeys
-from handler.storage.items import Status
-from handler.usecases.answer import TextService
 from handler.usecases.batch_export import Exported, export
-from handler.usecases.queued import enqueue
+from handler.usecases.queued_work import queue_requests
+from handler.usecases.text_service import TextService
 
 
 def receive(service: TextService, bucket: BatchBucket, key: str, etag: str) -> dict[str, Any]:
     """Queue the valid lines of the batch file at ``key`` and open its batch; a summary of what came of it."""
     served = service.served_model()
     fmt, lines = read_lines(jsonl_values(io.BytesIO(bucket.read(key, etag))), served)
-    report = enqueue(service, [(line.number, line.request) for line in lines if line.request is not None])
+    report = queue_requests(service, [(line.number, line.request) for line in lines if line.request is not None])
     refused = {number for number, _ in report.invalid}
     request_ids = {
         str(line.number): service.request_id(parse_request(line.request))
@@ -93,9 +93,10 @@ def check_open(service: TextService, bucket: BatchBucket) -> list[dict[str, Any]
 
 
 def _check(service: TextService, bucket: BatchBucket, manifest_key: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    assert service.store is not None
+    table = service.stored_requests.table
+    assert table is not None
     ids = sorted(set(manifest["request_ids"].values()))
-    statuses = Counter(service.store.statuses(ids).values())
+    statuses = Counter(table.items.statuses(ids).values())
     unfinished = statuses[Status.PENDING] + statuses[Status.RUNNING]
     outputs = OutputKeys(**manifest["outputs"])
     progress: dict[str, Any] = {
@@ -154,7 +155,7 @@ def _close_failed(bucket: BatchBucket, manifest_key: str, manifest: dict[str, An
 def _results(service: TextService, bucket: BatchBucket, manifest: dict[str, Any]) -> tuple[BatchFormat, Exported]:
     # The input's own version (its ETag): the lines are read again, the results joined on the caller's ids.
     data = bucket.read(manifest["input"], manifest["etag"])
-    return export(service, service.served_model(), jsonl_values(io.BytesIO(data)))
+    return export(service.stored_requests, service.served_model(), jsonl_values(io.BytesIO(data)))
 
 
 def _counts(progress: dict[str, Any]) -> dict[str, int]:

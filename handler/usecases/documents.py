@@ -1,6 +1,6 @@
 """Texts longer than the context window: summarized by map-reduce, translated chunk by chunk.
 
-The text is cut into chunks (handler/usecases/plan.py, chunking.py). Each chunk is a request of its
+The text is cut into chunks (handler/usecases/preparation.py, chunking.py). Each chunk is a request of its
 own (the same task and options over the chunk's text, ``strategy: single``), stored as its own item under
 its own id, so an unchanged chunk of an edited document is a cache hit, and a document that could not
 finish in one invocation goes on where it stopped: the chunks already done are in the table. The chunks
@@ -24,13 +24,15 @@ import uuid
 
 from handler.core.errors import ChunkFailed, DeadlineReached
 from handler.core.observability import logger
+from handler.domain.answers import Answer, DocumentInfo, DocumentStep, Status
+from handler.domain.requests import TranslateRequest
+from handler.domain.stored_item import StoredItem, done_fields, pending_fields
 from handler.engine import Engine
-from handler.formats.schemas import Answer, DocumentInfo, DocumentStep, TranslateRequest
-from handler.storage.items import Status, StoredItem, done_fields, pending_fields
-from handler.usecases.generation import Generated, finished
+from handler.formats.prompts import PROMPT_VERSION
+from handler.usecases.generation_result import GenerationResult, generation_result
 from handler.usecases.metrics import summed_metrics
-from handler.usecases.plan import Document, check_document, checked_prompt, fits_one_request, split
-from handler.usecases.results import Results
+from handler.usecases.preparation import Document, check_document, checked_prompt, fits_one_request, split
+from handler.usecases.stored_requests import StoredRequests
 
 #: How often a document waits for a chunk that another caller is generating.
 WAIT_POLL_S = 0.25
@@ -49,7 +51,7 @@ class DocumentWaiting(Exception):
 
 
 def generate_document(
-    results: Results,
+    stored_requests: StoredRequests,
     item_id: str,
     request: Document,
     engine: Engine,
@@ -57,7 +59,7 @@ def generate_document(
     cold_start: bool,
     deadline: float | None,
     held_by: str | None = None,
-) -> Generated:
+) -> GenerationResult:
     """Answer a long text through its chunks' requests; DeadlineReached when they cannot all finish in time
     (those finished are stored, so the next attempt goes on from them).
 
@@ -69,8 +71,8 @@ def generate_document(
     parts = split(engine, request, request.text)
     steps: list[DocumentStep] = []
     collected: list[Answer] = []
-    fan_out = _FanOut.of(results, item_id, held_by)
-    answers = _answer_parts(results, engine, parts, deadline, steps, collected, item_id, fan_out)
+    fan_out = _FanOut.of(stored_requests, item_id, held_by)
+    answers = _answer_parts(stored_requests, engine, parts, deadline, steps, collected, item_id, fan_out)
     outputs = [answer.output or "" for answer in answers]
     if isinstance(request, TranslateRequest):
         final = answers
@@ -80,11 +82,11 @@ def generate_document(
             joined = "\n\n".join(outputs)
             whole = request.model_copy(update={"text": joined, "strategy": "single", "mode": "sync"})
             if fits_one_request(engine, whole):
-                final = _answer_parts(results, engine, [whole], deadline, steps, collected, item_id, fan_out)
+                final = _answer_parts(stored_requests, engine, [whole], deadline, steps, collected, item_id, fan_out)
                 output = final[0].output or ""
                 break
             answers = _answer_parts(
-                results, engine, split(engine, request, joined), deadline, steps, collected, item_id, fan_out
+                stored_requests, engine, split(engine, request, joined), deadline, steps, collected, item_id, fan_out
             )
             outputs = [answer.output or "" for answer in answers]
     info = DocumentInfo(chunks=len(parts), levels=len(steps), steps=steps)
@@ -102,11 +104,12 @@ def generate_document(
         model=engine.info,
         document=info,
     )
-    return Generated(answer, done_fields(request, output, finish_reason, metrics, engine.info, info))
+    fields = done_fields(request, output, finish_reason, metrics, engine.info, info, prompt_version=PROMPT_VERSION)
+    return GenerationResult(answer, fields)
 
 
 def _answer_parts(
-    results: Results,
+    stored_requests: StoredRequests,
     engine: Engine,
     parts: list[Document],
     deadline: float | None,
@@ -117,12 +120,12 @@ def _answer_parts(
 ) -> list[Answer]:
     """The parts' answers: from the table when done, else generated together under this caller's claims,
     or handed to the workers (``fan_out``) when there are more than one batch of them."""
-    store = results.store if all(part.options.store for part in parts) else None
-    ids = [results.request_id(part) for part in parts]
+    table = stored_requests.table if all(part.options.store for part in parts) else None
+    ids = [stored_requests.request_id(part) for part in parts]
     answers: dict[str, Answer] = {}
     level = len(steps) + 1
-    if store is not None:
-        stored = store.get_many(ids)
+    if table is not None:
+        stored = table.items.get_many(ids)
         for item_id, item in stored.items():
             if item.status == Status.DONE:
                 answers[item_id] = item.to_answer(cached=True)
@@ -135,22 +138,22 @@ def _answer_parts(
             if len(left) > engine.parallel or held_elsewhere:
                 fan_out.hand_over(level, left, total=len(ids))
     owner = f"document-{uuid.uuid4()}"
-    lease_s = results.lease_s(deadline)
+    lease_s = stored_requests.lease_s(deadline)
     todo: list[tuple[str, Document]] = []
     held: list[str] = []
     for item_id, part in dict(zip(ids, parts, strict=True)).items():
         if item_id in answers:
             continue
-        if store is not None and store.claim_to_generate(item_id, owner, lease_s, pending_fields(part)) is None:
+        if table is not None and table.leases.claim_or_create(item_id, owner, lease_s, pending_fields(part)) is None:
             held.append(item_id)  # another caller is generating it
             continue
         todo.append((item_id, part))
     generated = 0
 
     def note_progress() -> None:
-        if results.store is not None:
+        if stored_requests.table is not None:
             progress = {"level": level, "done": len(answers), "total": len(ids)}
-            results.store.note_progress(document_id, progress)
+            stored_requests.table.documents.note_progress(document_id, progress)
 
     note_progress()
     # Rounds of BATCH_PARALLEL requests, so the document's progress can be read between them.
@@ -160,19 +163,19 @@ def _answer_parts(
         completions = engine.generate_batch(jobs, deadline=deadline)
         for (item_id, part), completion in zip(batch, completions, strict=True):
             if completion is None:
-                if store is not None:  # queued for a worker, like any late request
-                    results.requeue(item_id, owner)
+                if table is not None:  # queued for a worker, like any late request
+                    stored_requests.requeue(item_id, owner)
                 continue
-            done = finished(item_id, part, completion, engine, False, False)
-            if store is not None:
-                stored_done = results.complete(item_id, owner, done.fields)
+            done = generation_result(item_id, part, completion, engine, False, False)
+            if table is not None:
+                stored_done = stored_requests.complete(item_id, owner, done.fields)
                 answers[item_id] = stored_done.to_answer(cached=False) if stored_done is not None else done.answer
             else:
                 answers[item_id] = done.answer
             generated += 1
         note_progress()
     for item_id in held:
-        answer = _wait_for(results, item_id, deadline)
+        answer = _wait_for(stored_requests, item_id, deadline)
         if answer is not None:
             answers[item_id] = answer
     missing = [item_id for item_id in ids if item_id not in answers]
@@ -199,19 +202,19 @@ def _answer_parts(
 class _FanOut:
     """A queued document's claim, under which its chunk requests can be handed to the workers."""
 
-    def __init__(self, results: Results, document_id: str, owner: str, handed: dict[str, int]) -> None:
-        self.results = results
+    def __init__(self, stored_requests: StoredRequests, document_id: str, owner: str, handed: dict[str, int]) -> None:
+        self.stored_requests = stored_requests
         self.document_id = document_id
         self.owner = owner
         self._handed = handed  # chunk requests handed over so far, by level (the document's item keeps them)
 
     @classmethod
-    def of(cls, results: Results, document_id: str, held_by: str | None) -> _FanOut | None:
+    def of(cls, stored_requests: StoredRequests, document_id: str, held_by: str | None) -> _FanOut | None:
         """The fan-out of a document held by ``held_by``, when there are workers to hand chunks to."""
-        if held_by is None or results.queue is None or results.store is None:
+        if held_by is None or stored_requests.queue is None or stored_requests.table is None:
             return None
-        item = results.store.get(document_id)
-        return cls(results, document_id, held_by, dict(item.fanned_out or {}) if item is not None else {})
+        item = stored_requests.table.items.get(document_id)
+        return cls(stored_requests, document_id, held_by, dict(item.fanned_out or {}) if item is not None else {})
 
     def handed_over(self, level: int) -> int:
         """How many of the level's requests the workers generated for this document."""
@@ -233,18 +236,20 @@ class _FanOut:
         The document's set of chunks is written before any chunk notes it, so no chunk can end unseen:
         one that ended before its note is counted here, by the same conditional write its ender uses.
         """
-        results, store, queue = self.results, self.results.store, self.results.queue
-        assert store is not None
+        stored_requests, table, queue = self.stored_requests, self.stored_requests.table, self.stored_requests.queue
+        assert table is not None
         assert queue is not None
         self._handed[str(level)] = self.handed_over(level) + len(left)
         progress = {"level": level, "done": total - len(left), "total": total}
-        if not store.wait_for_chunks(self.document_id, self.owner, set(left), progress, self._handed, FAN_OUT_WAIT_S):
+        if not table.documents.wait_for_chunks(
+            self.document_id, self.owner, set(left), progress, self._handed, FAN_OUT_WAIT_S
+        ):
             raise DeadlineReached("the document's claim ran out before its chunks could be handed over")
         to_send: list[str] = []
         for chunk_id, part in left.items():
-            chunk = store.await_chunk(chunk_id, self.document_id, pending_fields(part))
+            chunk = table.documents.await_chunk(chunk_id, self.document_id, pending_fields(part))
             if chunk.status in (Status.DONE, Status.FAILED):
-                results.count_ended(self.document_id, chunk_id)
+                stored_requests.count_ended(self.document_id, chunk_id)
             else:
                 to_send.append(chunk_id)  # a RUNNING one too: a worker takes it if its holder's lease expired
         queue.send(to_send)
@@ -252,10 +257,10 @@ class _FanOut:
         raise DocumentWaiting(level, len(left))
 
 
-def _wait_for(results: Results, item_id: str, deadline: float | None) -> Answer | None:
+def _wait_for(stored_requests: StoredRequests, item_id: str, deadline: float | None) -> Answer | None:
     """Another caller's chunk, once it is done; None when time runs out first."""
     while deadline is None or time.monotonic() + WAIT_POLL_S < deadline:
-        answer = results.lookup(item_id)
+        answer = stored_requests.lookup(item_id)
         if answer is not None and answer.status in (Status.DONE, Status.FAILED):
             return answer if answer.status == Status.DONE else None
         time.sleep(WAIT_POLL_S)

@@ -1,6 +1,6 @@
 """The metrics of a generation: built from its completion, summed over a document's requests, emitted as EMF.
 
-Every numeric field of the Metrics schema (handler/formats/schemas.py) is a CloudWatch metric of the same name:
+Every numeric field of the Metrics schema (handler/domain/answers.py) is a CloudWatch metric of the same name:
 the schema is the one list of metric names.
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from handler.core.observability import metrics
+from handler.domain.answers import Metrics as GenerationMetrics
 from handler.engine import Completion, Engine, peak_rss_mb
-from handler.formats.schemas import Metrics as GenerationMetrics
 
 
 def _unit(name: str) -> MetricUnit:

@@ -65,7 +65,7 @@ public.ecr.aws/lambda/* | amazon/aws-lambda-* | */lambda/python:*)
     fail "STAND_IN_IMAGE=$IMAGE looks like AWS's image name; give the stand-in a name of its own" ;;
 esac
 [[ -z "$CA" || -s "$CA" ]] || fail "CA_BUNDLE=$CA is not a readable, non-empty file"
-docker info >/dev/null 2>&1 || fail "no Docker engine answers (run scripts/docker_engine.sh)"
+docker info >/dev/null 2>&1 || fail "no Docker engine answers (run scripts/docker/engine.sh)"
 
 rie="$(ls "$REPO"/.venv-sam/lib/python3*/site-packages/samcli/local/rapid/aws-lambda-rie-"$rie_arch" 2>/dev/null | head -n 1 || true)"
 [[ -n "$rie" ]] || fail "the SAM CLI's aws-lambda-rie-$rie_arch is not in .venv-sam (run make setup)"

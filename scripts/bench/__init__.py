@@ -24,24 +24,26 @@ End-of-generation tokens are suppressed everywhere, so every configuration gener
 ``max_tokens`` tokens on random weights. Prints a table and ratios; writes ``bench.json`` (all raw
 numbers and the machine) and ``decode_vs_k.png`` to the output folder.
 
-``--drafting`` measures prompt-lookup drafting instead (bench/drafting.py): acceptance on real text with the
+``--drafting`` measures prompt-lookup drafting instead (drafting.py): acceptance on real text with the
 real test model, the cost of checking k drafted tokens on the bench model, the projection for Phi-3.
 
 ``--documents`` measures instead what text-first prompts and batched decoding give documents, in one
 engine per comparison (one child process, its variants back to back): (a) one text of 2,000 tokens x 4
 tasks as separate requests (an empty KV cache each), one after another (the engine's prefix reuse) and
 batched with the text's prefix shared (``--unshared-batch``: also batched without sharing); (b) a
-12,000-token text's map step, its chunk requests (``handler.usecases.plan.split``) one at a time and batched.
+12,000-token text's map step, its chunk requests (``handler.usecases.preparation.split``) one at a time and batched.
 Both count prompt tokens evaluated by llama.cpp's counters and by the engine's completions, and time
 them; texts are cut from ``tests/data/moby-dick-chapters-1-9.txt``. Writes ``documents.json``.
 
-Usage: ``python -m bench [--quick] [--model PATH] [--out-dir bench-results] [--threads N]
-[--no-compare-builds]``; ``python -m bench --documents [--quick] [--text-tokens N]
-[--document-tokens N] [--doc-max-tokens N] [--unshared-batch] [--repeats N]``; ``python -m bench --drafting
+Usage: ``python -m scripts.bench [--quick] [--model PATH] [--out-dir bench-results] [--threads N]
+[--no-compare-builds]``; ``python -m scripts.bench --documents [--quick] [--text-tokens N]
+[--document-tokens N] [--doc-max-tokens N] [--unshared-batch] [--repeats N]``; ``python -m scripts.bench --drafting
 [--quick]``
 
-The package, by job: configs (settings), model (the generated model and inputs), children (the measurements,
-each in a child process), runner (spawning them, the machine), report (table, ratios, plot), builds (the
-comparison build), sweep, documents and documents_run (the documents benchmark), drafting, cli (the command
-line).
+The package, by job: cli (the command line: options, and which run they choose), run_setup (what a run prepares
+before its timed part), decode (the decode benchmark, (a)-(e)), sweep, drafting and documents (the other runs),
+child (a child process's side: one configuration measured), measurements (what each configuration measures),
+runner (spawning the children, the machine they ran on), configs (settings), model (the generated model and
+inputs), report (table, ratios, plot), builds (the comparison build); cold_start and load_probe measure the
+function image's cold start.
 """

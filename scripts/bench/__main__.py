@@ -1,5 +1,5 @@
-"""``python -m bench``: the benchmark's command line (bench/cli.py)."""
+"""``python -m scripts.bench``: the benchmark's command line (cli.py)."""
 
-from bench.cli import main
+from scripts.bench.cli import main
 
 raise SystemExit(main())

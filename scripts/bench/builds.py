@@ -8,35 +8,35 @@ import sys
 import time
 from typing import Any
 
-from bench.configs import (
+from scripts.bench.configs import (
     COMPARE_BUILD,
     COMPARE_FLAGS,
     COMPARE_LIB_DIR,
     COMPARED,
     CPU_FLAGS_OF_OPTION,
     DISPATCH_GAIN,
-    ROOT,
     compared_config,
 )
-from bench.report import paired_ratios
-from bench.runner import cpu_flags
+from scripts.bench.report import paired_ratios
+from scripts.bench.runner import cpu_flags
+from scripts.repository import ROOT
 
 
 def prepare_compare_build(enabled: bool) -> dict[str, Any]:
     """The AVX-512 build's libraries, unpacked into COMPARE_LIB_DIR, or why the comparison is skipped.
 
-    scripts/build_llama.py compiles the build once (about 10 minutes on 2 cores) and keeps its wheel
+    scripts/builds/llama.py compiles the build once (about 10 minutes on 2 cores) and keeps its wheel
     under a key of its flags; later runs only check the key of the unpacked libraries.
     """
-    import build_llama
+    from scripts.builds import llama
 
     info: dict[str, Any] = {"build": COMPARE_BUILD, "flags_file": str(COMPARE_FLAGS.relative_to(ROOT))}
     machine = platform.machine().lower()
     if not enabled:
         return {**info, "skipped": "--no-compare-builds"}
-    if build_llama.ARCHITECTURES.get(machine) != "amd64":
+    if llama.ARCHITECTURES.get(machine) != "amd64":
         return {**info, "skipped": f"this machine is {machine}, not x86_64: no AVX-512 build to compare"}
-    options = build_llama.cmake_flag_values(build_llama.read_flags(COMPARE_FLAGS))
+    options = llama.cmake_flag_values(llama.read_flags(COMPARE_FLAGS))
     needed = [flag for option, flags in CPU_FLAGS_OF_OPTION.items() if options.get(option) == "ON" for flag in flags]
     missing = [flag for flag in needed if flag not in cpu_flags()]
     if missing:
@@ -48,12 +48,10 @@ def prepare_compare_build(enabled: bool) -> dict[str, Any]:
     )
     started = time.perf_counter()
     try:
-        lib_dir = build_llama.unpack_libraries(
-            sys.executable, COMPARE_FLAGS, build_llama.DEFAULT_CACHE, COMPARE_LIB_DIR
-        )
-    except (build_llama.BuildError, OSError) as exc:
+        lib_dir = llama.unpack_libraries(sys.executable, COMPARE_FLAGS, llama.DEFAULT_CACHE, COMPARE_LIB_DIR)
+    except (llama.BuildError, OSError) as exc:
         return {**info, "skipped": f"the {COMPARE_BUILD} build could not be prepared: {exc}"}
-    key = (lib_dir / build_llama.MARKER_NAME).read_text(encoding="utf-8").split()[0]
+    key = (lib_dir / llama.MARKER_NAME).read_text(encoding="utf-8").split()[0]
     return {**info, "lib_dir": str(lib_dir.resolve()), "key": key, "prepare_s": round(time.perf_counter() - started, 1)}
 
 

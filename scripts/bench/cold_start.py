@@ -1,6 +1,6 @@
 """Cold start of the function image with the Phi-3-shaped bench model baked in, measured in one run.
 
-    python -m bench.cold_start [--repeats 2] [--image IMAGE]        (make bench-cold-start)
+    python -m scripts.bench.cold_start [--repeats 2] [--image IMAGE]        (make bench-cold-start)
 
 The image is the one ``make sam-build`` made (GenerateFunction's), with the 2.4 GB Q4_K_M bench model added as a
 layer of its own (``COLD_START_IMAGE``) and ``MODEL_PATH`` pointing at it. Each run starts a fresh container, the
@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.configs import DEFAULT_MODEL
-from bench.model import ensure_model
-from bench.report import cell, print_aligned
-from bench.runner import machine_info
+from scripts.bench.model import ensure_model
+from scripts.bench.report import cell, print_aligned
+from scripts.bench.runner import machine_info
+from scripts.repository import BENCH_MODEL
 
 COLD_START_IMAGE = "llm-service/cold-start:bench"
 MODEL_DIR = "/opt/bench-model"
@@ -68,7 +68,7 @@ def docker(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 def build_image(base: str, model: Path) -> str:
     """The function image plus the bench model (model.gguf and its sha256 sidecar); rebuilt when either changes."""
-    from sam_build import image_label
+    from scripts.sam.build import image_label
 
     base_id = docker("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
     sha256 = Path(f"{model}.sha256").read_text(encoding="utf-8").split()[0]
@@ -128,7 +128,7 @@ def log_records(log: str) -> dict[str, Any]:
 
 def service_run(image: str, env: dict[str, str]) -> dict[str, Any]:
     """One container from ``docker run`` to its first answer; the times are seconds from ``docker run``."""
-    from sam_local import entry_point
+    from scripts.sam.api import entry_point
 
     started = time.monotonic()
     with entry_point(image, env, prefix="llm-service-cold-start") as container:
@@ -235,14 +235,14 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.cold_start", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench.cold_start", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs of each case and cache state (default 2)")
     parser.add_argument("--image", help="the function image; default: GenerateFunction's from `make sam-build`")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=BENCH_MODEL)
     parser.add_argument("--out-dir", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
 
-    from sam_local import built_images
+    from scripts.sam.build import built_images
 
     base = args.image or built_images()["GenerateFunction"]
     model = ensure_model(args.model)

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-DEFAULT_MODEL = Path("models/bench/phi3-mini-random-q4_k_m.gguf")
-
+from scripts.repository import ROOT
 
 PRESET = "phi3-mini"
 

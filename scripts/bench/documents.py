@@ -1,20 +1,32 @@
-"""The documents benchmark's inputs and measurements: four tasks over one text, a long text's map step."""
+"""The documents benchmark (``--documents``): four tasks over one text, a long text's map step.
+
+Its inputs are cut from the test text to token targets and counted by the service's own code; each comparison
+runs in one child process (measurements.py: its variants back to back in one engine); the runs are compared
+variant against baseline, printed and written to documents.json.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import re
+import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from bench.configs import ROOT
 from handler.core.settings import Settings, settings_from
-from handler.engine import (
-    Completion,
-    Engine,
-    PromptTokens,
-)
-from handler.formats.schemas import GenerationOptions, SummarizeRequest
+from handler.domain.requests import SummarizeRequest
+from handler.engine import kv_cache_type_k
+from scripts.bench.builds import builds_of
+from scripts.bench.configs import CHILD_TIMEOUT_S, DISTURBED_SHARE
+from scripts.bench.model import model_layout, read_into_page_cache
+from scripts.bench.report import cell, median, print_aligned, ratio, runs_build
+from scripts.bench.runner import machine_info, spawn
+from scripts.repository import ROOT
 
 DOCUMENT_SOURCE = ROOT / "tests" / "data" / "moby-dick-chapters-1-9.txt"
 
@@ -69,9 +81,6 @@ ESTIMATE_DECODE_TOKENS_PER_S = 5.0
 
 
 ESTIMATE_LOAD_S = 15.0  # per child process: the model read from the page cache, the engine warmed up
-
-
-DocumentJob = tuple[PromptTokens, GenerationOptions]
 
 
 def leading_text(text: str, target: int, count: Callable[[str], int]) -> str:
@@ -130,12 +139,12 @@ def document_inputs(settings: Settings, text_tokens: int, document_tokens: int, 
     """The text and the long document, cut from the test text to their token targets, with the requests over them.
 
     Prompts are built and counted by the service's own code (parse_request, build_messages, the model's chat
-    template through its vocabulary) and the document is cut into chunk requests by handler.usecases.plan.split.
+    template through its vocabulary) and the document is cut into chunk requests by handler.usecases.preparation.split.
     """
+    from handler.domain.requests import parse_request
     from handler.engine import prompt_counter
     from handler.formats.prompts import build_messages
-    from handler.formats.schemas import parse_request
-    from handler.usecases.plan import split
+    from handler.usecases.preparation import split
 
     counter = prompt_counter(settings)
     source = DOCUMENT_SOURCE.read_text(encoding="utf-8")
@@ -184,163 +193,278 @@ def estimate_documents_s(inputs: dict[str, Any], task_variants: list[str], max_t
     return repeats * (once + 2 * ESTIMATE_LOAD_S)
 
 
-def _documents_engine(spec: dict[str, Any]) -> tuple[Engine, float]:
-    """The service's engine as a function loads it, with the batch context the comparison needs, warmed up."""
-    from handler.engine import load_engine
-    from handler.formats.prompts import Message
-
-    environ = {
-        "MODEL_PATH": spec["model"],
-        "MODEL_SHA256": spec["model_sha256"],  # else the load would include hashing the file
-        "KV_CACHE_TYPE_K": spec["type_k"],
-        "BATCH_PARALLEL": str(spec["parallel"]),
-        "BATCH_N_CTX": str(spec["batch_n_ctx"]),
-    }
-    if spec["threads"]:
-        environ["N_THREADS"] = str(spec["threads"])
-    started = time.perf_counter()
-    engine = load_engine(settings_from(environ))
-    # The batch context is created on first use and its first llama_decode sets up the compute graph and
-    # threads: an environment pays that once, not per document, so it happens before anything is timed. Its two
-    # tokens also make the batch context's counters really 1 or more (see measure_batched).
-    warm_up = engine.build_prompt([Message("user", "Warm up.")])
-    engine.generate_batch([(warm_up, GenerationOptions(max_tokens=2))], ignore_eos=True)
-    return engine, time.perf_counter() - started
+# Figures that are counts (the same in every repetition) and times (medians over repetitions).
+_COUNT_KEYS = (
+    "requests",
+    "prompt_tokens",
+    "prompt_eval_tokens_llama",
+    "prompt_eval_tokens_engine",
+    "decode_tokens",
+    "finish_reasons",
+)
 
 
-def _evaluated_by_llama(perf: Any) -> int:
-    # llama.cpp books a decode call by its token count: one token in n_eval, more in n_p_eval (so a batched step
-    # of several sequences counts as prompt). Their sum is every token it evaluated. It reports each counter as
-    # at least 1, so a counter that is really 0 reads 1: callers take only counts that are really 1 or more.
-    return int(perf.n_p_eval) + int(perf.n_eval)
+_TIME_KEYS = ("prompt_s", "decode_s", "wall_s")
 
 
-def _variant_figures(
-    jobs: list[DocumentJob], completions: list[Completion], evaluated: int, wall_s: float
-) -> dict[str, Any]:
-    """One variant's counts and times. Prompt tokens by llama.cpp's counters are all it evaluated less the decode
-    steps (one per generated token but the last, whose logits are never needed); prompt seconds are the time
-    spent evaluating prompts, decode seconds the rest of the wall time."""
-    decode_steps = sum(max(completion.completion_tokens - 1, 0) for completion in completions)
-    prompt_s = sum(completion.prompt_ms for completion in completions) / 1000.0
+def _variant_ratios(variant: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:
+    """What a variant costs against the baseline: shares of its evaluated prompt tokens and of its times
+    (the projection's factors)."""
     return {
-        "requests": len(jobs),
-        "prompt_tokens": sum(len(prompt.tokens) for prompt, _ in jobs),
-        "prompt_eval_tokens_llama": evaluated - decode_steps,
-        "prompt_eval_tokens_engine": sum(completion.prompt_eval_tokens for completion in completions),
-        "llama_evaluated_tokens": evaluated,
-        "decode_tokens": sum(completion.completion_tokens for completion in completions),
-        "decode_steps": decode_steps,
-        "prompt_s": round(prompt_s, 3),
-        "decode_s": round(wall_s - prompt_s, 3),
-        "wall_s": round(wall_s, 3),
-        "finish_reasons": sorted({completion.finish_reason for completion in completions}),
-        "per_request": [
-            {
-                "prompt_tokens": completion.prompt_tokens,
-                "prompt_eval_tokens": completion.prompt_eval_tokens,
-                "completion_tokens": completion.completion_tokens,
-                "prompt_ms": completion.prompt_ms,
-                "total_ms": completion.total_ms,
-            }
-            for completion in completions
-        ],
+        "prompt_eval_share": ratio(variant["prompt_eval_tokens_llama"], baseline["prompt_eval_tokens_llama"]),
+        "prompt_time_share": ratio(variant["prompt_s"], baseline["prompt_s"]),
+        "decode_time_share": ratio(variant["decode_s"], baseline["decode_s"]),
+        "wall_time_share": ratio(variant["wall_s"], baseline["wall_s"]),
     }
 
 
-def measure_one_at_a_time(engine: Engine, jobs: list[DocumentJob], keep_prefix: bool) -> dict[str, Any]:
-    """The single path (engine.generate), one request after another. With ``keep_prefix`` the KV cache keeps the
-    previous prompt for the engine's prefix reuse; without, it is cleared before each request, as a fresh
-    invocation (or an instruction-first prompt) has it. The first request starts from an empty cache either way."""
-    completions: list[Completion] = []
-    evaluated = 0
+def compare_variants(runs: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, Any]:
+    """Each variant's figures (times: medians over repetitions) and its ratios to the first variant.
+
+    The ratios are taken within each child process, whose variants ran back to back on one loaded engine, and
+    the median of those is reported (see paired_ratio).
+    """
+    names = [name for name in labels if name in runs[0]["variants"]]
+    baseline = names[0]
+    figures: dict[str, dict[str, Any]] = {}
+    ratios: dict[str, dict[str, float | None]] = {}
+    for name in names:
+        measured = [run["variants"][name] for run in runs]
+        figures[name] = {
+            "label": labels[name],
+            **{key: measured[0][key] for key in _COUNT_KEYS},
+            **{key: round(median(measured, key), 3) for key in _TIME_KEYS},
+        }
+        if name == baseline:
+            continue
+        paired = [_variant_ratios(run["variants"][name], run["variants"][baseline]) for run in runs]
+        ratios[name] = {}
+        for key in paired[0]:
+            values = [float(value) for value in (pair[key] for pair in paired) if value is not None]
+            ratios[name][key] = round(statistics.median(values), 3) if values else None
+        # The speedup from the median share itself, so the two agree with an even number of repetitions too.
+        share = ratios[name]["wall_time_share"]
+        ratios[name]["wall_speedup"] = round(1.0 / share, 3) if share else None
+    return {"baseline": baseline, "variants": figures, "ratios": ratios}
+
+
+def print_comparison(comparison: dict[str, Any]) -> None:
+    """One comparison's table: counts, times, and each variant against the first."""
+    header = [
+        "variant",
+        "requests",
+        "prompt tok",
+        "evaluated (llama.cpp)",
+        "evaluated (engine)",
+        "decode tok",
+        "prompt s",
+        "decode s",
+        "wall s",
+        "evaluated x",
+        "wall speedup",
+    ]
+    lines = []
+    for name, figures in comparison["variants"].items():
+        ratios = comparison["ratios"].get(name, {"prompt_eval_share": 1.0, "wall_speedup": 1.0})
+        lines.append(
+            [
+                figures["label"],
+                *(
+                    cell(figures[key])
+                    for key in (
+                        "requests",
+                        "prompt_tokens",
+                        "prompt_eval_tokens_llama",
+                        "prompt_eval_tokens_engine",
+                        "decode_tokens",
+                        "prompt_s",
+                        "decode_s",
+                        "wall_s",
+                    )
+                ),
+                cell(ratios["prompt_eval_share"]),
+                cell(ratios["wall_speedup"]),
+            ]
+        )
+    print_aligned(header, lines, 1)
+
+
+def run_documents(args: argparse.Namespace, model: dict[str, Any], out_dir: Path, work: Path) -> int:
+    """The documents benchmark: (a) one text x 4 tasks, (b) a long text's map step; writes documents.json."""
+    quick: bool = args.quick
+    text_tokens = args.text_tokens or (QUICK_TEXT_TOKENS if quick else TEXT_TOKENS)
+    document_tokens = args.document_tokens or (QUICK_DOCUMENT_TOKENS if quick else DOCUMENT_TOKENS)
+    max_tokens = args.doc_max_tokens or (QUICK_DOC_MAX_TOKENS if quick else DOC_MAX_TOKENS)
+    repeats = args.repeats or 1
     started = time.perf_counter()
-    for index, (prompt, options) in enumerate(jobs):
-        if index == 0 or not keep_prefix:
-            engine.clear_cache()
-        completions.append(engine.generate(prompt, options, ignore_eos=True))
-        # generate resets the main context's counters when it starts: these are this request's alone, each
-        # really 1 or more (a prompt part of several tokens, and max_tokens - 1 decode steps with max_tokens >= 2).
-        evaluated += _evaluated_by_llama(engine._lib.llama_perf_context(engine._ctx))
-    return _variant_figures(jobs, completions, evaluated, time.perf_counter() - started)
-
-
-def measure_batched(engine: Engine, jobs: list[DocumentJob], share_prefixes: bool) -> dict[str, Any]:
-    """All requests through engine.generate_batch (BATCH_PARALLEL at a time), llama.cpp's counters of its context."""
-    # The context these requests are decoded in (a unified KV cache when they share a prefix, else one split by
-    # sequence), warmed up like the engine's first one if it is new here.
-    from handler.formats.prompts import Message
-
-    unified = engine.unified_for(jobs)
-    if unified != engine._batch_unified:
-        warm_up = engine.build_prompt([Message("user", "Warm up.")])
-        engine.generate_batch([(warm_up, GenerationOptions(max_tokens=2))], ignore_eos=True, unified=unified)
-    context, _ = engine._batch_context(unified)
-    # Running totals, not a reset: steps of several sequences may leave n_eval really 0, which would read 1. The
-    # warm-up (a prompt, then one single-token step) has made both totals really 1 or more, so the difference is exact.
-    before = _evaluated_by_llama(engine._lib.llama_perf_context(context))
-    started = time.perf_counter()
-    results = engine.generate_batch(jobs, ignore_eos=True, share_prefixes=share_prefixes)
-    wall_s = time.perf_counter() - started
-    completions = [completion for completion in results if completion is not None]
-    if len(completions) != len(jobs):
-        raise RuntimeError(f"{len(jobs) - len(completions)} of {len(jobs)} batched requests did not finish")
-    evaluated = _evaluated_by_llama(engine._lib.llama_perf_context(context)) - before
-    return _variant_figures(jobs, completions, evaluated, wall_s)
-
-
-def _engine_fields(engine: Engine, load_s: float) -> dict[str, Any]:
-    return {
-        "load_s": round(load_s, 3),
-        "threads": engine.n_threads,
-        "threads_batch": engine._llama.n_threads_batch,
-        "n_ctx": engine.n_ctx,
-        "parallel": engine.parallel,
-        "batch_n_ctx": engine.batch_n_ctx,
-        "type_k": engine.kv_cache_type_k,
+    settings = settings_from({**os.environ, "MODEL_PATH": str(args.model)})
+    type_k = kv_cache_type_k(args.model, settings.kv_cache_type_k)
+    parallel = settings.batch_parallel
+    inputs = document_inputs(settings, text_tokens, document_tokens, max_tokens)
+    text, document = inputs["text"], inputs["document"]
+    task_variants = [name for name in TASK_VARIANTS if name != "batched_unshared" or args.unshared_batch]
+    tasks_n_ctx = batch_context_size(text["prompt_tokens"], max_tokens, parallel, settings.batch_n_ctx)
+    chunks_n_ctx = batch_context_size(document["chunk_prompt_tokens"], max_tokens, parallel, settings.batch_n_ctx)
+    estimate_s = estimate_documents_s(inputs, task_variants, max_tokens, repeats)
+    print(
+        f"(a) text: {text['tokens']} tokens ({text['words']} words of {inputs['source']}), {len(DOCUMENT_TASKS)} "
+        f"tasks, prompts of {', '.join(str(n) for n in text['prompt_tokens'])} tokens; prompt tokens to evaluate: "
+        + ", ".join(f"{name} {text['expected_prompt_eval_tokens'][name]}" for name in task_variants)
+    )
+    print(
+        f"(b) document: {document['tokens']} tokens ({document['words']} words), {document['chunks']} chunk requests "
+        f"of {min(document['chunk_prompt_tokens'])}-{max(document['chunk_prompt_tokens'])} prompt tokens"
+    )
+    print(
+        f"{max_tokens} tokens per request, BATCH_PARALLEL {parallel}, BATCH_N_CTX {tasks_n_ctx} for (a) and "
+        f"{chunks_n_ctx} for (b), K cache {type_k}, {repeats} repetition(s); estimated {estimate_s / 60:.0f} min "
+        f"at {ESTIMATE_PROMPT_TOKENS_PER_S:.0f} prompt and {ESTIMATE_DECODE_TOKENS_PER_S:.0f} decode tok/s "
+        "(the bench model on 2 cores)"
+    )
+    read_into_page_cache(args.model)
+    base = {
+        "model": str(args.model),
+        "model_sha256": model["sha256"],
+        "type_k": type_k,
+        "threads": args.threads,
+        "parallel": parallel,
+        "max_tokens": max_tokens,
+    }
+    # A child runs one comparison, which with long texts or slow CPUs may take longer than the other benchmarks' limit.
+    child_timeout_s = max(CHILD_TIMEOUT_S, 3 * estimate_s)
+    runs: list[dict[str, Any]] = []
+    for repeat in range(repeats):
+        # Every other repetition runs the variants in reverse order: none always runs first (or warmest).
+        forward = repeat % 2 == 0
+        runs.append(
+            spawn(
+                {
+                    **base,
+                    "config": "documents-tasks",
+                    "input": "text",
+                    "requests": text["requests"],
+                    "batch_n_ctx": tasks_n_ctx,
+                    "variants": task_variants if forward else task_variants[::-1],
+                },
+                work,
+                f"documents-tasks-{repeat}",
+                child_timeout_s,
+            )
+        )
+        chunk_variants = list(CHUNK_VARIANTS)
+        runs.append(
+            spawn(
+                {
+                    **base,
+                    "config": "documents-chunks",
+                    "input": "document",
+                    "request": document["request"],
+                    "batch_n_ctx": chunks_n_ctx,
+                    "variants": chunk_variants if forward else chunk_variants[::-1],
+                },
+                work,
+                f"documents-chunks-{repeat}",
+                child_timeout_s,
+            )
+        )
+    task_runs = [run for run in runs if run["config"] == "documents-tasks"]
+    chunk_runs = [run for run in runs if run["config"] == "documents-chunks"]
+    tasks = {"batch_n_ctx": tasks_n_ctx, **compare_variants(task_runs, TASK_VARIANTS)}
+    chunks = {
+        "batch_n_ctx": chunks_n_ctx,
+        "chunks": chunk_runs[0]["chunks"],
+        **compare_variants(chunk_runs, CHUNK_VARIANTS),
     }
 
+    # Every request must have generated max_tokens tokens, or the variants compare different work.
+    counts_match = all(
+        figures["decode_tokens"] == figures["requests"] * max_tokens
+        for comparison in (tasks, chunks)
+        for figures in comparison["variants"].values()
+    )
+    disturbed = {run["run"]: run["other_cpu_share"] for run in runs if run["other_cpu_share"] > DISTURBED_SHARE}
+    builds = builds_of(runs)
 
-def child_document_tasks(spec: dict[str, Any]) -> dict[str, Any]:
-    """Four tasks over one text, every variant in turn in one engine: separate, one after another, batched."""
-    from handler.formats.prompts import build_messages
-    from handler.formats.schemas import parse_request
+    print()
+    print(
+        f"(a) one text of {text['tokens']} tokens x {len(DOCUMENT_TASKS)} tasks, {max_tokens} tokens each "
+        f"(BATCH_N_CTX {tasks_n_ctx}):"
+    )
+    print_comparison(tasks)
+    print()
+    print(
+        f"(b) map step of a {document['tokens']}-token text: {chunks['chunks']} chunk requests, {max_tokens} tokens "
+        f"each (BATCH_PARALLEL {parallel}, BATCH_N_CTX {chunks_n_ctx}; one at a time: engine.generate, each in turn):"
+    )
+    print_comparison(chunks)
+    print()
+    print(
+        "evaluated (llama.cpp): its counters, all tokens evaluated less the decode steps; (engine): the completions' "
+        "prompt_eval_tokens. evaluated x, wall speedup: against the first row, within each run, median over runs."
+    )
+    for title, comparison in (("(a)", tasks), ("(b)", chunks)):
+        baseline = comparison["variants"][comparison["baseline"]]["label"]
+        for name, values in comparison["ratios"].items():
+            print(
+                f"ratios {title} {comparison['variants'][name]['label']} / {baseline}: "
+                + ", ".join(f"{key} {cell(value)}" for key, value in values.items())
+            )
+    for build, entry in builds.items():
+        print(f"build {build} ({entry['llama_lib_path']}): {entry['llama_system_info']}")
+    if disturbed:
+        print(
+            "warning: other processes competed for the CPUs during "
+            + ", ".join(f"{name} ({share:.0%})" for name, share in disturbed.items())
+            + ": those numbers are not representative; rerun on a quiet machine"
+        )
 
-    engine, load_s = _documents_engine(spec)
-    requests = [parse_request(request) for request in spec["requests"]]
-    jobs = [(engine.build_prompt(build_messages(request)), request.options) for request in requests]
-    measure: dict[str, Callable[[], dict[str, Any]]] = {
-        "separate": lambda: measure_one_at_a_time(engine, jobs, keep_prefix=False),
-        "one_after_another": lambda: measure_one_at_a_time(engine, jobs, keep_prefix=True),
-        "batched_shared": lambda: measure_batched(engine, jobs, share_prefixes=True),
-        "batched_unshared": lambda: measure_batched(engine, jobs, share_prefixes=False),
+    def without_texts(request: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in request.items() if key != "text"}
+
+    report = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "settings": {
+            "quick": quick,
+            "text_tokens": text_tokens,
+            "document_tokens": document_tokens,
+            "max_tokens": max_tokens,
+            "ignore_eos": True,
+            "repeats": repeats,
+            "threads": runs[0]["threads"],
+            "type_k": type_k,
+            "parallel": parallel,
+            "n_ctx": runs[0]["n_ctx"],
+            "task_variants": task_variants,
+            "chunk_variants": list(CHUNK_VARIANTS),
+        },
+        "machine": machine_info(),
+        "model": {**model, **model_layout(args.model)},
+        "build": runs_build(runs),
+        "builds": builds,
+        "inputs": {
+            "source": inputs["source"],
+            # The texts are the source's first characters (repeated when a target exceeds it): chars say how many.
+            "text": {
+                **{key: value for key, value in text.items() if key != "requests"},
+                "requests": [without_texts(request) for request in text["requests"]],
+            },
+            "document": {
+                **{key: value for key, value in document.items() if key != "request"},
+                "request": without_texts(document["request"]),
+            },
+        },
+        "estimate_s": round(estimate_s, 1),
+        "tasks": tasks,
+        "chunks": chunks,
+        "token_counts": {"generated_per_request": max_tokens, "match": counts_match},
+        "disturbed_runs": disturbed,
+        "runs": runs,
+        "wall_s": round(time.perf_counter() - started, 1),
     }
-    variants = {}
-    for name in spec["variants"]:
-        print(f"{name} ...", flush=True)  # to the child's log: where a long run is
-        variants[name] = measure[name]()
-    return {**_engine_fields(engine, load_s), "order": spec["variants"], "variants": variants}
-
-
-def child_document_chunks(spec: dict[str, Any]) -> dict[str, Any]:
-    """A long text's map step: its chunk requests (handler.usecases.plan.split) one at a time, and batched."""
-    from handler.formats.prompts import build_messages
-    from handler.formats.schemas import parse_request
-    from handler.usecases.plan import split
-
-    engine, load_s = _documents_engine(spec)
-    request = parse_request(spec["request"])
-    if not isinstance(request, SummarizeRequest):
-        raise TypeError(f"expected a summarize request, got {type(request).__name__}")
-    parts = split(engine, request, request.text)
-    jobs = [(engine.build_prompt(build_messages(part)), part.options) for part in parts]
-    measure: dict[str, Callable[[], dict[str, Any]]] = {
-        # The single path as the service has it: its prefix reuse stays on, though chunks share only the template.
-        "one_at_a_time": lambda: measure_one_at_a_time(engine, jobs, keep_prefix=True),
-        "batched": lambda: measure_batched(engine, jobs, share_prefixes=True),
-    }
-    variants = {}
-    for name in spec["variants"]:
-        print(f"{name} ...", flush=True)
-        variants[name] = measure[name]()
-    return {**_engine_fields(engine, load_s), "chunks": len(jobs), "order": spec["variants"], "variants": variants}
+    path = out_dir / "documents.json"
+    path.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    print(f"wrote {path}; documents wall time {report['wall_s']:.0f} s (estimated {estimate_s:.0f} s)")
+    if not counts_match:
+        print(f"error: generated token counts differ from {max_tokens} per request", file=sys.stderr)
+        return 1
+    return 0

@@ -21,9 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.configs import ROOT, quiet_llama_logs
-from bench.report import cell, print_aligned, ratio
-from bench.runner import spawn
+from scripts.bench.configs import quiet_llama_logs
+from scripts.bench.report import cell, print_aligned, ratio
+from scripts.bench.run_setup import RunSetup, write_report
+from scripts.bench.runner import machine_info, spawn
+from scripts.repository import ROOT
 
 DRAFT_MAXES = (1, 3, 7, 15)
 COST_K_MAX = 16
@@ -53,9 +55,9 @@ def tasks() -> dict[str, dict[str, Any]]:
 def child_acceptance(spec: dict[str, Any]) -> dict[str, Any]:
     """Each task greedy with drafting off and at each maximum, ``repeats`` times in rotating order."""
     from handler.core.settings import settings_from
+    from handler.domain.requests import GenerationOptions, parse_request
     from handler.engine import load_engine
     from handler.formats.prompts import build_messages
-    from handler.formats.schemas import GenerationOptions, parse_request
 
     engine = load_engine(settings_from({"MODEL_PATH": spec["model"], "N_THREADS": str(spec["threads"])}))
     options = GenerationOptions(max_tokens=MAX_TOKENS)
@@ -88,18 +90,18 @@ def child_cost(spec: dict[str, Any]) -> dict[str, Any]:
     """Milliseconds of one llama_decode of 1 + k tokens with logits at each, after each context length."""
     import llama_cpp
 
-    from bench.children import _eval_prompt, _raw_context
+    from scripts.bench.measurements import eval_prompt, raw_context
 
     quiet_llama_logs()
     longest = max(spec["contexts"])
-    _, ctx, load_s = _raw_context(spec, longest + spec["k_max"] + 64, 1)
+    _, ctx, load_s = raw_context(spec, longest + spec["k_max"] + 64, 1)
     memory = llama_cpp.llama_get_memory(ctx)
     batch = llama_cpp.llama_batch_init(spec["k_max"] + 1, 0, 1)
     tokens: list[int] = spec["tokens"]
     costs: dict[str, dict[str, float]] = {}
     for context in spec["contexts"]:
         llama_cpp.llama_memory_clear(memory, True)
-        _eval_prompt(ctx, tokens[:context])
+        eval_prompt(ctx, tokens[:context])
         follow = tokens[context : context + spec["k_max"] + 1]
         samples: dict[int, list[float]] = {k: [] for k in range(spec["k_max"] + 1)}
         for repeat in range(spec["repeats"] + 1):  # the first pass warms up and is not kept
@@ -250,3 +252,21 @@ def print_drafting(result: dict[str, Any]) -> None:
         f"acceptance and decode tok/s: {result['acceptance']['model_file']} (real text), greedy, measured in this "
         "run; Phi-3 projected: those runs' steps priced at the costs above, one step per token against them"
     )
+
+
+def run_drafting_benchmark(setup: RunSetup, quick: bool) -> int:
+    """Drafting measured on the long input, printed and written to drafting.json."""
+    print(f"prompt-lookup drafting (threads {setup.threads}, K cache {setup.type_k}):")
+    drafting = run_drafting({**setup.base, "threads": setup.threads}, setup.inputs["long"]["tokens"], setup.work, quick)
+    print()
+    print_drafting(drafting)
+    report = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "settings": {"quick": quick, "threads": setup.threads, "type_k": setup.type_k},
+        "machine": machine_info(),
+        "model": {**setup.model, **setup.layout},
+        **drafting,
+    }
+    path = write_report(setup, "drafting.json", report)
+    print(f"wrote {path}; drafting wall time {report['wall_s']:.0f} s")
+    return 0

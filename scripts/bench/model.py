@@ -9,28 +9,28 @@ from typing import Any
 
 import numpy as np
 
-from bench.configs import (
+from handler.core.files import file_sha256
+from scripts.bench.configs import (
     LONG_PROMPT_TOKENS,
     PRESET,
     QUANTIZATION,
-    ROOT,
     SEED_INSTRUCTION,
     SEED_PROMPT_TOKENS,
     quiet_llama_logs,
     seed_prompt,
 )
-from handler.core.files import file_sha256
+from scripts.repository import ROOT
 
 
 def ensure_model(path: Path) -> dict[str, Any]:
     """Generate the model once, and its sidecar.
 
-    make_test_model writes the F16 model and the quantized one under temporary names and renames
+    random_phi3 writes the F16 model and the quantized one under temporary names and renames
     the quantized file into place when complete: an interrupted run leaves no half file at ``path``.
     """
     info: dict[str, Any] = {"path": str(path), "preset": PRESET, "quantization": QUANTIZATION, "generated_now": False}
     if not path.is_file():
-        import make_test_model
+        from scripts.models import random_phi3
 
         for suffix in (".f16.partial", ".partial"):  # left by an interrupted generation
             path.with_name(path.name + suffix).unlink(missing_ok=True)
@@ -39,7 +39,7 @@ def ensure_model(path: Path) -> dict[str, Any]:
             f"{QUANTIZATION} by llama.cpp's quantizer ...",
             flush=True,
         )
-        timings = make_test_model.make_quantized_model(path, PRESET, QUANTIZATION)
+        timings = random_phi3.make_quantized_model(path, PRESET, QUANTIZATION)
         print(f"generated in {timings['generation_s']:.0f} s, quantized in {timings['quantization_s']:.0f} s")
         info.update(generated_now=True, **timings)
     sidecar = path.with_name(path.name + ".sha256")
@@ -187,3 +187,10 @@ def build_inputs(model: Path, quick: bool) -> dict[str, dict[str, Any]]:
         )
     print(f"the event's whole text gives a {count(event['text'])}-token seed prompt with this synthetic vocabulary")
     return inputs
+
+
+def read_into_page_cache(path: Path) -> None:
+    """Read the file once, so every child finds it in the page cache: none pays the disk read for the others."""
+    with path.open("rb") as model_file:
+        while model_file.read(8 << 20):
+            pass

@@ -6,8 +6,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.configs import BATCH_SIZES, COMPARED, compared_config, per_s
-from bench.model import kv_bytes_per_position
+from scripts.bench.configs import BATCH_SIZES, COMPARED, compared_config, per_s
+from scripts.bench.model import kv_bytes_per_position
 
 
 def median(runs: list[dict[str, Any]], key: str) -> float:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.configs import CHILD_TIMEOUT_S
+from scripts.bench.configs import CHILD_TIMEOUT_S
 
 
 def build_label(system_info: str) -> str:
@@ -85,7 +85,7 @@ def spawn(spec: dict[str, Any], work: Path, name: str, timeout_s: float = CHILD_
     started, busy, own = time.perf_counter(), _busy_cpu_s(), _children_cpu_s()
     with log_path.open("w", encoding="utf-8") as log:
         status = subprocess.run(
-            [sys.executable, "-m", "bench", "--child", str(spec_path)],
+            [sys.executable, "-m", "scripts.bench", "--child", str(spec_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=environ,

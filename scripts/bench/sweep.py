@@ -1,13 +1,15 @@
-"""The settings sweep: each engine setting against the defaults."""
+"""The settings sweep (``--sweep``): each engine setting against the defaults; writes sweep.json."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from bench.report import cell, print_aligned, ratio, speeds
-from bench.runner import spawn
 from handler.core.settings import available_cpus
+from scripts.bench.report import cell, print_aligned, ratio, speeds
+from scripts.bench.run_setup import RunSetup, write_report
+from scripts.bench.runner import machine_info, spawn
 
 
 def sweep_variants(cpus: int) -> list[tuple[str, dict[str, str]]]:
@@ -81,3 +83,22 @@ def print_sweep(sweep: dict[str, Any]) -> None:
         f"{prefix['prompt_tokens']} prompt tokens ({prefix['reused_tokens']} reused from the KV cache), "
         f"{prefix['prompt_ms']:.0f} ms against {prefix['cold_prompt_ms']:.0f} ms for the first"
     )
+
+
+def run_sweep_benchmark(setup: RunSetup) -> int:
+    """The sweep on the summarize input, printed and written to sweep.json."""
+    threads, type_k, max_tokens = setup.threads, setup.type_k, setup.max_tokens
+    print(f"engine settings against the defaults (threads {threads}, K cache {type_k}, {max_tokens} tokens):")
+    sweep = run_sweep(setup.base, setup.inputs["summarize"], setup.work)
+    print()
+    print_sweep(sweep)
+    report = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "settings": {"max_tokens": max_tokens, "threads": threads, "type_k": type_k},
+        "machine": machine_info(),
+        "model": {**setup.model, **setup.layout},
+        **sweep,
+    }
+    path = write_report(setup, "sweep.json", report)
+    print(f"wrote {path}; sweep wall time {report['wall_s']:.0f} s")
+    return 0

@@ -1,0 +1,1 @@
+"""The tiny model and/or moto server in this process; quick child processes."""

@@ -1,0 +1,1 @@
+"""The real instruct model (SmolLM2-135M-Instruct) under test."""

@@ -1,0 +1,1 @@
+"""Pure tests: no model file, no AWS, no child process."""
