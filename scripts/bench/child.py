@@ -24,7 +24,10 @@ from scripts.bench.measurements import (
     child_seed,
     loadavg,
 )
+from scripts.bench.prefill_roofline import child_int8_peak
+from scripts.bench.profile import child_profile
 from scripts.bench.runner import loaded_build
+from scripts.bench.side_by_side import child_side_by_side
 
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "a": child_seed,
@@ -32,6 +35,9 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "c": child_raw,
     "d": child_bandwidth,
     "e": child_batched,
+    "p": child_int8_peak,
+    "side-by-side": child_side_by_side,
+    "profile": child_profile,
     # (b) and (c) with the comparison build: the same code, other libraries (LLAMA_CPP_LIB_PATH).
     compared_config("b"): child_engine,
     compared_config("c"): child_raw,

@@ -26,8 +26,10 @@ from scripts.bench.documents import (
     run_documents,
 )
 from scripts.bench.drafting import run_drafting_benchmark
+from scripts.bench.menu import run_menu
 from scripts.bench.model import ensure_model
 from scripts.bench.run_setup import set_up
+from scripts.bench.side_by_side import run_side_by_side
 from scripts.bench.sweep import run_sweep_benchmark
 from scripts.repository import BENCH_MODEL
 
@@ -74,6 +76,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "drafted tokens (the bench model), the projected speedup for Phi-3; writes drafting.json",
     )
     parser.add_argument(
+        "--only",
+        metavar="SETTING",
+        help="--sweep: only the settings whose label starts with SETTING (e.g. N_UBATCH=256), --repeats pairs each",
+    )
+    parser.add_argument(
+        "--engines",
+        action="store_true",
+        help="instead: llama.cpp and ik_llama.cpp side by side on both builds, the bench model and its requantized "
+        "variants (prompt and decode tok/s by one loop), and greedy agreement on the real model; writes engines.json",
+    )
+    parser.add_argument(
+        "--menu",
+        action="store_true",
+        help="instead: a generated stand-in of each menu model's shapes (generated once) on both builds, their speed "
+        "over Phi-3-mini's and the projected cost per 1,000 summaries; writes menu.json",
+    )
+    parser.add_argument(
         "--text-tokens",
         type=int,
         default=None,
@@ -109,8 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if sum((args.sweep, args.documents, args.drafting)) > 1:
-        parser.error("--sweep, --documents and --drafting are separate runs: choose one")
+    if sum((args.sweep, args.documents, args.drafting, args.engines, args.menu)) > 1:
+        parser.error("--sweep, --documents, --drafting, --engines and --menu are separate runs: choose one")
     if args.doc_max_tokens is not None and args.doc_max_tokens < 2:
         # One token takes no decode step: nothing of decoding would be measured, and llama.cpp's counters read
         # a count of 0 as 1.
@@ -131,12 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     model = ensure_model(args.model)
     if args.documents:
         return run_documents(args, model, out_dir, work)
+    if args.engines or args.menu:
+        args.quick = True  # the seed prompt's 368 tokens
+        setup = set_up(args, model, out_dir, work)
+        tokens = setup.inputs["summarize"]["tokens"]
+        repeats, max_tokens = args.repeats or 2, args.max_tokens or 96
+        if args.menu:
+            return run_menu(tokens, setup.threads, setup.type_k, repeats, max_tokens, out_dir, work)
+        return run_side_by_side(args.model, tokens, setup.threads, setup.type_k, repeats, max_tokens, out_dir, work)
     compare = prepare_compare_build(not args.no_compare_builds) if not (args.sweep or args.drafting) else None
     if compare and compare.get("skipped"):
         print(f"build comparison skipped: {compare['skipped']}")
     setup = set_up(args, model, out_dir, work)
     if args.sweep:
-        return run_sweep_benchmark(setup)
+        return run_sweep_benchmark(setup, args.only)
     if args.drafting:
         return run_drafting_benchmark(setup, args.quick)
     return run_decode(setup, args, compare)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from scripts.bench.builds import builds_of, compare_builds
@@ -20,6 +21,7 @@ from scripts.bench.configs import (
     compared_config,
 )
 from scripts.bench.model import kv_bytes_per_position
+from scripts.bench.prefill_roofline import limit_line, prefill_limit, weight_macs_per_token
 from scripts.bench.report import cell, paired_ratio, plot, print_table, ratio, tabulate
 from scripts.bench.run_setup import RunSetup, write_report
 from scripts.bench.runner import machine_info, spawn
@@ -38,7 +40,7 @@ def run_configurations(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(d) once, then each repetition's (a), (b), (c) per input (and their twins on the comparison build), then (e).
 
-    Returns (d)'s run and every run, (d)'s included.
+    Returns (d)'s run and every run, (d)'s and (p)'s included.
     """
     base, threads = setup.base, setup.threads
     runs: list[dict[str, Any]] = []
@@ -49,6 +51,8 @@ def run_configurations(
     )
     bandwidth = spawn({**base, "config": "d", "threads": threads}, setup.work, "d")
     runs.append(bandwidth)
+    # (p) the cores' int8 dot-product peak: prefill's roofline, as (d) is decode's.
+    runs.append(spawn({**base, "config": "p", "threads": threads}, setup.work, "p"))
     for repeat in range(setup.repeats):
         for name, data in setup.inputs.items():
             common = {**base, "input": name, "prompt": data["prompt"], "text": data["text"], "tokens": data["tokens"]}
@@ -116,6 +120,25 @@ def decode_ratios(
     return ratios
 
 
+def prefill_limits(setup: RunSetup, runs: list[dict[str, Any]], summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Prefill's ceiling on each build the raw path ran, (c) and (c'), and the measured prompt speed's share of it."""
+    peak = next((run for run in runs if run["config"] == "p"), None)
+    if peak is None:
+        return []
+    macs = weight_macs_per_token(Path(setup.base["model"]))
+    limits = []
+    for config in ("c", compared_config("c")):
+        measured = summary.get(f"{config}-summarize")
+        if not measured or not measured.get("prompt_tokens_per_s"):
+            continue
+        limit = prefill_limit(
+            peak, macs, measured["build"], measured["prompt_tokens_per_s"], len(setup.inputs["summarize"]["tokens"])
+        )
+        if limit:
+            limits.append({"config": config, **macs, **limit})
+    return limits
+
+
 def print_findings(
     setup: RunSetup,
     bandwidth: dict[str, Any],
@@ -174,7 +197,7 @@ def run_decode(setup: RunSetup, args: argparse.Namespace, compare: dict[str, Any
     bandwidth, runs = run_configurations(setup, args.quick, compare_lib, compare_repeats)
 
     # Every configuration must have generated the same number of tokens, or the speeds compare different work.
-    counts = {run["run"]: run["decode_tokens"] for run in runs if run["config"] != "d"}
+    counts = {run["run"]: run["decode_tokens"] for run in runs if run["config"] not in ("d", "p")}
     print("generated tokens:", ", ".join(f"{key} {value}" for key, value in counts.items()))
     counts_match = set(counts.values()) == {max_tokens}
     disturbed = {run["run"]: run["other_cpu_share"] for run in runs if run["other_cpu_share"] > DISTURBED_SHARE}
@@ -189,11 +212,14 @@ def run_decode(setup: RunSetup, args: argparse.Namespace, compare: dict[str, Any
     ratios = decode_ratios(runs, inputs, summary, batched)
     builds = builds_of(runs)
     comparison = compare_builds(runs, inputs) if compare_lib else None
+    prefill = prefill_limits(setup, runs, summary)
 
     print()
     print_table(rows)
     print()
     print_findings(setup, bandwidth, summary, ratios, builds, compare, comparison)
+    for limit in prefill:
+        print(limit_line(limit, limit["config"]))
 
     batched_build = next(row["build"] for row in rows if row["name"].startswith("e "))
     plot_error = plot(
@@ -226,6 +252,7 @@ def run_decode(setup: RunSetup, args: argparse.Namespace, compare: dict[str, Any
         "ratios": ratios,
         "builds": builds,
         "build_comparison": {**(compare or {}), **(comparison or {})},
+        "prefill_roofline": prefill,
         "runs": runs,
         "plot_error": plot_error,
     }

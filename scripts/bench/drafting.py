@@ -25,7 +25,7 @@ from scripts.bench.configs import quiet_llama_logs
 from scripts.bench.report import cell, print_aligned, ratio
 from scripts.bench.run_setup import RunSetup, write_report
 from scripts.bench.runner import machine_info, spawn
-from scripts.repository import ROOT
+from scripts.repository import ROOT, SMALL_REAL_MODEL_FILE
 
 DRAFT_MAXES = (1, 3, 7, 15)
 COST_K_MAX = 16
@@ -33,7 +33,7 @@ COST_CONTEXTS = (512, 1024)
 MAX_TOKENS = 256
 REPEATS = 3
 QUICK_REPEATS = 1
-REAL_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+REAL_MODEL = SMALL_REAL_MODEL_FILE
 MOBY_DICK = ROOT / "tests" / "data" / "moby-dick-chapters-1-9.txt"
 
 

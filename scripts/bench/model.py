@@ -25,12 +25,12 @@ from scripts.repository import ROOT
 def ensure_model(path: Path) -> dict[str, Any]:
     """Generate the model once, and its sidecar.
 
-    random_phi3 writes the F16 model and the quantized one under temporary names and renames
+    random_model writes the F16 model and the quantized one under temporary names and renames
     the quantized file into place when complete: an interrupted run leaves no half file at ``path``.
     """
     info: dict[str, Any] = {"path": str(path), "preset": PRESET, "quantization": QUANTIZATION, "generated_now": False}
     if not path.is_file():
-        from scripts.models import random_phi3
+        from scripts.models import random_model
 
         for suffix in (".f16.partial", ".partial"):  # left by an interrupted generation
             path.with_name(path.name + suffix).unlink(missing_ok=True)
@@ -39,7 +39,7 @@ def ensure_model(path: Path) -> dict[str, Any]:
             f"{QUANTIZATION} by llama.cpp's quantizer ...",
             flush=True,
         )
-        timings = random_phi3.make_quantized_model(path, PRESET, QUANTIZATION)
+        timings = random_model.make_quantized_model(path, PRESET, QUANTIZATION)
         print(f"generated in {timings['generation_s']:.0f} s, quantized in {timings['quantization_s']:.0f} s")
         info.update(generated_now=True, **timings)
     sidecar = path.with_name(path.name + ".sha256")
@@ -66,7 +66,8 @@ def model_layout(path: Path) -> dict[str, Any]:
     """Tensor types and bytes from the GGUF header: what one decoded token reads, and KV bytes per position.
 
     Bytes come from each tensor's own type (Q4_K_M mixes Q4_K, Q6_K and more, chosen per tensor by
-    llama.cpp's quantizer) and shape; token_embd is only gathered, one row per token.
+    llama.cpp's quantizer) and shape; token_embd is only gathered, one row per token, unless the model
+    has no output.weight (tied embeddings: llama.cpp multiplies by token_embd for the logits).
     """
     import gguf
 
@@ -76,12 +77,19 @@ def model_layout(path: Path) -> dict[str, Any]:
         value = reader.fields[key]
         return int(value.parts[value.data[0]][0])
 
-    arch = "phi3"
+    def text_field(key: str) -> str:
+        value = reader.fields[key]
+        return bytes(value.parts[value.data[0]]).decode("utf-8")
+
+    arch = text_field("general.architecture")
     n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
     n_layer = field(f"{arch}.block_count")
     n_embd = field(f"{arch}.embedding_length")
     n_head = field(f"{arch}.attention.head_count")
     n_head_kv = field(f"{arch}.attention.head_count_kv")
+    # Qwen3-4B's heads hold 128 values, not n_embd / n_head = 80: the key says so where they differ.
+    key_length = f"{arch}.attention.key_length"
+    head_dim = field(key_length) if key_length in reader.fields else n_embd // n_head
     file_type = gguf.LlamaFileType(field("general.file_type")).name.removeprefix("MOSTLY_")
     tensors: dict[str, tuple[str, list[int]]] = {
         t.name: (t.tensor_type.name, [int(n) for n in t.shape]) for t in reader.tensors
@@ -100,22 +108,28 @@ def model_layout(path: Path) -> dict[str, Any]:
         by_type[type_name] = by_type.get(type_name, 0) + 1
     embd_type, embd_shape = tensors["token_embd.weight"]
     embd_row_bytes = tensor_bytes(embd_type, embd_shape[:1])
+    tied = "output.weight" not in tensors
+    # Each decoded token gathers one row of token_embd and multiplies by the whole output matrix.
+    embd_bytes_read = embd_row_bytes + (sizes["token_embd.weight"] if tied else 0)
     return {
+        "architecture": arch,
         "n_vocab": n_vocab,
         "n_layer": n_layer,
         "n_embd": n_embd,
         "n_head": n_head,
         "n_head_kv": n_head_kv,
+        "head_dim": head_dim,
         "file_type": file_type,
         "tensor_bytes": total,
         "bytes_by_type": types,
         "tensors_by_type": counts,
         "types_by_kind": kinds,
-        "output_type": tensors["output.weight"][0],
+        "tied_embeddings": tied,
+        "output_type": embd_type if tied else tensors["output.weight"][0],
         "token_embd_type": embd_type,
-        "weight_bytes_per_token": total - sizes["token_embd.weight"] + embd_row_bytes,
-        # K and V values per context position, all layers (Phi-3-mini has no GQA).
-        "kv_values_per_position": n_layer * (n_embd // n_head * n_head_kv),
+        "weight_bytes_per_token": total - sizes["token_embd.weight"] + embd_bytes_read,
+        # K (and as many V) values per context position, all layers: the KV heads only under GQA.
+        "kv_values_per_position": n_layer * n_head_kv * head_dim,
     }
 
 

@@ -176,19 +176,27 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print_aligned([title for title, _ in columns], [[cell(row.get(key)) for _, key in columns] for row in rows], 3)
 
 
-def print_aligned(header: list[str], lines: list[list[str]], text_columns: int) -> None:
+def aligned_lines(header: list[str], lines: list[list[str]], text_columns: int) -> list[str]:
     """A header, a rule and the lines; the first ``text_columns`` columns left-aligned, numbers right-aligned."""
     cells = [header, *lines]
     widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+    text = []
     for index, line in enumerate(cells):
-        print(
+        text.append(
             "  ".join(
                 cell.ljust(width) if i < text_columns else cell.rjust(width)
                 for i, (cell, width) in enumerate(zip(line, widths, strict=True))
             )
         )
         if index == 0:
-            print("  ".join("-" * width for width in widths))
+            text.append("  ".join("-" * width for width in widths))
+    return text
+
+
+def print_aligned(header: list[str], lines: list[list[str]], text_columns: int) -> None:
+    """aligned_lines, printed."""
+    for line in aligned_lines(header, lines, text_columns):
+        print(line)
 
 
 def plot(

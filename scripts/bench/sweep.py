@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,20 @@ def sweep_variants(cpus: int) -> list[tuple[str, dict[str, str]]]:
     ]
 
 
-def run_sweep(base: dict[str, Any], data: dict[str, Any], work: Path) -> dict[str, Any]:
+def chosen_variants(cpus: int, only: str | None, repeats: int) -> list[tuple[str, dict[str, str]]]:
+    """Every setting once; or, with ``only``, the settings starting with it, each ``repeats`` times."""
+    variants = sweep_variants(cpus)
+    if only is None:
+        return variants
+    chosen = [variant for variant in variants if variant[0].startswith(only)]
+    if not chosen:
+        raise SystemExit(f"error: no sweep setting starts with {only!r}; settings: {[name for name, _ in variants]}")
+    return chosen * repeats
+
+
+def run_sweep(
+    base: dict[str, Any], data: dict[str, Any], work: Path, only: str | None = None, repeats: int = 1
+) -> dict[str, Any]:
     """Each setting against the engine's defaults, in pairs of fresh processes run back to back.
 
     The order within a pair alternates, and each ratio is taken within its pair: the drift of a
@@ -35,7 +49,7 @@ def run_sweep(base: dict[str, Any], data: dict[str, Any], work: Path) -> dict[st
     # The same words in another order: the same instruction before other text, for prefix reuse.
     second_text = " ".join(reversed(data["text"].split()))
     pairs: list[dict[str, Any]] = []
-    for index, (label, environ) in enumerate(sweep_variants(base["threads"] or available_cpus())):
+    for index, (label, environ) in enumerate(chosen_variants(base["threads"] or available_cpus(), only, repeats)):
         default_spec = {**common, "second_text": second_text if index == 0 else None}
         specs = [("default", default_spec), (label, {**common, "environ": environ})]
         results = {}
@@ -77,6 +91,14 @@ def print_sweep(sweep: dict[str, Any]) -> None:
     ]
     print_aligned(header, lines, 1)
     print("prompt x, decode x: the setting's speed over the defaults' in a run right beside it (decode end to end)")
+    by_setting: dict[str, list[dict[str, Any]]] = {}
+    for pair in sweep["pairs"]:
+        by_setting.setdefault(pair["setting"], []).append(pair)
+    for setting, pairs in by_setting.items():
+        if len(pairs) > 1:
+            prompt = statistics.median(pair["ratios"]["prompt_tokens_per_s"] for pair in pairs)
+            decode = statistics.median(pair["ratios"]["e2e_decode_tokens_per_s"] for pair in pairs)
+            print(f"{setting}: median of {len(pairs)} pairs: prompt x {prompt:.3f}, decode x {decode:.3f}")
     prefix = sweep["prefix_reuse"]
     print(
         f"prefix reuse: the next request with the same instruction evaluated {prefix['evaluated_tokens']} of "
@@ -85,11 +107,12 @@ def print_sweep(sweep: dict[str, Any]) -> None:
     )
 
 
-def run_sweep_benchmark(setup: RunSetup) -> int:
-    """The sweep on the summarize input, printed and written to sweep.json."""
+def run_sweep_benchmark(setup: RunSetup, only: str | None = None) -> int:
+    """The sweep on the summarize input (``only``: the settings starting with it, ``setup.repeats`` pairs each),
+    printed and written to sweep.json."""
     threads, type_k, max_tokens = setup.threads, setup.type_k, setup.max_tokens
     print(f"engine settings against the defaults (threads {threads}, K cache {type_k}, {max_tokens} tokens):")
-    sweep = run_sweep(setup.base, setup.inputs["summarize"], setup.work)
+    sweep = run_sweep(setup.base, setup.inputs["summarize"], setup.work, only, setup.repeats)
     print()
     print_sweep(sweep)
     report = {

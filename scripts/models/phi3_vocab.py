@@ -1,7 +1,9 @@
-"""The generated test model's vocabulary: SentencePiece pieces with byte fallback, laid out like Phi-3's.
+"""The generated models' vocabulary and chat formats: SentencePiece pieces with byte fallback, laid out like Phi-3's.
 
-random_phi3.py writes it into every model it generates, with Phi-3's special tokens and chat template, so
-llama.cpp tokenizes the generated models through the same code as the real one.
+random_model.py writes it into every model it generates, with Phi-3's special tokens, so llama.cpp tokenizes the
+generated phi3 models through the same code as the real one. Models of other architectures get the same vocabulary
+padded to their own size, with ChatML's two special tokens added: the tokenizer's kind does not change the speed
+of a forward pass, only the number of rows of the embedding and output matrices does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ PHI3_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
 )
 
+# ChatML, as Qwen's and SmolLM2's instruct models use it, without any model's default system prompt.
+CHATML_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
 # Phi-3's added tokens, in its order (ids 32000..32010 in the real vocabulary).
 PHI3_SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -36,6 +46,20 @@ PHI3_SPECIAL_TOKENS = (
     "<|placeholder6|>",
     "<|user|>",
 )
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """A chat template, the special tokens it needs beyond Phi-3's, and the token that ends a turn (EOS)."""
+
+    template: str
+    #: Control tokens added after Phi-3's: ids 32011 on in a vocabulary padded to a model's size.
+    added_specials: tuple[str, ...]
+    eos: str
+
+
+PHI3_CHAT = ChatFormat(PHI3_CHAT_TEMPLATE, (), "<|endoftext|>")
+CHATML_CHAT = ChatFormat(CHATML_CHAT_TEMPLATE, ("<|im_start|>", "<|im_end|>"), "<|im_end|>")
 
 SPM_SPACE = "\u2581"  # "▁": SentencePiece's marker for a preceding space
 
@@ -102,12 +126,12 @@ def _normal_pieces() -> Iterator[str]:
             yield piece[:end]
 
 
-def build_vocab(n_vocab: int | None = None) -> Vocab:
+def build_vocab(n_vocab: int | None = None, added_specials: tuple[str, ...] = ()) -> Vocab:
     """Byte-fallback vocabulary laid out like Phi-3's: unk, bos, eos, bytes, pieces, specials.
 
     With ``n_vocab``, the ids match Phi-3's exactly: synthetic pieces fill up to id 32000, the
-    specials take 32000-32010, and ``[PAD{id}]`` tokens (UNUSED, as llama.cpp's converter writes
-    them for Phi-3) fill the rest.
+    specials take 32000-32010, ``added_specials`` (CONTROL) the next ids, and ``[PAD{id}]`` tokens
+    (UNUSED, as llama.cpp's converter writes them for Phi-3) fill the rest.
     """
     vocab = Vocab()
     vocab.add("<unk>", 0.0, gguf.TokenType.UNKNOWN)
@@ -119,14 +143,14 @@ def build_vocab(n_vocab: int | None = None) -> Vocab:
         # Merges with higher scores happen first, so longer pieces win.
         vocab.add(piece, float(len(piece)), gguf.TokenType.NORMAL)
     if n_vocab is not None:
-        if n_vocab < SPM_VOCAB_SIZE + len(PHI3_SPECIAL_TOKENS):
-            raise ValueError(f"n_vocab {n_vocab} leaves no room for Phi-3's specials at {SPM_VOCAB_SIZE}")
+        if n_vocab < SPM_VOCAB_SIZE + len(PHI3_SPECIAL_TOKENS) + len(added_specials):
+            raise ValueError(f"n_vocab {n_vocab} leaves no room for the special tokens at {SPM_VOCAB_SIZE}")
         # "▁w{n}" is reachable by merges: "▁w" is a piece, and "▁w{n // 10}" comes before it.
         filler = (SPM_SPACE + f"w{n}" for n in range(SPM_VOCAB_SIZE))
         while len(vocab.tokens) < SPM_VOCAB_SIZE:
             piece = next(filler)
             vocab.add(piece, float(len(piece)), gguf.TokenType.NORMAL)
-    for special in PHI3_SPECIAL_TOKENS:
+    for special in PHI3_SPECIAL_TOKENS + added_specials:
         vocab.add(special, 0.0, gguf.TokenType.CONTROL)
     if n_vocab is not None:
         for token_id in range(len(vocab.tokens), n_vocab):

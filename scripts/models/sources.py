@@ -184,7 +184,7 @@ def _unreachable_message(manifest: Manifest, failure: str) -> str:
         "To put that file where a build expects it (its hash is checked when the manifest pins one):\n"
         f"  python -m scripts.models.download --model {manifest.name} --local /path/to/model.gguf --out-dir DIR\n"
         "For tests, generate a tiny model instead:\n"
-        "  python -m scripts.models.random_phi3 --out PATH"
+        "  python -m scripts.models.random_model --out PATH"
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 from handler.core.settings import settings_from
 from handler.engine import Engine, load_engine
 from handler.formats.prompts import Message
-from scripts.models import random_phi3 as make_test_model
+from scripts.models import random_model as make_test_model
 
 # -- K cache type -----------------------------------------------------------------------------------
 

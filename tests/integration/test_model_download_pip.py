@@ -62,7 +62,7 @@ def test_main_offline_exits_2_with_instructions_and_no_partial_file(
     assert result.stdout == ""
     assert "could not reach the Hugging Face Hub (HF_HUB_OFFLINE is set)" in result.stderr
     assert "MODEL_PATH=/path/to/model.gguf make run" in result.stderr
-    assert "python -m scripts.models.random_phi3 --out PATH" in result.stderr
+    assert "python -m scripts.models.random_model --out PATH" in result.stderr
     assert files_in(out_dir) == []
 
 
