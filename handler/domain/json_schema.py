@@ -131,6 +131,8 @@ _NO_GRAMMAR_ESCAPES = {
     **dict.fromkeys("123456789", "back references have no grammar equivalent"),
 }
 _QUANTIFIER = re.compile(r"\{(\d*)\s*(?:,\s*(\d*))?\s*\}")
+#: A quantifier of any form where it starts: *, +, ?, {n}, {n,}, {n,m}.
+_QUANTIFIER_AT = re.compile(r"[*+?]|\{\d+\s*(?:,\s*\d*)?\s*\}")
 
 T = TypeVar("T")
 
@@ -253,6 +255,52 @@ def _pattern_problems(pattern: str) -> Iterator[str]:
         largest = max(int(low or 0), int(high or 0))
         if largest > MAX_REPETITION:
             yield f"a repetition count of {largest}; at most {MAX_REPETITION}"
+    if _misread_repetition(pattern):
+        yield (
+            "a quantifier after an escaped character would repeat the literal characters before it too; put the "
+            "escaped character in a class or a group, such as [.]{3} or (\\.){3}"
+        )
+
+
+def _misread_repetition(pattern: str) -> bool:
+    """Whether a quantifier follows an escaped character that ends a run of two or more literal characters.
+
+    llama.cpp's converter (json_schema_to_gbnf) keeps a run of literal characters as one string and, where the
+    run's last character was escaped, applies the quantifier after it to the whole run: ``id\\.{3}`` becomes
+    ``"id.id.id."``, ``a\\-*`` becomes ``("a-")*``, for every quantifier form. After an unescaped character it
+    splits the run correctly, and an escaped character alone (after a group, a class, an alternation or the start)
+    is repeated alone; a class (``[.]{3}``) or a group (``(\\.){3}``) is always right.
+    """
+    run = 0  # literal characters in the run that ends here
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "[":  # a class is one element: skip to its end
+            index = _class_end(pattern, index)
+            run = 0
+            continue
+        if char == "\\" and index + 1 < len(pattern):
+            if run > 0 and _QUANTIFIER_AT.match(pattern, index + 2):
+                return True
+            run += 1
+            index += 2
+            continue
+        quantifier = _QUANTIFIER_AT.match(pattern, index)
+        if quantifier:
+            run = 0
+            index = quantifier.end()
+            continue
+        run = 0 if char in "()|^$." else run + 1
+        index += 1
+    return False
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """The index after the ``]`` that closes the class opened at ``start`` (escapes inside skipped)."""
+    index = start + 1
+    while index < len(pattern) and pattern[index] != "]":
+        index += 2 if pattern[index] == "\\" else 1
+    return index + 1
 
 
 def _bounded(work: Callable[[], T], steps: int) -> T:

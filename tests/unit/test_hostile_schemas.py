@@ -60,3 +60,45 @@ def test_an_enum_too_large_for_the_grammar_is_refused_naming_its_limit() -> None
     with pytest.raises(InvalidRequest) as refused:
         parse_request(with_schema({"enum": [f"v{n}" for n in range(50_000)]}))
     assert "50000 members; at most 256" in refused.value.message
+
+
+# -- class 4: a quantifier after an escaped character in a literal run (the converter repeats the whole run) --
+
+MISREAD_REPETITIONS = [
+    "^id\\.{3}$",
+    "^id\\.{2,}$",
+    "^id\\.{2,4}$",
+    "^id\\.+$",
+    "^id\\.*$",
+    "^x\\.?$",
+    "^\\-\\.{2}$",
+    "^ab\\.{2}[a-z]+$",
+]
+#: The same repetitions written so the converter reads them right: a class, a group, the character alone.
+READ_RIGHT = [
+    "^id[.]{3}$",
+    "^id(\\.){3}$",
+    "^\\.{3}$",
+    "^[a-z]\\.{2}$",
+    "^a|\\.{2}$",
+    "^ab{3}$",
+    "^a{2}\\.{3}$",
+    "^id\\.$",
+]
+
+
+@pytest.mark.parametrize("pattern", MISREAD_REPETITIONS)
+def test_a_quantifier_the_converter_would_apply_to_a_literal_run_is_refused_before_generation(pattern: str) -> None:
+    # GIVEN a pattern whose grammar would force the run again and again ("^id\.{3}$" -> "id.id.id.")
+    event = with_schema({"type": "object", "properties": {"code": {"type": "string", "pattern": pattern}}})
+    # WHEN it is checked THEN it is the caller's error, with the way to write it, before any generation
+    with pytest.raises(InvalidRequest) as refused:
+        parse_request(event)
+    assert "pattern at properties.*: a quantifier after an escaped character" in refused.value.message
+    assert "put the escaped character in a class or a group" in refused.value.message
+    assert pattern not in refused.value.message  # the caller's text is never quoted back
+
+
+@pytest.mark.parametrize("pattern", READ_RIGHT)
+def test_repetitions_the_converter_reads_right_are_accepted(pattern: str) -> None:
+    parse_request(with_schema({"type": "object", "properties": {"code": {"type": "string", "pattern": pattern}}}))
