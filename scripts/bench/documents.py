@@ -26,6 +26,7 @@ from scripts.bench.configs import CHILD_TIMEOUT_S, DISTURBED_SHARE
 from scripts.bench.model import model_layout, read_into_page_cache
 from scripts.bench.report import cell, median, print_aligned, ratio, runs_build
 from scripts.bench.runner import machine_info, spawn
+from scripts.eval.answers import common_prefix
 from scripts.repository import ROOT
 
 DOCUMENT_SOURCE = ROOT / "tests" / "data" / "moby-dick-chapters-1-9.txt"
@@ -102,15 +103,6 @@ def leading_text(text: str, target: int, count: Callable[[str], int]) -> str:
     return text[: word_ends[low]]
 
 
-def _common_prefix(first: list[int], second: list[int]) -> int:
-    shared = 0
-    for mine, theirs in zip(first, second, strict=False):
-        if mine != theirs:
-            break
-        shared += 1
-    return shared
-
-
 def batch_context_size(prompt_lengths: list[int], max_tokens: int, parallel: int, default: int) -> int:
     """KV cells for the ``parallel`` longest requests decoded at once with nothing shared, in whole 256s and never
     below the service's default: no variant waits for room in the batch context."""
@@ -128,7 +120,7 @@ def expected_task_evaluations(prompts: list[list[int]]) -> dict[str, int]:
     whole = sum(len(prompt) for prompt in prompts)
 
     def reused(index: int, earlier: list[list[int]]) -> int:
-        return max(min(_common_prefix(prompts[index], other), len(prompts[index]) - 1) for other in earlier)
+        return max(min(common_prefix(prompts[index], other), len(prompts[index]) - 1) for other in earlier)
 
     after = whole - sum(reused(i, [prompts[i - 1]]) for i in range(1, len(prompts)))
     batched = whole - sum(reused(i, prompts[:i]) for i in range(1, len(prompts)))

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from scripts.bench.configs import quiet_llama_logs
+
 #: ggml's type ids of the K cache types the engine uses (ggml.h: GGML_TYPE_F16 = 1, GGML_TYPE_Q8_0 = 8).
 GGML_TYPES = {"f16": 1, "q8_0": 8}
 N_BATCH = 512
@@ -49,7 +51,7 @@ class MainlineApi:
     def __init__(self) -> None:
         import llama_cpp
 
-        logging_off()
+        quiet_llama_logs()
         self.lib = llama_cpp
         self.ctx: Any = None
         self.n_vocab = 0
@@ -159,10 +161,3 @@ def fill_batch(batch: Any, tokens: list[int], first_position: int) -> None:
         batch.n_seq_id[index] = 1
         batch.seq_id[index][0] = 0
         batch.logits[index] = index == len(tokens) - 1
-
-
-def logging_off() -> None:
-    """llama-cpp-python prints llama.cpp's log until its logger is told otherwise."""
-    import logging
-
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)

@@ -35,6 +35,7 @@ from scripts.bench.configs import SEED_N_CTX
 from scripts.bench.engine_apis import EngineApi, IkApi, MainlineApi
 from scripts.bench.report import aligned_lines
 from scripts.bench.runner import cpu_flags, machine_info, spawn
+from scripts.eval.answers import common_prefix
 from scripts.repository import ROOT, SMALL_REAL_MODEL_FILE
 
 #: The value the published Phi-3-mini-4k-instruct GGUF carries, which ik_llama.cpp requires.
@@ -408,10 +409,7 @@ def greedy_agreement(builds: dict[str, dict[str, Any]], threads: int, work: Path
                 }
                 name = f"greedy-{engine.replace('.', '')}-{build}-{file_label.split()[0]}"
                 answers[engine] = spawn(spec, work, name)["answers"]
-            common = [
-                next((i for i, (a, b) in enumerate(zip(x, y, strict=True)) if a != b), GREEDY_TOKENS)
-                for x, y in zip(answers["llama.cpp"], answers["ik_llama.cpp"], strict=True)
-            ]
+            common = [common_prefix(x, y) for x, y in zip(answers["llama.cpp"], answers["ik_llama.cpp"], strict=True)]
             identical = sum(length == GREEDY_TOKENS for length in common)
             results[f"{file_label}, {build}"] = {
                 "answers": answers,

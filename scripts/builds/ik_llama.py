@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scripts.builds.llama import BuildError, build_name, cmake_flag_values, default_flags_file, read_flags
+from scripts.models.download import sha256_file
 
 PACKAGE = "ik-llama-cpp-python"
 VERSION = "0.1.5"
@@ -64,14 +65,6 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sdist_url() -> str:
     """The sdist's download address from PyPI's JSON API (the index named by PIP_INDEX_URL is not consulted)."""
     with urllib.request.urlopen(f"https://pypi.org/pypi/{PACKAGE}/{VERSION}/json", timeout=60) as response:
@@ -85,7 +78,7 @@ def _sdist_url() -> str:
 def fetch_sdist(cache: Path) -> Path:
     """The pinned sdist in the cache, downloaded once and checked against its sha256."""
     target = cache / SDIST_NAME
-    if target.is_file() and _sha256(target) == SDIST_SHA256:
+    if target.is_file() and sha256_file(target) == SDIST_SHA256:
         return target
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
@@ -98,7 +91,7 @@ def fetch_sdist(cache: Path) -> Path:
         downloaded = Path(scratch) / SDIST_NAME
         if status != 0 or not downloaded.is_file():
             urllib.request.urlretrieve(_sdist_url(), downloaded)
-        actual = _sha256(downloaded)
+        actual = sha256_file(downloaded)
         if actual != SDIST_SHA256:
             raise BuildError(f"{SDIST_NAME}: sha256 {actual}, expected {SDIST_SHA256}: not the pinned file")
         downloaded.replace(target)
