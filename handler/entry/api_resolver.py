@@ -146,7 +146,8 @@ def prefers_async(prefer: str | None) -> bool:
 
 def _error(exc: Exception, headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
     status = status_of(exc)
-    if status == HTTPStatus.TOO_MANY_REQUESTS:
+    if status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE):
+        # Both say "not now": the caller is told when to come back (RFC 9110, 10.2.3), as SDKs' retries read it.
         headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_S)}
     body = error_answer(exc)  # logged here, whatever shape the answer takes
     if app.current_event.path.startswith("/v1/"):

@@ -63,7 +63,8 @@ _ERRORS: dict[int, OpenAPIResponse] = {
     ),
     503: _error_response(
         "The service cannot answer now: ConfigurationError, ModelLoadError, GenerationError, StoreError or "
-        "DeadlineReached."
+        "DeadlineReached.",
+        {"Retry-After": _header("Seconds to wait before retrying.")},
     ),
 }
 
@@ -115,7 +116,9 @@ _OPENAI_ERRORS: dict[int, OpenAPIResponse] = {
         "rate_limit_error: the results table is over its capacity; retry later.",
         {"Retry-After": _header("Seconds to wait before retrying.")},
     ),
-    503: _openai_error("server_error: the service cannot answer now."),
+    503: _openai_error(
+        "server_error: the service cannot answer now.", {"Retry-After": _header("Seconds to wait before retrying.")}
+    ),
 }
 
 

@@ -11,7 +11,7 @@ from handler.core.errors import InvalidRequest
 from handler.core.observability import logger, metrics
 from handler.entry.runtime import deadline_of, error_answer, get_service, lease_owner, preload
 from handler.storage.bucket import BatchBucket
-from handler.usecases import batch_files, queued_work
+from handler.usecases import batch_files, queued_work, queueing
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -29,7 +29,7 @@ def schedule_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         if event.get("items"):
             if not isinstance(event["items"], list):
                 raise InvalidRequest("items must be a list of requests")
-            report = queued_work.queue_requests(service, enumerate(event["items"], start=1))
+            report = queueing.queue_requests(service, enumerate(event["items"], start=1))
         summary = queued_work.run(
             service, lease_owner(context), deadline_of(context), dispatch=bool(event.get("dispatch", True))
         )

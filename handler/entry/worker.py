@@ -68,8 +68,10 @@ def worker_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         item_id = _queued_id(record)
         outcome = outcomes[item_id].outcome
         logger.info("queued request processed", id=item_id, outcome=outcome)
-        if outcome == "requeued":
-            raise QueuedWorkFailed(f"request {item_id} was requeued")
+        if outcome in queued_work.NOT_ENDED:
+            # Requeued, held by another invocation (which may have died holding it), or not written now: SQS
+            # delivers the message again after its visibility timeout, when that lease has expired or the item ended.
+            raise QueuedWorkFailed(f"request {item_id} has not ended ({outcome})")
         return outcome
 
     return process_partial_response(  # type: ignore[return-value]

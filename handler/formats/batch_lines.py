@@ -10,7 +10,7 @@ JSON object:
 - ``bedrock``: Bedrock batch inference records, ``{"recordId", "modelInput": <Anthropic Messages body>}``.
 
 Each line is read on its own (``read_lines``): a valid line becomes the native request it means, ready
-for handler.usecases.queued_work.queue_requests; an invalid line gets a problem that names the line's fields at
+for handler.usecases.queueing.queue_requests; an invalid line gets a problem that names the line's fields at
 fault and never what it holds, and stops nothing else. A line of another format than its file's is invalid.
 
 The results come back joined on the caller's id, in the file's format (handler/usecases/batch_export.py).
@@ -97,7 +97,7 @@ def _nativeline_of(number: int, value: Any, decided_by: int) -> BatchLine:
         if not request.options.store:
             raise InvalidRequest(f"options.store: {NOT_QUEUEABLE}")
     except InvalidRequest as exc:
-        # As handler.usecases.queued_work.queue_requests reports it: the fields and problems, no value.
+        # As handler.usecases.queueing.queue_requests reports it: the fields and problems, no value.
         status = HTTPStatus.UNPROCESSABLE_ENTITY  # as the native API answers it
         return BatchLine(number, None, None, exc.log_message, value, "invalid_request", status)
     return BatchLine(number, None, value, None, value)

@@ -37,6 +37,24 @@ class ItemAccess:
         item = response.get("Item")
         return self._dynamo.typed(item) if item is not None else None
 
+    def holder(self, item_id: str) -> tuple[str, str | None] | None:
+        """An item's status and lease owner, read consistently and as stored (an item too malformed to read whole
+        still has them), or None when there is no item."""
+        response = self._dynamo.call(
+            f"read the holder of {item_id}",
+            lambda: self._table.get_item(
+                Key={KEY: item_id},
+                ConsistentRead=True,
+                ProjectionExpression="#status, lease_owner",
+                ExpressionAttributeNames={"#status": STATUS},
+            ),
+        )
+        item = response.get("Item")
+        if item is None:
+            return None
+        owner = item.get("lease_owner")
+        return str(item.get(STATUS)), str(owner) if owner is not None else None
+
     def put_pending(self, item_id: str, fields: dict[str, Any]) -> bool:
         """Queue a request as a PENDING item; False when an item for this id already exists."""
         item = self._dynamo.new_item(item_id, Status.PENDING, {"attempts": 0, **fields})

@@ -31,7 +31,7 @@ MESSAGE_PREFIX = "msg_"
 
 def refuse_unfit(lines: list[BatchLine], numbers: set[int], counter: Counter) -> list[BatchLine]:
     """The lines, those numbered in ``numbers`` refused when their prompt cannot fit the context window,
-    as handler.usecases.queued_work.queue_requests refuses them (so a line it never queued is reported, not
+    as handler.usecases.queueing.queue_requests refuses them (so a line it never queued is reported, not
     awaited)."""
     checked = []
     for line in lines:

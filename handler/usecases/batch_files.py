@@ -28,7 +28,7 @@ from handler.formats.batch_lines import BatchFormat, read_lines
 from handler.formats.jsonl import jsonl_values
 from handler.storage.bucket import OPEN_PREFIX, BatchBucket, InputGone, OutputKeys
 from handler.usecases.batch_export import Exported, export
-from handler.usecases.queued_work import queue_requests
+from handler.usecases.queueing import queue_requests
 from handler.usecases.text_service import TextService
 
 

@@ -1,4 +1,5 @@
-"""Queued work: requests queued in bulk, claimed, generated, completed or released, and scheduled runs through them.
+"""Queued work: requests queued in bulk (handler/usecases/queueing.py), claimed, generated, completed or released, and
+scheduled runs through them.
 
 Every queued request is an item of the results table (handler/storage/result_store.py); a worker (SQS) or a
 scheduled run claims it under a lease, generates (several at a time through batched decoding) and
@@ -14,26 +15,40 @@ SQS and Lambda's concurrency decide who does what).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from handler.core.errors import ChunkFailed, DeadlineReached, InputTooLong, InvalidRequest, OutputInvalid, ServiceError
+from handler.core.errors import (
+    ChunkFailed,
+    DeadlineReached,
+    InputTooLong,
+    InvalidRequest,
+    OutputInvalid,
+    ServiceError,
+    StoreError,
+)
 from handler.core.observability import logger, metrics
 from handler.domain.answers import Metrics, Status
-from handler.domain.requests import NOT_QUEUEABLE, TextRequest, parse_request
-from handler.domain.stored_item import StoredItem, pending_fields
-from handler.engine import Completion, Engine, PromptTokens, prompt_counter
+from handler.domain.requests import TextRequest, parse_request
+from handler.domain.stored_item import StoredItem
+from handler.engine import Completion, Engine, PromptTokens
 from handler.storage.attributes import result_too_large
+from handler.storage.document_steps import WAITING_FOR_CHUNKS
 from handler.usecases.documents import DocumentWaiting
 from handler.usecases.generation_result import GenerationResult, generation_result
 from handler.usecases.preparation import PreparedRequest, prepare
 from handler.usecases.text_service import TextService
 
-Outcome = Literal["done", "failed", "requeued", "skipped", "lost-lease", "waiting"]
+#: "skipped": the item has ended (or waits for its chunks' requests, which queue it again); "held": another
+#: invocation holds its lease now, so its work is not this one's to drop (a worker's message comes back later);
+#: "deferred": the table could not be written now (throttled, unavailable): its lease runs out and it is tried again.
+Outcome = Literal["done", "failed", "requeued", "skipped", "held", "deferred", "lost-lease", "waiting"]
+#: Outcomes after which a worker's message must come back: the item has not ended and nobody will queue it again.
+NOT_ENDED: frozenset[Outcome] = frozenset({"requeued", "held", "deferred"})
 
 
 @dataclass(frozen=True)
@@ -42,59 +57,6 @@ class Processed:
 
     outcome: Outcome
     metrics: Metrics | None = None
-
-
-@dataclass
-class QueueingReport:
-    """What queueing requests in bulk (``queue_requests``) did with each of them."""
-
-    new: int = 0
-    already_done: int = 0
-    already_pending: int = 0
-    duplicates: int = 0
-    invalid: list[tuple[int, str]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "invalid": [{"line": line, "error": error} for line, error in self.invalid]}
-
-
-def queue_requests(service: TextService, requests: Iterable[tuple[int, Any]]) -> QueueingReport:
-    """Queue numbered raw requests as PENDING items; ones already in the table (or repeated) add nothing."""
-    table, queue = service.stored_requests.table, service.stored_requests.queue
-    if table is None:
-        raise InvalidRequest("queueing requests needs TABLE_NAME")
-    report = QueueingReport()
-    parsed: dict[str, TextRequest] = {}
-    # Lines are counted in tokens where the model file is at hand (the function's image; an operator who
-    # names the file); elsewhere a worker reports a line that cannot fit.
-    counter = prompt_counter(service.settings) if service.settings.model_path.is_file() else None
-    for number, raw in requests:
-        try:
-            request = parse_request(raw)
-            if not request.options.store:
-                raise InvalidRequest(f"options.store: {NOT_QUEUEABLE}")
-            if counter is not None:
-                prepare(counter, request)
-        except (InvalidRequest, InputTooLong) as exc:
-            # Reported to whoever runs the batch, maybe not the author of the line: no value it holds.
-            report.invalid.append((number, exc.log_message))
-            continue
-        item_id = service.request_id(request)
-        if item_id in parsed:
-            report.duplicates += 1
-            continue
-        parsed[item_id] = request
-    existing = table.items.statuses(list(parsed))
-    for status in existing.values():
-        if status == Status.DONE:
-            report.already_done += 1
-        else:
-            report.already_pending += 1
-    new = [(item_id, pending_fields(request)) for item_id, request in parsed.items() if item_id not in existing]
-    report.new = table.items.put_pending_batch(new)
-    if queue is not None and new:
-        queue.send(item_id for item_id, _ in new)
-    return report
 
 
 @dataclass
@@ -199,7 +161,7 @@ def _predicted_seconds(service: TextService, item: StoredItem) -> float:
 
 
 def _count(processed: Processed, summary: RunSummary) -> None:
-    if processed.outcome == "skipped":
+    if processed.outcome in ("skipped", "held", "deferred"):  # not ended here: a later run or message takes it
         summary.skipped += 1
         return
     if processed.outcome == "waiting":
@@ -243,9 +205,13 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
     engine: Engine | None = None
     loaded_now = False
     for item_id in dict.fromkeys(item_ids):
-        item = table.leases.claim_queued(item_id, owner, lease_s)
+        try:
+            item = table.leases.claim_queued(item_id, owner, lease_s)
+        except StoreError as exc:
+            results[item_id] = _deferred(item_id, "claim", exc)
+            continue
         if item is None:
-            results[item_id] = Processed("skipped")
+            results[item_id] = _not_claimed(service, item_id)
             continue
         try:
             request = parse_request(item.request)
@@ -271,6 +237,29 @@ def process_many(service: TextService, item_ids: list[str], owner: str, deadline
     for item_id, request, prepared in documents:
         results[item_id] = _process_document(service, item_id, request, prepared, owner, deadline)
     return results
+
+
+def _deferred(item_id: str, step: str, exc: StoreError) -> Processed:
+    """One item's write refused by the table (after the SDK's retries): it alone waits for its next try, the
+    others of the batch go on."""
+    logger.warning("queued request deferred: the table refused a write", id=item_id, step=step, error=exc.log_message)
+    return Processed("deferred")
+
+
+def _not_claimed(service: TextService, item_id: str) -> Processed:
+    """Why an item could not be claimed: ended (or gone), or held by another invocation's lease, which may die
+    with it (a worker killed after its claim): then the message must come back until that lease has expired."""
+    assert service.stored_requests.table is not None
+    try:
+        holder = service.stored_requests.table.items.holder(item_id)
+    except StoreError as exc:
+        return _deferred(item_id, "read", exc)
+    if holder is None:
+        return Processed("skipped")
+    status, owner = holder
+    if status in (Status.DONE, Status.FAILED) or owner == WAITING_FOR_CHUNKS:
+        return Processed("skipped")
+    return Processed("held")
 
 
 def _process_claimed(
@@ -356,7 +345,11 @@ def _complete(service: TextService, item_id: str, owner: str, generated: Generat
     oversized = result_too_large(generated.fields)
     if oversized is not None:
         return _release(service, item_id, owner, oversized, permanent=True)
-    if service.stored_requests.complete(item_id, owner, generated.fields) is None:
+    try:
+        completed = service.stored_requests.complete(item_id, owner, generated.fields)
+    except StoreError as exc:
+        return _deferred(item_id, "complete", exc)
+    if completed is None:
         logger.warning("lease lost before the result was written", id=item_id, owner=owner)
         return Processed("lost-lease")
     return Processed("done", generated.answer.metrics)
@@ -368,5 +361,8 @@ def _release(service: TextService, item_id: str, owner: str, error: ServiceError
     message = error.message if isinstance(error, ServiceError) else error
     logged = error.log_message if isinstance(error, ServiceError) else error
     logger.warning("queued request failed", id=item_id, error=logged, permanent=permanent)
-    status = service.stored_requests.release(item_id, owner, message, 0 if permanent else None)
+    try:
+        status = service.stored_requests.release(item_id, owner, message, 0 if permanent else None)
+    except StoreError as exc:
+        return _deferred(item_id, "release", exc)
     return Processed("failed" if status == Status.FAILED else "requeued")

@@ -31,7 +31,7 @@ from handler.core.errors import ServiceError
 from handler.formats.batch_lines import FORMAT_NAMES, BatchFormat, read_lines
 from handler.formats.jsonl import Unreadable, decoded, jsonl_values, numbered_lines
 from handler.formats.jsonl import not_utf8 as _not_utf8
-from handler.usecases.queued_work import QueueingReport, queue_requests
+from handler.usecases.queueing import QueueingReport, queue_requests
 from scripts.batch.service import build_service, served_model
 from scripts.repository import SERVED_MODEL
 

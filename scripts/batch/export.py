@@ -21,12 +21,15 @@ numbers). The output of a bullet-point summary ("- ...") therefore starts with "
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
+import os
 import statistics
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from handler.domain.answers import Metrics, Status
 from handler.formats.batch_lines import FORMAT_NAMES, BatchFormat
@@ -82,13 +85,25 @@ def spreadsheet_cell(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def whole_file(out: Path, newline: str) -> Iterator[TextIO]:
+    """A text file that appears at ``out`` only whole: written beside it, then renamed over it in one step, so an
+    export killed half-way leaves the previous file (or none), never a cut line; run again, it writes it all."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    with partial.open("w", encoding="utf-8", newline=newline) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, out)
+
+
 def write_results(items: list[dict[str, Any]], out: Path, fmt: str) -> None:
     """DONE items as JSONL (whole, lossless) or CSV (flat: request fields, output and each metric).
 
     CSV text cells are quoted and made formula-safe (``spreadsheet_cell``); JSONL is written untouched.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8", newline="") as handle:
+    with whole_file(out, newline="") as handle:
         if fmt == "jsonl":
             for item in items:
                 handle.write(json.dumps(item, ensure_ascii=False, sort_keys=True) + "\n")
@@ -141,8 +156,7 @@ def export_batch(source: Path, table: str, model: str) -> tuple[BatchFormat, Exp
 
 
 def write_jsonl(records: list[dict[str, Any]], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8", newline="\n") as handle:
+    with whole_file(out, newline="\n") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 

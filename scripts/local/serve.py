@@ -6,26 +6,44 @@ What a deployed stack does, on one machine: HTTP requests become API Gateway pro
 Lambda runs it (its streaming runtime client, handler/entry/streaming_runtime_client.py, against a local Runtime API,
 scripts/local/runtime_api.py) with a local results table (moto); its streamed response (a JSON prelude, 8 NUL
 bytes, then the body as it comes) goes back to the client as it comes, chunked. The openai SDK pointed at
-``http://127.0.0.1:3000/v1`` streams with ``stream=True``. One execution environment: requests are served one at
-a time. `sam local start-api` serves the same routes buffered (its emulator reads a response whole).
+``http://127.0.0.1:3000/v1`` streams with ``stream=True``. `sam local start-api` serves the same routes buffered
+(its emulator reads a response whole).
+
+What a deployed API does at its concurrency limit, and when its function dies:
+- One execution environment: one invocation runs at a time, and at most ``max_waiting`` requests wait for their
+  turn (``--max-waiting``). A request that finds the line full is answered 429 at once, one that waited
+  ``max_wait_s`` (the API's budget, 29 s) 503; both with ``Retry-After`` and the API's error shape (OpenAI's on
+  /v1/ paths), as API Gateway answers a throttled function. No request waits without bound.
+- The function's process is supervised: when it exits (killed, crashed), the invocation it held is answered 502
+  (as API Gateway answers a crashed Lambda) and a new process serves the next request (Lambda's new execution
+  environment). ``function_pid`` and ``restarts`` say which process runs and how many were started after the first.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import enum
 import json
+import math
 import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
+from handler.domain.answers import ErrorAnswer, ErrorInfo
+from handler.formats.openai_chat import OpenAIError, OpenAIErrorAnswer
+from handler.formats.server_sent_events import EVENT_STREAM, error_event
 from scripts.local.moto_server import DEFAULT_REGION, DUMMY_CREDENTIALS, MotoDynamoDB, create_table_from_template
 from scripts.local.runtime_api import Invocation, RuntimeApi
 from scripts.repository import ROOT, TEMPLATE
@@ -33,6 +51,14 @@ from scripts.repository import ROOT, TEMPLATE
 STREAM_HANDLER = "handler.entry.api.stream_handler"
 DELIMITER = b"\0" * 8
 TABLE = "llm-results-local"
+#: Requests that may wait for the one execution environment (``--max-waiting``).
+DEFAULT_MAX_WAITING = 8
+#: How long a request waits for its turn: the API's budget (API Gateway's REST API waits 29 s).
+DEFAULT_MAX_WAIT_S = 29.0
+#: The message of the function's log line that says one generation ended (handler/usecases/generation_result.py).
+GENERATION_FINISHED = "generation finished"
+#: A function that exits sooner than this after its start is started again only after this long: no tight loop.
+RESTART_PAUSE_S = 1.0
 
 
 def proxy_event(method: str, target: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
@@ -62,31 +88,153 @@ def proxy_event(method: str, target: str, headers: dict[str, str], body: bytes) 
     }
 
 
-class LocalApi:
-    """The function (a child process running its streaming runtime) behind an HTTP front on 127.0.0.1."""
+class Turn(enum.Enum):
+    """What a request that arrives gets from the admission control."""
 
-    def __init__(self, model: Path, port: int = 0, env: dict[str, str] | None = None, timeout_s: float = 900) -> None:
+    ADMITTED = "admitted"
+    LINE_FULL = "line full"
+    WAITED_TOO_LONG = "waited too long"
+
+
+class Admission:
+    """One invocation at a time, and a bounded line of requests waiting for their turn, first come first served."""
+
+    def __init__(self, max_waiting: int, max_wait_s: float) -> None:
+        self.max_waiting = max_waiting
+        self.max_wait_s = max_wait_s
+        self._turns = threading.Condition()
+        self._busy = False
+        self._line: collections.deque[object] = collections.deque()
+        self._typical_s = 1.0  # an invocation's usual length, to say when to come back
+
+    @property
+    def waiting(self) -> int:
+        return len(self._line)
+
+    def enter(self) -> Turn:
+        """Wait for this request's turn; LINE_FULL at once when the line is full, WAITED_TOO_LONG after max_wait_s."""
+        with self._turns:
+            if not self._busy and not self._line:
+                self._busy = True
+                return Turn.ADMITTED
+            if len(self._line) >= self.max_waiting:
+                return Turn.LINE_FULL
+            ticket = object()
+            self._line.append(ticket)
+            give_up_at = time.monotonic() + self.max_wait_s
+            while self._busy or self._line[0] is not ticket:
+                remaining_s = give_up_at - time.monotonic()
+                if remaining_s <= 0:
+                    self._line.remove(ticket)
+                    self._turns.notify_all()  # the one behind may be first now
+                    return Turn.WAITED_TOO_LONG
+                self._turns.wait(remaining_s)
+            self._line.popleft()
+            self._busy = True
+            return Turn.ADMITTED
+
+    def leave(self, seconds: float) -> None:
+        """The admitted request is answered after ``seconds``: the next in line goes."""
+        with self._turns:
+            self._typical_s = 0.8 * self._typical_s + 0.2 * seconds
+            self._busy = False
+            self._turns.notify_all()
+
+    def retry_after_s(self) -> int:
+        """Whole seconds until the line has likely moved on: everyone in it and the one running, at the usual pace."""
+        with self._turns:
+            return min(max(math.ceil((len(self._line) + 1) * self._typical_s), 1), 60)
+
+
+@dataclass(frozen=True)
+class FrontError:
+    """An answer the front gives itself, as API Gateway does: its status and its error in the API's two shapes."""
+
+    status: HTTPStatus
+    error_type: str
+    openai_type: str
+    openai_code: str
+
+    def body(self, path: str, message: str) -> dict[str, Any]:
+        """The error answer of a request to ``path``: OpenAI's shape on /v1/ routes, the API's own elsewhere."""
+        if path.startswith("/v1/"):
+            openai = OpenAIError(message=message, type=self.openai_type, param=None, code=self.openai_code)
+            return OpenAIErrorAnswer(error=openai).model_dump(mode="json")
+        return ErrorAnswer(error=ErrorInfo(type=self.error_type, message=message)).model_dump(
+            mode="json", exclude_none=True
+        )
+
+
+LINE_FULL = FrontError(HTTPStatus.TOO_MANY_REQUESTS, "TooManyRequests", "rate_limit_error", "rate_limit_exceeded")
+WAITED_TOO_LONG = FrontError(HTTPStatus.SERVICE_UNAVAILABLE, "ServiceUnavailable", "server_error", "unavailable")
+FUNCTION_FAILED = FrontError(HTTPStatus.BAD_GATEWAY, "InternalError", "server_error", "internal_error")
+FUNCTION_TIMED_OUT = FrontError(HTTPStatus.GATEWAY_TIMEOUT, "DeadlineReached", "server_error", "timeout")
+
+
+class FrontServer(ThreadingHTTPServer):
+    """The HTTP front: a thread per connection, and room for many callers connecting at once."""
+
+    daemon_threads = True
+    # socketserver's default listen backlog (5) makes the sixth simultaneous caller wait a TCP retransmit (a second
+    # or more) before it is even accepted: every caller is accepted at once and then admitted, queued or refused.
+    request_queue_size = 128
+
+
+class LocalApi:
+    """The function (a supervised child process running its streaming runtime) behind an HTTP front on 127.0.0.1."""
+
+    def __init__(
+        self,
+        model: Path,
+        port: int = 0,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 900,
+        *,
+        max_waiting: int = DEFAULT_MAX_WAITING,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        quiet: bool = False,
+        table_name: str = TABLE,
+    ) -> None:
         self.model = model
+        #: The results table's name: moto keeps one state per Python process, so two APIs in one need two names.
+        self.table_name = table_name
         self.timeout_s = timeout_s
+        #: Without the request log and the function's output (a load run prints its own figures).
+        self.quiet = quiet
+        self.admission = Admission(max_waiting, max_wait_s)
         self._env = env or {}
+        self._function_env: dict[str, str] = {}
         self._stack = contextlib.ExitStack()
-        self._lock = threading.Lock()  # one execution environment: one invocation at a time
         self.runtime = RuntimeApi()
-        self._front = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._front.daemon_threads = True
+        self._front = FrontServer(("127.0.0.1", port), self._handler())
         self.function: subprocess.Popen[bytes] | None = None
+        #: Function processes started after the first (each after one exited).
+        self.restarts = 0
+        self._closing = threading.Event()
+        self._generations_lock = threading.Lock()
+        self._generations: collections.Counter[str] = collections.Counter()
         self.table_endpoint = ""
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._front.server_address[1]}"
 
+    @property
+    def function_pid(self) -> int | None:
+        """The process id of the function running now."""
+        return self.function.pid if self.function is not None else None
+
+    def generations(self) -> collections.Counter[str]:
+        """How many generations finished, by request id, as the function's log says (every process so far)."""
+        with self._generations_lock:
+            return collections.Counter(self._generations)
+
     def __enter__(self) -> LocalApi:
         moto = self._stack.enter_context(MotoDynamoDB())
         self.table_endpoint = moto.endpoint_url
-        create_table_from_template(moto.endpoint_url, TABLE, TEMPLATE)
+        create_table_from_template(moto.endpoint_url, self.table_name, TEMPLATE)
         self._stack.enter_context(self.runtime)
-        env = {
+        self._function_env = {
             **os.environ,
             **DUMMY_CREDENTIALS,
             "AWS_DEFAULT_REGION": DEFAULT_REGION,
@@ -94,13 +242,12 @@ class LocalApi:
             "AWS_LAMBDA_FUNCTION_NAME": "local-api",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "10240",
             "MODEL_PATH": str(self.model),
-            "TABLE_NAME": TABLE,
+            "TABLE_NAME": self.table_name,
             "AWS_ENDPOINT_URL_DYNAMODB": moto.endpoint_url,
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
             **self._env,
         }
-        command = [sys.executable, "-m", "handler.entry.streaming_runtime_client", STREAM_HANDLER]
-        self.function = subprocess.Popen(command, env=env, cwd=ROOT)
+        self._start_function()
         self._stack.callback(self._stop_function)
         threading.Thread(target=self._front.serve_forever, daemon=True).start()
         self._stack.callback(self._front.server_close)
@@ -110,7 +257,57 @@ class LocalApi:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
+    def _start_function(self) -> None:
+        command = [sys.executable, "-m", "handler.entry.streaming_runtime_client", STREAM_HANDLER]
+        self.runtime.init_error = None
+        process = subprocess.Popen(
+            command,
+            env=self._function_env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL if self.quiet else None,
+        )
+        self.function = process
+        assert process.stdout is not None
+        threading.Thread(target=self._read_log, args=(process.stdout,), daemon=True).start()
+        threading.Thread(target=self._supervise, args=(process, time.monotonic()), daemon=True).start()
+
+    def _read_log(self, output: IO[bytes]) -> None:
+        """Pass the function's log on (unless quiet), counting the generations it reports."""
+        for raw in output:
+            line = raw.decode("utf-8", "replace")
+            if not self.quiet:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            if GENERATION_FINISHED not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("message") == GENERATION_FINISHED:
+                    with self._generations_lock:
+                        self._generations[str(record.get("id"))] += 1
+
+    def _supervise(self, process: subprocess.Popen[bytes], started: float) -> None:
+        """When the function's process exits: 502 for what it held, and a new process for the next request."""
+        code = process.wait()
+        if self._closing.is_set():
+            return
+        self.runtime.abandon_running(
+            "Runtime.ExitError", f"the function's process exited (code {code}) while answering; try again"
+        )
+        if self.runtime.init_error is not None:  # a new process would fail the same way: tell who waits for it
+            message = str(self.runtime.init_error.get("errorMessage") or "the handler could not be loaded")
+            self.runtime.abandon_pending("Runtime.ImportModuleError", message)
+        lived_s = time.monotonic() - started
+        if lived_s < RESTART_PAUSE_S and self._closing.wait(RESTART_PAUSE_S - lived_s):
+            return
+        self.restarts += 1
+        self._start_function()
+        if not self.quiet:
+            print(f"function exited (code {code}); started a new one (pid {self.function_pid})", file=sys.stderr)
+
     def _stop_function(self) -> None:
+        self._closing.set()
         if self.function is not None and self.function.poll() is None:
             self.function.terminate()
             try:
@@ -128,7 +325,8 @@ class LocalApi:
             protocol_version = "HTTP/1.1"
 
             def log_message(self, format: str, *args: Any) -> None:
-                print(f"{self.command} {urlsplit(self.path).path}", file=sys.stderr, flush=True)
+                if not local.quiet:
+                    print(f"{self.command} {urlsplit(self.path).path}", file=sys.stderr, flush=True)
 
             def do_GET(self) -> None:
                 self._forward()
@@ -140,9 +338,28 @@ class LocalApi:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = {name: value for name, value in self.headers.items() if name.lower() != "content-length"}
-                with local._lock:
+                turn = local.admission.enter()
+                if turn is not Turn.ADMITTED:
+                    self._refuse(turn)
+                    return
+                began = time.monotonic()
+                try:
                     invocation = local.invoke(proxy_event(self.command, self.path, headers, body))
-                    self._relay(invocation.chunks(), invocation)
+                    with contextlib.suppress(OSError):  # the client went away: the function's answer goes nowhere
+                        self._relay(invocation.chunks(), invocation)
+                finally:
+                    local.admission.leave(time.monotonic() - began)
+
+            def _refuse(self, turn: Turn) -> None:
+                """429 when the line is full, 503 after waiting too long: when to come back, in the API's shape."""
+                if turn is Turn.LINE_FULL:
+                    error = LINE_FULL
+                    message = f"too many requests: one runs and {local.admission.max_waiting} wait; retry later"
+                else:
+                    error = WAITED_TOO_LONG
+                    message = f"no turn came within {local.admission.max_wait_s:g} s; retry later"
+                retry_after = {"Retry-After": str(local.admission.retry_after_s())}
+                self._send_whole(error.status, error.body(self.path, message), retry_after)
 
             def _relay(self, chunks: Iterator[bytes], invocation: Invocation) -> None:
                 """The function's response to the client: its prelude as status and headers, its body as it comes."""
@@ -158,18 +375,31 @@ class LocalApi:
                     self._whole(prelude_text, invocation)
                     return
                 prelude = json.loads(prelude_text or b"{}")
+                headers = prelude.get("headers") or {}
                 self.send_response(int(prelude.get("statusCode", 200)))
-                for name, value in (prelude.get("headers") or {}).items():
+                for name, value in headers.items():
                     self.send_header(name, str(value))
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                with contextlib.suppress(OSError):  # the client went away: the function goes on
+                try:
                     self._send_chunk(rest)
                     for piece in chunks:
                         self._send_chunk(piece)
+                    events = any(
+                        name.lower() == "content-type" and str(value).startswith(EVENT_STREAM)
+                        for name, value in headers.items()
+                    )
+                    if invocation.end[0] is not None and events:
+                        self._send_chunk(self._error_event(invocation))
                     self.wfile.write(b"0\r\n\r\n")
-                for _ in chunks:  # what is left after a disconnect
-                    pass
+                finally:
+                    for _ in chunks:  # what is left after a disconnect
+                        pass
+
+            def _error_event(self, invocation: Invocation) -> bytes:
+                """The stream's last event when the function failed after its first bytes (its process died)."""
+                error, message = self._function_error(invocation)
+                return error_event(error.body(self.path, message), native=not self.path.startswith("/v1/"))
 
             def _send_chunk(self, piece: bytes) -> None:
                 if piece:
@@ -177,11 +407,11 @@ class LocalApi:
                     self.wfile.flush()
 
             def _whole(self, data: bytes, invocation: Invocation) -> None:
-                error_type, error = invocation.end
-                if error_type is not None:
-                    result: dict[str, Any] = {"statusCode": 502, "body": json.dumps({"error": error})}
-                else:
-                    result = json.loads(data or b"{}")
+                if invocation.end[0] is not None:
+                    error, message = self._function_error(invocation)
+                    self._send_whole(error.status, error.body(self.path, message))
+                    return
+                result = json.loads(data or b"{}")
                 payload = str(result.get("body") or "").encode("utf-8")
                 self.send_response(int(result.get("statusCode", 502)))
                 for name, value in (result.get("headers") or {}).items():
@@ -190,6 +420,28 @@ class LocalApi:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            @staticmethod
+            def _function_error(invocation: Invocation) -> tuple[FrontError, str]:
+                """What API Gateway answers for a function that failed: 504 when it timed out, 502 otherwise."""
+                error_type, error = invocation.end
+                if error_type == "Sandbox.Timedout":
+                    return FUNCTION_TIMED_OUT, "the function did not answer in time; try again"
+                if error_type is not None and error_type.startswith("Runtime."):
+                    return FUNCTION_FAILED, str((error or {}).get("errorMessage") or error_type)
+                # A handler's own exception: its message is the function's, not the caller's to read.
+                return FUNCTION_FAILED, f"the function failed ({error_type}); try again"
+
+            def _send_whole(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+                payload = json.dumps(body).encode("utf-8")
+                with contextlib.suppress(OSError):  # the client went away
+                    self.send_response(status)
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+
         return Front
 
 
@@ -197,11 +449,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="GGUF model file")
     parser.add_argument("--port", type=int, default=3000, help="port on 127.0.0.1 (default: 3000)")
+    parser.add_argument(
+        "--max-waiting",
+        type=int,
+        default=DEFAULT_MAX_WAITING,
+        help=f"requests that may wait for their turn; more are answered 429 (default: {DEFAULT_MAX_WAITING})",
+    )
+    parser.add_argument(
+        "--max-wait-s",
+        type=float,
+        default=DEFAULT_MAX_WAIT_S,
+        help=f"seconds a request waits for its turn before 503 (default: {DEFAULT_MAX_WAIT_S:g})",
+    )
     args = parser.parse_args(argv)
     if not args.model.is_file():
         parser.error(f"model file not found: {args.model}")
-    with LocalApi(args.model.resolve(), args.port) as local:
+    if args.max_waiting < 0 or args.max_wait_s <= 0:
+        parser.error("--max-waiting takes 0 or more, --max-wait-s more than 0")
+    with LocalApi(args.model.resolve(), args.port, max_waiting=args.max_waiting, max_wait_s=args.max_wait_s) as local:
         print(f"serving {local.base_url} (openai SDK: base_url={local.base_url}/v1); Ctrl-C stops", flush=True)
+        print(f"results table {local.table_name} at {local.table_endpoint}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
     return 0

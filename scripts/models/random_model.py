@@ -104,6 +104,9 @@ PRESETS: dict[str, Preset] = {
             "qwen3", n_embd=64, n_layer=2, n_head=4, n_head_kv=2, head_dim=32, n_ff=128, tied_embeddings=True
         )
     ),
+    # Slow on purpose (tens of milliseconds a token on one thread, and it never stops by itself): the fault tests
+    # kill, pause or time out a process while it is generating.
+    "slow-phi3": _tiny(Hyperparameters("phi3", n_embd=512, n_layer=4, n_head=16, n_head_kv=16, n_ff=1536)),
     # Phi-3-mini-4k-instruct's shapes in F16, the input of llama.cpp's quantizer (see quantize):
     # quantized to Q4_K_M, as the real q4 file is, it is the benchmark's model.
     "phi3-mini": _measured(

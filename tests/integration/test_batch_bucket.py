@@ -13,6 +13,7 @@ import pytest
 
 from handler.entry import batch_bucket, schedule
 from handler.entry.runtime import get_service
+from tests.support.events import s3_put_event
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.local_aws import Table
 
@@ -34,29 +35,7 @@ def s3(service_env: Table, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def put_event(client: Any, key: str) -> dict[str, Any]:
-    """The S3 notification for an object just put (the shape of `sam local generate-event s3 put`)."""
-    head = client.head_object(Bucket=BUCKET, Key=key)
-    return {
-        "Records": [
-            {
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": "us-east-1",
-                "eventName": "ObjectCreated:Put",
-                "s3": {
-                    "s3SchemaVersion": "1.0",
-                    "configurationId": "batch-files",
-                    "bucket": {"name": BUCKET, "arn": f"arn:aws:s3:::{BUCKET}"},
-                    "object": {
-                        "key": key.replace(" ", "+"),
-                        "size": head["ContentLength"],
-                        "eTag": head["ETag"].strip('"'),
-                        "sequencer": "0A1B2C3D4E5F678901",
-                    },
-                },
-            }
-        ]
-    }
+    return s3_put_event(client, BUCKET, key)
 
 
 def read_jsonl(client: Any, key: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import pytest
 from handler.entry import api
 from handler.entry import direct as direct_invoke
 from handler.entry.runtime import get_service
-from handler.usecases import queued_work
+from handler.usecases import queueing
 from tests.support.apigw import decode, proxy_event
 from tests.support.hostile_input import MARKER, OVERSIZED_CHAT, logged
 from tests.support.lambda_context import FakeLambdaContext
@@ -70,7 +70,7 @@ def test_a_request_too_large_to_store_is_a_clear_caller_error_and_nothing_is_wri
     from handler.domain.item_limits import MAX_STORED_REQUEST_BYTES
 
     answer = direct_invoke.lambda_handler({**OVERSIZED_CHAT, "mode": "async"}, lambda_context)
-    report = queued_work.queue_requests(get_service(), [(1, OVERSIZED_CHAT)])
+    report = queueing.queue_requests(get_service(), [(1, OVERSIZED_CHAT)])
 
     assert answer["error"]["type"] == "InvalidRequest", answer
     assert f"over the {MAX_STORED_REQUEST_BYTES}" in answer["error"]["message"]

@@ -13,7 +13,7 @@ from handler.core.errors import DeadlineReached
 from handler.domain.requests import MAX_DOCUMENT_TOKENS, SummarizeRequest
 from handler.entry import direct, worker
 from handler.entry.runtime import get_service
-from handler.usecases import queued_work
+from handler.usecases import queued_work, queueing
 from handler.usecases.preparation import Document
 from tests.support import sqs as sqs_helpers
 from tests.support.lambda_context import FakeLambdaContext
@@ -84,7 +84,7 @@ def test_a_queued_document_cut_off_by_its_deadline_goes_on_from_the_chunks_done(
     from handler import engine as engine_module
 
     service = get_service()
-    queued_work.queue_requests(service, [(1, request())])
+    queueing.queue_requests(service, [(1, request())])
     (item_id,) = [item["id"] for item in service_env.items()]
     original = engine_module.Engine.generate_batch
 
@@ -227,7 +227,7 @@ def test_a_queued_document_fans_its_chunks_out_and_the_last_one_queues_the_reduc
     # GIVEN a queued document of more chunks than one batch, and a work queue
     sqs, queue_url = _work_queue(service_env, monkeypatch)
     service = get_service()
-    queued_work.queue_requests(service, [(1, request())])
+    queueing.queue_requests(service, [(1, request())])
     (document_id,) = _taken_ids(sqs, queue_url)
 
     # WHEN an invocation takes it
@@ -294,7 +294,7 @@ def test_a_chunk_that_ended_before_its_document_noted_it_is_counted_once(
 
     sqs, queue_url = _work_queue(service_env, monkeypatch)
     service = get_service()
-    queued_work.queue_requests(service, [(1, request())])
+    queueing.queue_requests(service, [(1, request())])
     (document_id,) = _taken_ids(sqs, queue_url)
     first = _chunk_requests(service)[0]
     original = DocumentSteps.await_chunk
@@ -327,7 +327,7 @@ def test_a_chunk_failed_for_good_fails_its_document_naming_it(
     sqs, queue_url = _work_queue(service_env, monkeypatch)
     service = get_service()
     assert service.stored_requests.table is not None
-    queued_work.queue_requests(service, [(1, request())])
+    queueing.queue_requests(service, [(1, request())])
     (document_id,) = _taken_ids(sqs, queue_url)
     queued_work.process(service, document_id, "scheduler", time.monotonic() + 600)
     chunk_ids = _taken_ids(sqs, queue_url)
@@ -373,7 +373,7 @@ def test_a_document_whose_chunk_another_holds_waits_for_it_without_holding_an_in
     sqs, queue_url = _work_queue(service_env, monkeypatch)
     service = get_service()
     assert service.stored_requests.table is not None
-    queued_work.queue_requests(service, [(1, request())])
+    queueing.queue_requests(service, [(1, request())])
     (document_id,) = _taken_ids(sqs, queue_url)
     parts = _chunk_requests(service)
     for part in parts[2:]:

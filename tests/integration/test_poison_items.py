@@ -11,7 +11,7 @@ import pytest
 
 from handler.entry import api, schedule, worker
 from handler.entry.runtime import get_service
-from handler.usecases import queued_work
+from handler.usecases import queueing
 from tests.support.apigw import decode, proxy_event
 from tests.support.hostile_input import MARKER, logged
 from tests.support.lambda_context import FakeLambdaContext
@@ -55,7 +55,7 @@ def test_a_poison_item_fails_alone_and_the_run_goes_on(
     assert service.stored_requests.table is not None
     _raw_put(service_env, {"id": "d" * 64, **poison})
     good = {"task": "chat", "messages": [{"role": "user", "content": "Say hello."}], "options": {"max_tokens": 4}}
-    queued_work.queue_requests(service, [(1, good)])
+    queueing.queue_requests(service, [(1, good)])
 
     answer = schedule.schedule_handler({}, lambda_context)
 
@@ -90,7 +90,7 @@ def test_a_poison_item_a_worker_is_sent_fails_alone_and_its_batch_goes_on(
         },
     )
     good = {"task": "chat", "messages": [{"role": "user", "content": "Say hello."}], "options": {"max_tokens": 4}}
-    queued_work.queue_requests(service, [(1, good)])
+    queueing.queue_requests(service, [(1, good)])
     good_id = service.request_id(parse_request(good))
     records = [
         {"messageId": name, "receiptHandle": "r", "body": json.dumps({"id": item_id}), "eventSource": "aws:sqs"}

@@ -19,7 +19,7 @@ from handler.entry.runtime import get_service
 from handler.entry.schedule import schedule_handler
 from handler.entry.worker import worker_handler
 from handler.storage.result_store import ResultStore
-from handler.usecases import queued_work
+from handler.usecases import queued_work, queueing
 from handler.usecases.text_service import TextService
 from scripts.batch import enqueue as enqueue_script
 from scripts.batch import export as export_results
@@ -36,7 +36,7 @@ def _requests(count: int, prefix: str = "Document") -> list[dict[str, Any]]:
 
 
 def _queue(service: TextService, requests: list[dict[str, Any]]) -> list[str]:
-    report = queued_work.queue_requests(service, enumerate(requests, start=1))
+    report = queueing.queue_requests(service, enumerate(requests, start=1))
     assert report.new == len(requests)
     return [service.request_id(parse_request(r)) for r in requests]
 

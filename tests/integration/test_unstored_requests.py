@@ -9,7 +9,7 @@ import pytest
 from handler.entry import api
 from handler.entry import direct as direct_invoke
 from handler.entry.runtime import get_service
-from handler.usecases import queued_work
+from handler.usecases import queueing
 from tests.support.apigw import decode, proxy_event
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.local_aws import Table
@@ -50,7 +50,7 @@ def test_a_request_that_may_not_be_stored_is_not_queued_when_it_cannot_finish_in
 
 
 def test_a_batch_line_that_may_not_be_stored_is_reported_invalid(service_env: Table) -> None:
-    report = queued_work.queue_requests(get_service(), [(1, {"task": "chat", **UNSTORED_CHAT})])
+    report = queueing.queue_requests(get_service(), [(1, {"task": "chat", **UNSTORED_CHAT})])
 
     assert report.new == 0
     assert report.invalid[0][0] == 1

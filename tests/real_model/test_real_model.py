@@ -264,7 +264,7 @@ def test_killing_a_worker_mid_document_loses_nothing_and_generates_no_chunk_twic
     from handler import engine as engine_module
     from handler.entry.runtime import get_service
     from handler.storage import attributes as store
-    from handler.usecases import queued_work
+    from handler.usecases import queued_work, queueing
 
     # GIVEN a queued document of eight chunks, a work queue, and the real model here and in a worker
     table = service_env
@@ -277,7 +277,7 @@ def test_killing_a_worker_mid_document_loses_nothing_and_generates_no_chunk_twic
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", table.endpoint_url)
     service = get_service()
     text = MOBY_DICK[:27_000]  # about 6,800 tokens: eight chunks
-    queued_work.queue_requests(service, [(1, {"task": "summarize", "text": text, "options": {"max_tokens": 48}})])
+    queueing.queue_requests(service, [(1, {"task": "summarize", "text": text, "options": {"max_tokens": 48}})])
 
     def take_ids() -> list[str]:
         return sqs_helpers.ids(sqs_helpers.drain(sqs, queue_url))

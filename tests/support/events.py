@@ -17,6 +17,32 @@ def load_event(name: str) -> dict[str, Any]:
     return dict(json.loads((EVENTS / name).read_text(encoding="utf-8")))
 
 
+def s3_put_event(client: Any, bucket: str, key: str) -> dict[str, Any]:
+    """The S3 notification for an object just put (the shape of `sam local generate-event s3 put`)."""
+    head = client.head_object(Bucket=bucket, Key=key)
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "batch-files",
+                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": {
+                        "key": key.replace(" ", "+"),
+                        "size": head["ContentLength"],
+                        "eTag": head["ETag"].strip('"'),
+                        "sequencer": "0A1B2C3D4E5F678901",
+                    },
+                },
+            }
+        ]
+    }
+
+
 #: Requests the service refuses, each with a part of the message it answers.
 BAD_EVENTS = [
     pytest.param({"task": "poem", "text": "x"}, "unknown task", id="unknown-task"),

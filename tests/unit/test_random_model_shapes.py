@@ -20,7 +20,8 @@ KNOWN_PARAMETERS = {
 }
 
 MEASURED_PRESETS = sorted(KNOWN_PARAMETERS)
-TINY_PRESETS = sorted(name for name in PRESETS if name.startswith("tiny"))
+#: The tests' own presets: the tiny ones, and the faults tier's slow one.
+TINY_PRESETS = sorted(name for name in PRESETS if name.startswith(("tiny", "slow")))
 
 
 def _by_name(preset: str) -> dict[str, TensorLayout]:
