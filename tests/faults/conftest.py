@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
+from handler import engine as engine_module
 from scripts.local.moto_server import create_table_from_template
 from scripts.models import random_model
 from scripts.repository import ROOT, TEMPLATE
@@ -75,6 +76,8 @@ def aws(
         }
         for key, value in env.items():
             monkeypatch.setenv(key, value)
+        # Handlers called in this process load the model MODEL_PATH names, not one an earlier test left loaded.
+        monkeypatch.setattr(engine_module.process_engine, "engine", None)
         for key in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_S3"):
             monkeypatch.delenv(key, raising=False)
         yield FaultyAws(proxy, Table(name, dynamodb_endpoint), queue_url, name, tmp_path / "functions", tiny_model, env)

@@ -56,7 +56,8 @@ def test_a_worker_whose_deadline_comes_mid_generation_gives_the_request_back_for
 def test_an_api_call_whose_budget_ends_mid_generation_answers_202_and_a_worker_finishes_it(
     aws: FaultyAws, ledger: Ledger, slow_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN the API with a two-second budget (three, less the margin), and a request predicted to fit it
+    # GIVEN the API with a two-second budget (three, less the margin), and a request predicted to fit it, on the
+    # slow model (the aws fixture left this process without an engine: the first generation loads this one)
     monkeypatch.setenv("MODEL_PATH", str(slow_model))
     monkeypatch.setenv("API_BUDGET_S", "3")
     for key, value in FAST_ENOUGH.items():
