@@ -16,7 +16,8 @@ from handler.domain.requests import parse_request
 from handler.entry import runtime
 from handler.usecases import queueing
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.function_process import FunctionProcess, RunningDownContext
+from tests.support.function_process import FunctionProcess
+from tests.support.lambda_context import FakeLambdaContext
 from tests.support.local_aws import Table
 from tests.support.sqs import EventSource
 
@@ -165,7 +166,7 @@ def deliver_here(aws: FaultyAws, remaining_ms: int = 6_000, first_remaining_ms: 
     def here(event: dict[str, Any], number: int) -> Any:
         given = first_remaining_ms if number == 0 and first_remaining_ms is not None else remaining_ms
         try:
-            return worker_handler(event, RunningDownContext(given, function_name="worker"))
+            return worker_handler(event, FakeLambdaContext(remaining_ms=given, function_name="worker"))
         except Exception:  # Lambda records the invocation as failed: every message comes back
             return None
 

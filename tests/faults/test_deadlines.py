@@ -12,7 +12,7 @@ from handler.entry import api
 from tests.faults.recovery import FAST_ENOUGH, WORKER, FaultyAws, deliver, enqueue, summaries
 from tests.support import apigw
 from tests.support.fault_proxy import COMPLETE
-from tests.support.function_process import RunningDownContext
+from tests.support.lambda_context import FakeLambdaContext
 from tests.support.ledger import Ledger, settle
 
 
@@ -65,7 +65,7 @@ def test_an_api_call_whose_budget_ends_mid_generation_answers_202_and_a_worker_f
     event = apigw.post("summarize", apigw.sample("summarize", max_tokens=3000))
 
     # WHEN its generation runs past the budget
-    answer = apigw.decode(api.lambda_handler(event, RunningDownContext(30_000, function_name="api")))
+    answer = apigw.decode(api.lambda_handler(event, FakeLambdaContext(remaining_ms=30_000, function_name="api")))
 
     # THEN the caller gets 202 with where to look, and the request is queued, not half-stored
     assert answer.status == 202, answer

@@ -13,7 +13,7 @@ from handler.entry import api, schedule
 from tests.faults.recovery import FAST_ENOUGH, WORKER, FaultyAws, deliver, enqueue, generations, summaries
 from tests.support import apigw
 from tests.support.fault_proxy import COMPLETE, Fault
-from tests.support.function_process import RunningDownContext
+from tests.support.lambda_context import FakeLambdaContext
 from tests.support.ledger import Ledger, settle
 
 
@@ -100,15 +100,15 @@ def test_sqs_refusing_to_send_leaves_the_request_to_the_scheduled_run(
     event = apigw.post("translate", apigw.sample("translate", max_tokens=8), headers={"Prefer": "respond-async"})
 
     # WHEN a caller asks for an asynchronous answer, and tries again after the 503
-    first = apigw.decode(api.lambda_handler(event, RunningDownContext(30_000, function_name="api")))
-    again = apigw.decode(api.lambda_handler(event, RunningDownContext(30_000, function_name="api")))
+    first = apigw.decode(api.lambda_handler(event, FakeLambdaContext(remaining_ms=30_000, function_name="api")))
+    again = apigw.decode(api.lambda_handler(event, FakeLambdaContext(remaining_ms=30_000, function_name="api")))
 
     # THEN it was told to come back, then that its request is queued (the item was written before the send)
     assert (first.status, "Retry-After" in first.headers) == (503, True), first
     assert (again.status, again.body["status"]) == (202, "PENDING"), again
     item_id = again.body["id"]
     # AND the next scheduled run finds the item without a message, and finishes it
-    run = schedule.schedule_handler({"dispatch": False}, RunningDownContext(30_000, function_name="run"))
+    run = schedule.schedule_handler({"dispatch": False}, FakeLambdaContext(remaining_ms=30_000, function_name="run"))
     assert run["run"]["done"] == 1, run
     settled = settle(aws.table, [item_id])
     assert (settled.lost, settled.problems, len(settled.done)) == ([], [], 1)

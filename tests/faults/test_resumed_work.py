@@ -28,7 +28,7 @@ from tests.faults.recovery import (
 )
 from tests.support.events import s3_put_event
 from tests.support.fault_proxy import COMPLETE, Fault
-from tests.support.function_process import RunningDownContext
+from tests.support.lambda_context import FakeLambdaContext
 from tests.support.ledger import Ledger, settle
 
 #: About 6,200 of the tiny model's tokens in sixteen paragraphs: over its 4,096-token window, several chunks.
@@ -114,7 +114,9 @@ def test_a_batch_files_results_killed_half_way_are_written_whole_by_the_next_run
 ) -> None:
     # GIVEN a batch file whose requests are all done
     event = _batch_file(aws, 5)
-    assert "files" in batch_bucket.batch_file_handler(event, RunningDownContext(30_000, function_name="files"))
+    assert "files" in batch_bucket.batch_file_handler(
+        event, FakeLambdaContext(remaining_ms=30_000, function_name="files")
+    )
     deliver_here(aws)
     # AND the scheduled run that writes its results killed right after the output file, before the rest
     fault = aws.proxy.add(Fault("s3", "PutObject", "kill-after", contains="reports.output.jsonl"))
@@ -124,7 +126,7 @@ def test_a_batch_files_results_killed_half_way_are_written_whole_by_the_next_run
     # WHEN the next scheduled run comes
     assert killed.wait() is None
     assert _open_and_done_manifests(aws) == (1, 0)
-    run = schedule.schedule_handler({"dispatch": False}, RunningDownContext(30_000, function_name="run"))
+    run = schedule.schedule_handler({"dispatch": False}, FakeLambdaContext(remaining_ms=30_000, function_name="run"))
 
     # THEN the batch is closed once, its output holds every line once, whole
     assert [batch["finished"] for batch in run["batches"]] == [True]
@@ -159,7 +161,7 @@ def test_s3_failing_on_a_batch_files_parts_loses_no_line(
     # GIVEN S3 failing on this part, past the SDK's retries (one call and five retries: handler/storage/bucket.py)
     fault = aws.proxy.add(Fault("s3", operation, "error-500", contains=contains, times=6))
     event = _batch_file(aws, 4)
-    context = RunningDownContext(30_000, function_name="files")
+    context = FakeLambdaContext(remaining_ms=30_000, function_name="files")
 
     # WHEN the file arrives (Lambda retries an S3 notification whose invocation failed) and scheduled runs go on
     invocations = 0
@@ -172,9 +174,11 @@ def test_s3_failing_on_a_batch_files_parts_loses_no_line(
             assert invocations < 3  # Lambda's asynchronous invocation: two retries
     assert "files" in received
     deliver_here(aws)
-    runs = [schedule.schedule_handler({"dispatch": False}, RunningDownContext(30_000, function_name="run"))]
+    runs = [schedule.schedule_handler({"dispatch": False}, FakeLambdaContext(remaining_ms=30_000, function_name="run"))]
     if not all(batch.get("finished") for batch in runs[-1]["batches"]):
-        runs.append(schedule.schedule_handler({"dispatch": False}, RunningDownContext(30_000, function_name="run")))
+        runs.append(
+            schedule.schedule_handler({"dispatch": False}, FakeLambdaContext(remaining_ms=30_000, function_name="run"))
+        )
 
     # THEN the batch closed with every line's result once
     assert fault.hits == 6

@@ -15,7 +15,7 @@ from handler.entry import api, schedule
 from tests.faults.recovery import FAST_ENOUGH, FaultyAws, deliver_here, enqueue, summaries
 from tests.support import apigw
 from tests.support.fault_proxy import CLAIM, COMPLETE, RELEASE, Action, Fault
-from tests.support.function_process import RunningDownContext
+from tests.support.lambda_context import FakeLambdaContext
 from tests.support.ledger import Ledger, settle
 
 #: Calls the SDK retries: botocore's standard mode with max_attempts 5 (handler/storage/dynamo_table.py) makes one
@@ -89,7 +89,7 @@ def _async_api(aws: FaultyAws, fault: Fault) -> tuple[list[str], int]:
     answers: list[tuple[int, dict[str, str], Any]] = []
     while not answers or answers[-1][0] != 202:
         assert len(answers) < 5, answers
-        result = apigw.decode(api.lambda_handler(event, RunningDownContext(30_000, function_name="api")))
+        result = apigw.decode(api.lambda_handler(event, FakeLambdaContext(remaining_ms=30_000, function_name="api")))
         answers.append((result.status, result.headers, result.body))
         if result.status != 202:
             # Refused for now, never a 500: the caller is told when to come back.
@@ -105,7 +105,9 @@ def _scheduled(aws: FaultyAws, fault: Fault) -> tuple[list[str], int]:
     aws.proxy.add(fault)
     runs: list[dict[str, Any]] = []
     while len(runs) < 3 and any(item["status"] != "DONE" for item in aws.table.items()):
-        runs.append(schedule.schedule_handler({"dispatch": False}, RunningDownContext(30_000, function_name="run")))
+        runs.append(
+            schedule.schedule_handler({"dispatch": False}, FakeLambdaContext(remaining_ms=30_000, function_name="run"))
+        )
     assert all(item["status"] == "DONE" for item in aws.table.items()), json.dumps(runs)[:2000]
     return ids, len(runs)
 

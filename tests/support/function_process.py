@@ -17,32 +17,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scripts.repository import ROOT
 from tests.support.emulator import generations_in
-
-
-@dataclass
-class RunningDownContext:
-    """The Lambda context as the handlers read it, its remaining time running down from the start."""
-
-    remaining_ms: int
-    function_name: str = "function"
-    memory_limit_in_mb: int = 10240
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:function"
-    aws_request_id: str = ""
-
-    def __post_init__(self) -> None:
-        self._started = time.monotonic()
-        self.aws_request_id = self.aws_request_id or str(uuid.uuid4())
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(int(self.remaining_ms - (time.monotonic() - self._started) * 1000), 0)
+from tests.support.lambda_context import FakeLambdaContext
 
 
 class FunctionProcess:
@@ -109,7 +90,7 @@ def invoke_once(handler_path: str, event_file: Path, result_file: Path, remainin
     module_name, _, function_name = handler_path.rpartition(".")
     handler = getattr(importlib.import_module(module_name), function_name)
     event = json.loads(event_file.read_text(encoding="utf-8"))
-    context = RunningDownContext(remaining_ms, function_name=module_name.rsplit(".", 1)[-1])
+    context = FakeLambdaContext(function_name=module_name.rsplit(".", 1)[-1], remaining_ms=remaining_ms)
     answer = handler(event, context)
     result_file.write_text(json.dumps(answer, default=str), encoding="utf-8")
 
