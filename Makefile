@@ -21,6 +21,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run   [EVENT=events/translate.json] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]  invoke events through the Lambda runtime emulator"
 	@echo "make serve [PORT=3000] [MODEL=<manifest>|MODEL_PATH=/path/model.gguf]    the API on 127.0.0.1, answers streamed"
+	@echo "           [SCHEDULE_EVERY=10]                                         batch runs every N s (files, batches; 0: none)"
 	@echo "make load  [LOAD_ARGS=...]                                             bounded load on the API, tiny model (bench-results/load.json)"
 	@echo "make test                                                              lint and the whole test suite"
 	@echo "make test-unit                                                         the pure tests only (tests/unit/: no model, no AWS; seconds)"
@@ -86,10 +87,13 @@ run: setup model
 	$(PY) -m scripts.local.invoke $(EVENT) --model "$(SERVE_MODEL)"
 
 # The API on 127.0.0.1:$(PORT) through the function's streaming runtime (scripts/local/serve.py): answers stream
-# (the openai SDK's stream=True at http://127.0.0.1:$(PORT)/v1), with a local results table. Ctrl-C stops it.
+# (the openai SDK's stream=True at http://127.0.0.1:$(PORT)/v1), with a local results table and batch bucket, and
+# the batch function run every $(SCHEDULE_EVERY) s as its schedule runs it deployed (the openai SDK's files and
+# batches; 0: never). Ctrl-C stops it.
 PORT ?= 3000
+SCHEDULE_EVERY ?= 10
 serve: setup model
-	$(PY) -m scripts.local.serve --model "$(SERVE_MODEL)" --port $(PORT)
+	$(PY) -m scripts.local.serve --model "$(SERVE_MODEL)" --port $(PORT) --schedule-every $(SCHEDULE_EVERY)
 
 # Bounded load on the API process (scripts/local/load.py): concurrent mixed requests, more than it can generate,
 # to an API it starts with the tiny test model (LOAD_ARGS=--url http://127.0.0.1:3000 for a running `make serve`);

@@ -131,6 +131,20 @@ class NotFound(ClientError):
     http_status = HTTPStatus.NOT_FOUND
 
 
+class Unauthenticated(ClientError):
+    """The request carries no identity that a caller's own objects (files, batches) could be kept under."""
+
+    error_type = "Unauthenticated"
+    http_status = HTTPStatus.UNAUTHORIZED
+
+
+class Conflict(ClientError):
+    """The request does not fit the state of what it names (cancelling a batch that has ended)."""
+
+    error_type = "Conflict"
+    http_status = HTTPStatus.CONFLICT
+
+
 class MethodNotAllowed(ClientError):
     """The API path exists, but not with this method."""
 

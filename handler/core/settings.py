@@ -83,6 +83,21 @@ class Settings(BaseModel):
         max_length=63,
         description="S3 bucket of batch files: input/ is read and queued, output/ gets each batch's results.",
     )
+    batch_window: int = Field(
+        1000,
+        alias="BATCH_WINDOW",
+        ge=1,
+        le=50_000,
+        description="Lines of one API batch (POST /v1/batches) queued and not finished at a time; each scheduled "
+        "run queues more. Cancelling a batch stops its queueing: at most this many of its lines run after a cancel.",
+    )
+    unauthenticated_owner: str | None = Field(
+        None,
+        alias="UNAUTHENTICATED_OWNER",
+        max_length=256,
+        description="Whose files and batches a request without an identity gets (local emulators give none; the "
+        "stack's APIs always do: an API key or an IAM principal). Unset: such requests are refused 401.",
+    )
     work_queue_url: str | None = Field(
         None, alias="WORK_QUEUE_URL", description="SQS queue that fans queued requests out to workers."
     )

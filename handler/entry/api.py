@@ -6,6 +6,8 @@
 - ``GET /results/{id}``: a request's result, in whatever state it is.
 - ``POST /v1/chat/completions``, ``GET /v1/chat/completions/{id}``, ``GET /v1/models[/{model}]``: the
   OpenAI-style routes (handler/formats/openai_chat.py), answering and erring in OpenAI's shapes.
+- ``/v1/files`` and ``/v1/batches``: OpenAI's Files and Batches API over the batch machinery
+  (handler/entry/api_batches.py), each caller's own objects only.
 
 Every error is ``{"error": {"type", "message"[, "details"]}}`` (on /v1 routes OpenAI's ``{"error": {"message",
 "type", "param", "code"}}``) with a status code that says whose it is.
@@ -31,7 +33,7 @@ from handler.domain.answers import Answer, Status
 from handler.domain.requests import ChatRequest, SummarizeRequest, TextRequest, TranslateRequest
 
 # The OpenAI-style routes register on the resolver when their module is imported, before any event is resolved.
-from handler.entry import api_openai  # noqa: F401
+from handler.entry import api_batches, api_openai  # noqa: F401
 from handler.entry.api_request_body import MAX_BODY_BYTES
 from handler.entry.api_resolver import Prefer, app, prefers_async, route, route_prefix
 from handler.entry.api_responses import SUBMIT_NOTE, SUBMIT_RESPONSES, responses

@@ -16,6 +16,10 @@ from handler.core.errors import InvalidRequest, MalformedJson, UnsupportedMediaT
 #: Largest request body accepted, checked before the body is parsed (API Gateway itself allows 10 MB): a
 #: queued request is stored whole, and its item, with the result added later, must stay under DynamoDB's 400 KB.
 MAX_BODY_BYTES = 256 * 1024
+#: Largest upload (POST /v1/files, the whole multipart body): Lambda takes a request payload of at most 6 MB, and
+#: API Gateway passes a multipart body base64-encoded (4 bytes for 3), with the event around it.
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+MULTIPART_FORM_DATA = "multipart/form-data"
 
 
 def body_bytes(event: BaseProxyEvent) -> bytes:
@@ -44,6 +48,22 @@ def check_media_type(content_type: str | None) -> None:
             raise UnsupportedMediaType(
                 "JSON is UTF-8: send charset=utf-8 or no charset", content_type=content_type[:200]
             )
+
+
+def check_multipart(content_type: str | None) -> None:
+    """An upload is multipart/form-data with its boundary (Powertools' parser needs one)."""
+    media_type, *parameters = (content_type or "").split(";")
+    if media_type.strip().lower() != MULTIPART_FORM_DATA:
+        shown = media_type.strip()[:100]
+        raise UnsupportedMediaType(
+            f"Content-Type must be {MULTIPART_FORM_DATA} (fields file and purpose), not {shown!r}",
+            log_message=f"Content-Type is not {MULTIPART_FORM_DATA}",
+        )
+    boundaries = [
+        p.strip()[len("boundary=") :].strip('"') for p in parameters if p.strip().lower().startswith("boundary=")
+    ]
+    if not any(boundaries):
+        raise UnsupportedMediaType(f"Content-Type {MULTIPART_FORM_DATA} needs its boundary parameter")
 
 
 def check_json(body: bytes) -> None:

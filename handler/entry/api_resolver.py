@@ -6,6 +6,7 @@ Route modules (handler/entry/api.py, handler/entry/api_openai.py) register on ``
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Callable
@@ -33,7 +34,14 @@ from handler.core.errors import (
     field_problems,
     status_of,
 )
-from handler.entry.api_request_body import MAX_BODY_BYTES, body_bytes, check_json, check_media_type
+from handler.entry.api_request_body import (
+    MAX_BODY_BYTES,
+    MAX_UPLOAD_BYTES,
+    body_bytes,
+    check_json,
+    check_media_type,
+    check_multipart,
+)
 from handler.entry.api_responses import RETRY_AFTER_S
 from handler.entry.runtime import error_answer
 from handler.formats import openai_chat
@@ -106,6 +114,26 @@ def _check_body(app: APIGatewayRestResolver, next_middleware: NextMiddleware) ->
     return next_middleware(app)
 
 
+def _check_upload(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """Refuse, before parsing, an upload that is too large or not multipart/form-data with a boundary."""
+    event = app.current_event
+    body = body_bytes(event)
+    if len(body) > MAX_UPLOAD_BYTES:
+        raise PayloadTooLarge(
+            f"the upload is {len(body)} bytes; the limit is {MAX_UPLOAD_BYTES} bytes (split the batch into files "
+            "of fewer lines)",
+            size_bytes=len(body),
+            limit_bytes=MAX_UPLOAD_BYTES,
+        )
+    check_multipart(event.headers.get("content-type"))
+    if not event.is_base64_encoded:
+        # Without the binary media type, API Gateway hands the body over as UTF-8 text; Powertools' multipart parser
+        # reads such a body as Latin-1. Handed over as bytes, the upload is read as it was sent.
+        event.raw_event["body"] = base64.b64encode(body).decode("ascii")
+        event.raw_event["isBase64Encoded"] = True
+    return next_middleware(app)
+
+
 def _join_repeated_headers(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
     """A header sent more than once is one header whose values are joined with commas (RFC 9110 5.3).
 
@@ -119,10 +147,12 @@ def _join_repeated_headers(app: APIGatewayRestResolver, next_middleware: NextMid
     return next_middleware(app)
 
 
-def route(method: str, rule: str, *, takes_body: bool, **openapi: Any) -> Callable[[F], F]:
-    """Register an operation with its validation; a body is checked first where it takes one."""
+def route(method: str, rule: str, *, takes_body: bool, takes_upload: bool = False, **openapi: Any) -> Callable[[F], F]:
+    """Register an operation with its validation; a body (JSON, or a multipart upload) is checked first where it
+    takes one."""
     _ROUTE_METHODS.append((re.compile("^" + re.sub(r"<\w+>", "[^/]+", rule) + "$"), method))
-    checks: list[Callable[..., Any]] = [_join_repeated_headers, *([_check_body] if takes_body else [])]
+    body_check = [_check_body] if takes_body else [_check_upload] if takes_upload else []
+    checks: list[Callable[..., Any]] = [_join_repeated_headers, *body_check]
     return app.route(rule, method, middlewares=[*checks, _validate_request, _validate_response], **openapi)
 
 

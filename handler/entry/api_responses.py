@@ -119,7 +119,31 @@ _OPENAI_ERRORS: dict[int, OpenAPIResponse] = {
     503: _openai_error(
         "server_error: the service cannot answer now.", {"Retry-After": _header("Seconds to wait before retrying.")}
     ),
+    401: _openai_error(
+        "invalid_request_error (`code: unauthenticated`): the request carries no caller identity (API key or IAM "
+        "principal) to keep files and batches under."
+    ),
+    409: _openai_error("invalid_request_error (`code: Conflict`): the batch has ended and cannot be cancelled."),
 }
+
+
+def openai_object_responses(
+    answer: type[BaseModel] | None, *codes: int, changed: dict[int, OpenAPIResponse] | None = None
+) -> dict[int, OpenAPIResponse]:
+    """The responses of a Files or Batches route: ``answer`` as JSON for 200 (None: the route answers a file's
+    bytes), OpenAI's error shape otherwise; ``changed`` replaces a code's description."""
+    whole: dict[int, OpenAPIResponse] = {
+        200: {"description": "The object.", "content": {"application/json": {"model": answer}}}
+        if answer is not None
+        else {"description": "The file's bytes.", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+        **_OPENAI_ERRORS,
+        **(changed or {}),
+    }
+    return {code: whole[code] for code in codes}
+
+
+def openai_error_response(description: str) -> OpenAPIResponse:
+    return _openai_error(description)
 
 
 def openai_responses(answer: type[BaseModel], *codes: int) -> dict[int, OpenAPIResponse]:

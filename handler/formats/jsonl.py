@@ -7,6 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+#: How JSONL files are written and served.
+JSONL_MEDIA_TYPE = "application/x-ndjson"
+
+
+def jsonl_bytes(records: list[Any]) -> bytes:
+    """Records as a JSONL file: one JSON value per line, UTF-8, every line ended."""
+    return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")
+
 
 @dataclass(frozen=True)
 class Unreadable:

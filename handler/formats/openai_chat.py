@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from handler.core.errors import (
+    Conflict,
     DeadlineReached,
     InputTooLong,
     InvalidRequest,
@@ -30,6 +31,7 @@ from handler.core.errors import (
     PayloadTooLarge,
     ServiceError,
     StoreError,
+    Unauthenticated,
     UnsupportedMediaType,
     describe_problems,
 )
@@ -282,8 +284,10 @@ def error_body(exc: ServiceError | Exception, status: HTTPStatus) -> tuple[HTTPS
         return HTTPStatus.BAD_REQUEST, _error(message, "invalid_request_error", param, exc.error_type)
     if isinstance(exc, InputTooLong):
         return HTTPStatus.BAD_REQUEST, _error(message, "invalid_request_error", "messages", "context_length_exceeded")
-    if isinstance(exc, MalformedJson | PayloadTooLarge | UnsupportedMediaType | MethodNotAllowed):
+    if isinstance(exc, MalformedJson | PayloadTooLarge | UnsupportedMediaType | MethodNotAllowed | Conflict):
         return status, _error(message, "invalid_request_error", None, exc.error_type)
+    if isinstance(exc, Unauthenticated):
+        return status, _error(message, "invalid_request_error", None, "unauthenticated")
     if isinstance(exc, NotFound):
         return status, _error(message, "not_found_error", param, exc.details.get("code") or "not_found")
     if isinstance(exc, StoreError) and exc.throttled:

@@ -16,6 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handler.core.errors import StoreError
+from handler.formats.jsonl import JSONL_MEDIA_TYPE, jsonl_bytes
 
 INPUT_PREFIX = "input/"
 OUTPUT_PREFIX = "output/"
@@ -79,6 +80,28 @@ class BatchBucket:
             raise StoreError(f"cannot read {key} in bucket {self.name}: {exc}") from exc
         return bytes(response["Body"].read())
 
+    def read_if_present(self, key: str) -> bytes | None:
+        """An object's bytes, or None when there is no object at ``key``."""
+        try:
+            return self.read(key)
+        except InputGone:
+            return None
+
+    def delete(self, key: str) -> None:
+        """Remove an object (S3 answers the same whether or not it was there)."""
+        self._call(f"remove {key}", self._s3.delete_object, Key=key)
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, in S3's order (ascending)."""
+        found: list[str] = []
+        token: dict[str, str] = {}
+        while True:
+            page = self._call(f"list {prefix}", self._s3.list_objects_v2, Prefix=prefix, **token)
+            found.extend(str(entry["Key"]) for entry in page.get("Contents", []))
+            if not page.get("IsTruncated"):
+                return found
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
     def write(self, key: str, body: bytes, content_type: str) -> None:
         self._call(f"write {key}", self._s3.put_object, Key=key, Body=body, ContentType=content_type)
 
@@ -86,8 +109,7 @@ class BatchBucket:
         self.write(key, json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8"), "application/json")
 
     def write_jsonl(self, key: str, records: list[dict[str, Any]]) -> None:
-        body = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-        self.write(key, body.encode("utf-8"), "application/x-ndjson")
+        self.write(key, jsonl_bytes(records), JSONL_MEDIA_TYPE)
 
     def open_manifests(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Each open batch's manifest (key, content), listed by prefix."""

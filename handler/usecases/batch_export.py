@@ -75,13 +75,26 @@ class Exported:
         }
 
 
+@dataclass(frozen=True)
+class Unanswered:
+    """Why lines that will not be answered (a batch cancelled or expired) are errors: OpenAI's ``error``."""
+
+    code: str
+    message: str
+
+
 def output_records(
-    fmt: BatchFormat, lines: Iterable[BatchLine], items_by_line: Mapping[int, StoredItem], served_model: str
+    fmt: BatchFormat,
+    lines: Iterable[BatchLine],
+    items_by_line: Mapping[int, StoredItem],
+    served_model: str,
+    unanswered: Unanswered | None = None,
 ) -> Exported:
     """Output and error records, in the file's format, in line order, joined on the caller's id.
 
     ``items_by_line`` holds each valid line's stored item (by line number), read by its request id.
-    DONE lines are output records; FAILED and invalid lines are error records; the others are counted.
+    DONE lines are output records; FAILED and invalid lines are error records; the others are counted, and with
+    ``unanswered`` (OpenAI format) each is an error record too.
     """
     exported = Exported()
     for line in lines:
@@ -90,6 +103,11 @@ def output_records(
             exported.errors.append(_invalid_record(fmt, line))
             continue
         item = items_by_line.get(line.number)
+        if unanswered is not None and (item is None or item.status not in (Status.DONE, Status.FAILED)):
+            error = {"code": unanswered.code, "message": unanswered.message}
+            exported.errors.append(
+                {"id": batch_request_id(line), "custom_id": line.caller_id, "response": None, "error": error}
+            )
         if item is None:
             exported.not_queued += 1
         elif item.status == Status.DONE:
@@ -189,7 +207,10 @@ def _created(item: StoredItem) -> int:
 
 
 def export(
-    stored_requests: StoredRequests, served_model: str, numbered_values: Iterable[tuple[int, Any]]
+    stored_requests: StoredRequests,
+    served_model: str,
+    numbered_values: Iterable[tuple[int, Any]],
+    unanswered: Unanswered | None = None,
 ) -> tuple[BatchFormat, Exported]:
     """A batch file's output and error records: its lines read again (request ids are deterministic), their
     items read by id (BatchGetItem, never a scan), the results joined on the caller's ids."""
@@ -207,4 +228,4 @@ def export(
     if never_queued and stored_requests.settings.model_path.is_file():
         # queue_requests refuses the lines whose prompt cannot fit: they are errors, not awaited.
         lines = refuse_unfit(lines, never_queued, prompt_counter(stored_requests.settings))
-    return fmt, output_records(fmt, lines, by_line, served_model)
+    return fmt, output_records(fmt, lines, by_line, served_model, unanswered)

@@ -8,6 +8,8 @@
   ``output/<name>.progress.json`` (its items read by id with BatchGetItem, never a table scan); when every
   line has finished, its output and error files are written beside it, ``output/<name>.output.jsonl``
   and ``output/<name>.errors.jsonl``, in the file's format, and its manifest moves to ``manifests/done/``.
+- A batch made through OpenAI's Batches API (POST /v1/batches) is an open manifest too; each run advances it
+  (handler/usecases/openai_batch_runs.py).
 
 Outputs are written under ``output/``, never ``input/``, so they cannot trigger the function again.
 """
@@ -27,6 +29,7 @@ from handler.domain.requests import parse_request
 from handler.formats.batch_lines import BatchFormat, read_lines
 from handler.formats.jsonl import jsonl_values
 from handler.storage.bucket import OPEN_PREFIX, BatchBucket, InputGone, OutputKeys
+from handler.usecases import openai_batch_runs
 from handler.usecases.batch_export import Exported, export
 from handler.usecases.queueing import queue_requests
 from handler.usecases.text_service import TextService
@@ -81,6 +84,9 @@ def check_open(service: TextService, bucket: BatchBucket) -> list[dict[str, Any]
     checked = []
     for manifest_key, manifest in bucket.open_manifests():
         try:
+            if "api" in manifest:  # a batch made through POST /v1/batches
+                checked.append(openai_batch_runs.advance(service, bucket, manifest_key, manifest))
+                continue
             checked.append(_check(service, bucket, manifest_key, manifest))
         except InputGone as gone:
             checked.append(_close_failed(bucket, manifest_key, manifest, gone))

@@ -63,6 +63,27 @@ def create_table_from_template(
     )
 
 
+def s3_client(endpoint_url: str, region: str = DEFAULT_REGION) -> Any:
+    """An S3 client for a local endpoint (moto server serves S3 beside DynamoDB), with dummy credentials."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
+    )
+
+
+def create_bucket(endpoint_url: str, bucket_name: str) -> None:
+    """Create the bucket ``bucket_name`` on ``endpoint_url``; no error if it exists."""
+    client = s3_client(endpoint_url)
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
+        client.create_bucket(Bucket=bucket_name)
+
+
 # --- DynamoDB -------------------------------------------------------------------------------------
 
 

@@ -9,6 +9,18 @@ bytes, then the body as it comes) goes back to the client as it comes, chunked. 
 ``http://127.0.0.1:3000/v1`` streams with ``stream=True``. `sam local start-api` serves the same routes buffered
 (its emulator reads a response whole).
 
+What API Gateway does in front of the function, as the template declares it:
+- ``BinaryMediaTypes: multipart/form-data``: an upload (``POST /v1/files``) reaches the function base64-encoded,
+  ``isBase64Encoded: true``; other bodies as text.
+- API-key mode: ``requestContext.identity.apiKeyId`` names the caller's key, here an id derived from it (the
+  ``x-api-key`` header, else the token of ``Authorization: Bearer``, what the openai SDK sends as its api_key), so
+  two keys are two owners of files and batches. Without a key the event has no ``apiKeyId``. The key is never logged.
+
+What the rest of the stack does: the batch bucket is moto's too (``BATCH_BUCKET``, ``AWS_ENDPOINT_URL_S3``), and the
+batch function runs on a schedule (``--schedule-every``, scripts/local/scheduled_runs.py) as EventBridge Scheduler
+runs it, in a child process of its own with the function's environment: with no work queue here, each run generates
+the queued requests itself and advances the open batches (their counts, output files, cancels).
+
 What a deployed API does at its concurrency limit, and when its function dies:
 - One execution environment: one invocation runs at a time, and at most ``max_waiting`` requests wait for their
   turn (``--max-waiting``). A request that finds the line full is answered 429 at once, one that waited
@@ -22,9 +34,11 @@ What a deployed API does at its concurrency limit, and when its function dies:
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import contextlib
 import enum
+import hashlib
 import json
 import math
 import os
@@ -33,24 +47,37 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from handler.domain.answers import ErrorAnswer, ErrorInfo
 from handler.formats.openai_chat import OpenAIError, OpenAIErrorAnswer
 from handler.formats.server_sent_events import EVENT_STREAM, error_event
-from scripts.local.moto_server import DEFAULT_REGION, DUMMY_CREDENTIALS, MotoDynamoDB, create_table_from_template
+from scripts.local.moto_server import (
+    DEFAULT_REGION,
+    DUMMY_CREDENTIALS,
+    MotoDynamoDB,
+    create_bucket,
+    create_table_from_template,
+)
 from scripts.local.runtime_api import Invocation, RuntimeApi
+from scripts.local.scheduled_runs import ScheduledRuns
 from scripts.repository import ROOT, TEMPLATE
 
 STREAM_HANDLER = "handler.entry.api.stream_handler"
 DELIMITER = b"\0" * 8
 TABLE = "llm-results-local"
+#: The batch bucket (files, batches, manifests), in moto beside the table.
+BUCKET = "llm-batches-local"
+#: Request bodies API Gateway hands the function base64-encoded (template.yaml's ``BinaryMediaTypes``).
+BINARY_MEDIA_TYPES = frozenset({"multipart/form-data"})
+#: How often ``make serve`` runs the batch function, in seconds (0: never).
+DEFAULT_SCHEDULE_EVERY_S = 10.0
 #: Requests that may wait for the one execution environment (``--max-waiting``).
 DEFAULT_MAX_WAITING = 8
 #: How long a request waits for its turn: the API's budget (API Gateway's REST API waits 29 s).
@@ -61,10 +88,41 @@ GENERATION_FINISHED = "generation finished"
 RESTART_PAUSE_S = 1.0
 
 
+def header(headers: dict[str, str], name: str) -> str | None:
+    """The value of the header ``name``, whatever the case the client wrote it in."""
+    return next((value for key, value in headers.items() if key.lower() == name), None)
+
+
+def api_key_id(headers: dict[str, str]) -> str | None:
+    """The id API Gateway would give the caller's API key: one per key, never the key itself; None without a key.
+
+    The key is the ``x-api-key`` header (API Gateway's), else the token of ``Authorization: Bearer`` (the openai
+    SDK's api_key)."""
+    key = header(headers, "x-api-key")
+    if not key:
+        scheme, _, token = (header(headers, "authorization") or "").strip().partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else None
+    if not key:
+        return None
+    return "local-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
+
+
+def is_binary(headers: dict[str, str]) -> bool:
+    """Whether API Gateway hands this request's body over base64-encoded: its media type is a binary one."""
+    media_type = (header(headers, "content-type") or "").partition(";")[0].strip().lower()
+    return media_type in BINARY_MEDIA_TYPES
+
+
 def proxy_event(method: str, target: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    """The API Gateway REST proxy event of an HTTP request (stage ``local``)."""
+    """The API Gateway REST proxy event of an HTTP request (stage ``local``, API-key mode, binary uploads)."""
     url = urlsplit(target)
     query = parse_qs(url.query)
+    identity = {"sourceIp": "127.0.0.1"}
+    key_id = api_key_id(headers)
+    if key_id is not None:
+        identity["apiKeyId"] = key_id
+    binary = is_binary(headers)
+    text = (base64.b64encode(body).decode("ascii") if binary else body.decode("utf-8")) if body else None
     return {
         "resource": url.path,
         "path": url.path,
@@ -81,10 +139,10 @@ def proxy_event(method: str, target: str, headers: dict[str, str], body: bytes) 
             "stage": "local",
             "httpMethod": method,
             "resourcePath": url.path,
-            "identity": {"sourceIp": "127.0.0.1"},
+            "identity": identity,
         },
-        "body": body.decode("utf-8") if body else None,
-        "isBase64Encoded": False,
+        "body": text,
+        "isBase64Encoded": binary,
     }
 
 
@@ -194,10 +252,17 @@ class LocalApi:
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         quiet: bool = False,
         table_name: str = TABLE,
+        bucket_name: str = BUCKET,
+        schedule_every_s: float = 0,
     ) -> None:
         self.model = model
         #: The results table's name: moto keeps one state per Python process, so two APIs in one need two names.
         self.table_name = table_name
+        #: The batch bucket's name: a scheduled run reads every open batch in it, so two APIs need two buckets too.
+        self.bucket_name = bucket_name
+        #: Seconds between scheduled runs of the batch function; 0: none (batches then never advance).
+        self.schedule_every_s = schedule_every_s
+        self.scheduled_runs: ScheduledRuns | None = None
         self.timeout_s = timeout_s
         #: Without the request log and the function's output (a load run prints its own figures).
         self.quiet = quiet
@@ -214,6 +279,8 @@ class LocalApi:
         self._generations_lock = threading.Lock()
         self._generations: collections.Counter[str] = collections.Counter()
         self.table_endpoint = ""
+        #: moto's endpoint for S3 (the same server as the table's, until the caller routes the table elsewhere).
+        self.bucket_endpoint = ""
 
     @property
     def base_url(self) -> str:
@@ -231,8 +298,9 @@ class LocalApi:
 
     def __enter__(self) -> LocalApi:
         moto = self._stack.enter_context(MotoDynamoDB())
-        self.table_endpoint = moto.endpoint_url
+        self.table_endpoint = self.bucket_endpoint = moto.endpoint_url
         create_table_from_template(moto.endpoint_url, self.table_name, TEMPLATE)
+        create_bucket(moto.endpoint_url, self.bucket_name)
         self._stack.enter_context(self.runtime)
         self._function_env = {
             **os.environ,
@@ -244,11 +312,16 @@ class LocalApi:
             "MODEL_PATH": str(self.model),
             "TABLE_NAME": self.table_name,
             "AWS_ENDPOINT_URL_DYNAMODB": moto.endpoint_url,
+            "BATCH_BUCKET": self.bucket_name,
+            "AWS_ENDPOINT_URL_S3": moto.endpoint_url,
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
             **self._env,
         }
         self._start_function()
         self._stack.callback(self._stop_function)
+        if self.schedule_every_s > 0:
+            runs = ScheduledRuns(self.schedule_every_s, self._function_env, self._read_log, quiet=self.quiet)
+            self.scheduled_runs = self._stack.enter_context(runs)
         threading.Thread(target=self._front.serve_forever, daemon=True).start()
         self._stack.callback(self._front.server_close)
         self._stack.callback(self._front.shutdown)
@@ -272,8 +345,8 @@ class LocalApi:
         threading.Thread(target=self._read_log, args=(process.stdout,), daemon=True).start()
         threading.Thread(target=self._supervise, args=(process, time.monotonic()), daemon=True).start()
 
-    def _read_log(self, output: IO[bytes]) -> None:
-        """Pass the function's log on (unless quiet), counting the generations it reports."""
+    def _read_log(self, output: Iterable[bytes]) -> None:
+        """Pass a function's log on (unless quiet), counting the generations it reports (the API's, the runs')."""
         for raw in output:
             line = raw.decode("utf-8", "replace")
             if not self.quiet:
@@ -332,6 +405,16 @@ class LocalApi:
                 self._forward()
 
             def do_POST(self) -> None:
+                self._forward()
+
+            def do_DELETE(self) -> None:
+                self._forward()
+
+            # The API answers the methods a route does not take (405) itself, as it does deployed.
+            def do_PUT(self) -> None:
+                self._forward()
+
+            def do_PATCH(self) -> None:
                 self._forward()
 
             def _forward(self) -> None:
@@ -461,14 +544,33 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MAX_WAIT_S,
         help=f"seconds a request waits for its turn before 503 (default: {DEFAULT_MAX_WAIT_S:g})",
     )
+    parser.add_argument(
+        "--schedule-every",
+        type=float,
+        default=DEFAULT_SCHEDULE_EVERY_S,
+        metavar="SECONDS",
+        help="run the batch function (scheduled runs: queued requests, batches) every SECONDS; 0: never "
+        f"(default: {DEFAULT_SCHEDULE_EVERY_S:g})",
+    )
     args = parser.parse_args(argv)
     if not args.model.is_file():
         parser.error(f"model file not found: {args.model}")
     if args.max_waiting < 0 or args.max_wait_s <= 0:
         parser.error("--max-waiting takes 0 or more, --max-wait-s more than 0")
-    with LocalApi(args.model.resolve(), args.port, max_waiting=args.max_waiting, max_wait_s=args.max_wait_s) as local:
+    if args.schedule_every < 0:
+        parser.error("--schedule-every takes 0 (never) or more")
+    with LocalApi(
+        args.model.resolve(),
+        args.port,
+        max_waiting=args.max_waiting,
+        max_wait_s=args.max_wait_s,
+        schedule_every_s=args.schedule_every,
+    ) as local:
         print(f"serving {local.base_url} (openai SDK: base_url={local.base_url}/v1); Ctrl-C stops", flush=True)
         print(f"results table {local.table_name} at {local.table_endpoint}", flush=True)
+        print(f"batch bucket {local.bucket_name} at {local.bucket_endpoint}", flush=True)
+        if local.schedule_every_s > 0:
+            print(f"scheduled batch runs every {local.schedule_every_s:g} s", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
     return 0

@@ -26,6 +26,7 @@ from scripts.sam.aws import local_aws
 from scripts.sam.invoke import SEED_EVENTS, sam_invoke
 from scripts.sam.loop import BUILT_TEMPLATE, LOCAL_DIR, LoopError, log, sam_command, sam_environment
 
+#: The paths each API mode's function serves (template.yaml's events on Api and KeyApi; tests compare them).
 API_ROUTES = (
     "/summarize",
     "/translate",
@@ -35,6 +36,12 @@ API_ROUTES = (
     "/v1/chat/completions/{completion_id}",
     "/v1/models",
     "/v1/models/{model}",
+    "/v1/files",
+    "/v1/files/{file_id}",
+    "/v1/files/{file_id}/content",
+    "/v1/batches",
+    "/v1/batches/{batch_id}",
+    "/v1/batches/{batch_id}/cancel",
 )
 
 

@@ -2,7 +2,8 @@
 
 The server listens on the Docker bridge's gateway address; the results table (from template.yaml),
 the work queue and the batch bucket are created on it, and an ``--env-vars`` file points every
-function at them. The ``db`` step keeps one in the foreground for your own `sam local` calls.
+function at them, and names the API functions' caller (`sam local start-api` gives a request no
+identity). The ``db`` step keeps one in the foreground for your own `sam local` calls.
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ from typing import Any
 from scripts.local.moto_server import DEFAULT_REGION, DUMMY_CREDENTIALS, MotoDynamoDB, create_table_from_template
 from scripts.repository import ROOT, TEMPLATE
 from scripts.sam.loop import ENV_FILE, LoopError, docker_gateway, require_docker
+from scripts.sam.template import UNAUTHENTICATED_OWNER
 
 DEFAULT_TABLE = "llm-results-local"
 DEFAULT_QUEUE = "llm-work-local"
 DEFAULT_BUCKET = "llm-batches-local"
 DEFAULT_DB_PORT = 4510
+#: The caller whose files and batches the API's requests are, under `sam local start-api`.
+LOCAL_OWNER = "sam-local"
+#: The API functions (one per ApiAuth mode): they alone take UNAUTHENTICATED_OWNER.
+API_FUNCTIONS = ("ApiFunction", "KeyApiFunction")
 
 
 @contextlib.contextmanager
@@ -101,8 +107,13 @@ def prepare_local_aws(
         "AWS_ENDPOINT_URL_S3": endpoint_url,
     }
     env_file.parent.mkdir(parents=True, exist_ok=True)
-    # The CloudFormation-parameter form applies to every function.
-    env_file.write_text(json.dumps({"Parameters": aws.env}, indent=2) + "\n", encoding="utf-8")
+    # The CloudFormation-parameter form applies to every function; an entry under a function's logical id adds
+    # to it for that function alone (only the API functions take a request's owner).
+    document: dict[str, Any] = {
+        "Parameters": aws.env,
+        **{function: {UNAUTHENTICATED_OWNER: LOCAL_OWNER} for function in API_FUNCTIONS},
+    }
+    env_file.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return aws
 
 

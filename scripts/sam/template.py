@@ -4,7 +4,9 @@
 would otherwise serve every route from whichever API function comes last); every image function's
 ``DockerBuildArgs`` take the model and base image, and a CA bundle goes to the build as a BuildKit secret.
 The API functions stream their responses when deployed; `sam local` cannot (its emulator reads a response
-whole), so here they run the classic handler with their events buffered.
+whole), so here they run the classic handler with their events buffered. `sam local start-api` gives a request
+no caller identity, so the API functions also declare UNAUTHENTICATED_OWNER here (empty, unset), for the
+``--env-vars`` file to name the local caller: `sam local` passes only the variables a template declares.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from scripts.sam.loop import LOCAL_TEMPLATE, LoopError
 #: The module a streaming function's image runs (template.yaml), and the handler `sam local` serves instead.
 STREAMING_RUNTIME = "handler.entry.streaming_runtime_client"
 CLASSIC_API_HANDLER = "handler.entry.api.lambda_handler"
+#: Whose files and batches an API request without an identity gets (handler/core/settings.py); local only.
+UNAUTHENTICATED_OWNER = "UNAUTHENTICATED_OWNER"
 
 
 def parameter_values(template: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, str]:
@@ -140,7 +144,7 @@ def local_template(
             continue
         if (resource.get("Properties") or {}).get("PackageType") != "Image":
             continue
-        _buffered(resource["Properties"])
+        _served_locally(resource["Properties"])
         metadata = resource.setdefault("Metadata", {})
         metadata["DockerBuildArgs"] = {**(metadata.get("DockerBuildArgs") or {}), **(build_args or {})}
         if ca_bundle is not None:
@@ -176,14 +180,16 @@ def _drop_unused_conditions(document: dict[str, Any]) -> None:
             del conditions[name]
 
 
-def _buffered(properties: dict[str, Any]) -> None:
+def _served_locally(properties: dict[str, Any]) -> None:
     """A streaming API function as `sam local` can serve it: the classic handler through the image's own runtime
     client, its events buffered (sam local start-api and the emulator read a response whole; the answers are the
-    same, server-sent events included, in one body)."""
+    same, server-sent events included, in one body), and UNAUTHENTICATED_OWNER declared for --env-vars to set."""
     image = properties.get("ImageConfig") or {}
     if STREAMING_RUNTIME not in (image.get("EntryPoint") or []):
         return
     properties["ImageConfig"] = {"Command": [CLASSIC_API_HANDLER]}
+    environment = properties.setdefault("Environment", {})
+    environment["Variables"] = {**(environment.get("Variables") or {}), UNAUTHENTICATED_OWNER: ""}
     for event in (properties.get("Events") or {}).values():
         for key in ("ResponseTransferMode", "TimeoutInMillis"):
             (event.get("Properties") or {}).pop(key, None)

@@ -3,7 +3,8 @@
 Run by `make test-image` (and CI, after `make test`): seed events through `sam local invoke` with a
 local DynamoDB and SQS (moto), the API through `sam local start-api` with a real HTTP client, the
 worker with an SQS event and the batch job with a scheduled event from `sam local generate-event`,
-the image's own entry point, its size and the build log's llama.cpp system-info line.
+a batch through OpenAI's Files and Batches API that the batch job completes, the image's own entry
+point, its size and the build log's llama.cpp system-info line.
 
 A missing Docker engine or a missing build fails these tests; they are never skipped.
 """
@@ -341,6 +342,76 @@ def test_batch_job_works_through_pending_requests_on_a_schedule(
     item = aws.item(pending)
     assert item is not None
     assert item["status"] == "DONE"
+
+
+# --- OpenAI's Files and Batches API: the SDK through sam local start-api, the lines generated on a schedule --
+
+
+def batch_line(custom_id: str, model: str, question: str) -> dict[str, Any]:
+    """A line of an OpenAI Batch file: a chat completion request, greedy and short."""
+    body = {"model": model, "messages": [{"role": "user", "content": question}], "temperature": 0, "max_tokens": 24}
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+
+def test_the_openai_sdk_s_batch_is_completed_by_the_scheduled_batch_function(
+    api_url: str, aws: LocalAws, tmp_path: Path
+) -> None:
+    import openai
+    from openai.types import BatchRequestCounts
+    from openai.types.chat import ChatCompletion
+
+    # (sam local start-api gives a request no identity: the local loop's --env-vars file names its owner)
+    client = openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused-locally", max_retries=0, timeout=120)
+    (served,) = [model.id for model in client.models.list().data]
+    questions = {
+        "colours": "Name two colours of the rainbow.",
+        "greeting": "Say good morning in French.",
+        "sum": "What is 2 + 3?",
+    }
+    lines = [batch_line(custom_id, served, question) for custom_id, question in questions.items()]
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode("utf-8")
+
+    # GIVEN a batch file uploaded as multipart/form-data (API Gateway, and sam local, pass it base64-encoded)
+    uploaded = client.files.create(file=("requests.jsonl", content, "application/jsonl"), purpose="batch")
+    assert (uploaded.purpose, uploaded.filename, uploaded.bytes) == ("batch", "requests.jsonl", len(content))
+    assert client.files.content(uploaded.id).content == content
+    # AND a batch over it, its lines queued
+    created = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert created.status == "in_progress", created.model_dump_json()
+    assert created.input_file_id == uploaded.id
+
+    # WHEN the batch function runs on a scheduled event, as EventBridge Scheduler runs it
+    event_file = tmp_path / "schedule.json"
+    event_file.write_text(json.dumps(generate_event("cloudwatch", "scheduled-event")), encoding="utf-8")
+    run = sam_invoke("BatchFunction", event_file, aws.env_file)
+    report("sam local invoke BatchFunction (scheduled event)", run.seconds, json.dumps(run.response)[:600])
+
+    # THEN that run generated the batch's lines and completed it
+    assert "error" not in run.response, run.response
+    assert {"batch": created.id, "status": "completed", "total": 3, "completed": 3, "failed": 0} in run.response[
+        "batches"
+    ]
+    ended = client.batches.retrieve(created.id)
+    assert ended.status == "completed", ended.model_dump_json()
+    assert ended.request_counts == BatchRequestCounts(total=3, completed=3, failed=0)
+    assert ended.completed_at is not None
+    assert ended.error_file_id is None
+    assert ended.output_file_id is not None
+    # AND the output file has a line per custom_id, each a chat completion with the text stored in the table
+    output = [json.loads(text) for text in client.files.content(ended.output_file_id).text.splitlines()]
+    assert sorted(line["custom_id"] for line in output) == sorted(questions)
+    for line in output:
+        assert line["error"] is None
+        assert line["response"]["status_code"] == 200
+        completion = ChatCompletion.model_validate(line["response"]["body"])
+        item = aws.item(completion.id.removeprefix("chatcmpl-"))
+        assert item is not None
+        assert item["status"] == "DONE"
+        assert item["output"]
+        assert completion.choices[0].message.content == item["output"]
+    # AND the caller's lists show the batch and its files
+    assert created.id in [batch.id for batch in client.batches.list()]
+    assert {uploaded.id, ended.output_file_id} <= {listed.id for listed in client.files.list()}
 
 
 # --- the image's own entry point (no sam) --------------------------------------------------------------

@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import boto3
 import pytest
 import requests
 import schemathesis
@@ -29,6 +30,7 @@ from tests.support.apigw import proxy_event
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.local_aws import Table
 
+CONTRACT_BUCKET = "llm-batches-contract"
 #: Per operation and generation mode; eight operations, positive and negative data: at least 200 cases in all.
 CASES_PER_OPERATION = 30
 MIN_CASES = 200
@@ -90,11 +92,20 @@ def as_response(result: dict[str, Any], request: requests.PreparedRequest, elaps
 
 
 @pytest.fixture
-def contract_env(api_env: Table, monkeypatch: pytest.MonkeyPatch) -> Table:
-    """The API's environment (speeds the tiny model keeps up with) with a short budget that bounds every case."""
+def contract_env(api_env: Table, monkeypatch: pytest.MonkeyPatch) -> Iterator[Table]:
+    """The API's environment (speeds the tiny model keeps up with) with a short budget that bounds every case, and
+    the batch bucket that files and batches are kept in (generated requests come with no identity: one is set)."""
     # Generated texts may be documents of many chunks: a short budget queues them (202) instead of waiting.
     monkeypatch.setenv("API_BUDGET_S", "4")
-    return api_env
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", api_env.endpoint_url)
+    monkeypatch.setenv("BATCH_BUCKET", CONTRACT_BUCKET)
+    monkeypatch.setenv("UNAUTHENTICATED_OWNER", "contract-tests")
+    s3 = boto3.client("s3", endpoint_url=api_env.endpoint_url)
+    s3.create_bucket(Bucket=CONTRACT_BUCKET)
+    yield api_env
+    for entry in s3.list_objects_v2(Bucket=CONTRACT_BUCKET).get("Contents", []):
+        s3.delete_object(Bucket=CONTRACT_BUCKET, Key=entry["Key"])
+    s3.delete_bucket(Bucket=CONTRACT_BUCKET)
 
 
 def test_api_contract_generated_requests_get_documented_answers(
@@ -140,6 +151,15 @@ def test_api_contract_generated_requests_get_documented_answers(
         "GET /v1/chat/completions/{completion_id}",
         "GET /v1/models",
         "GET /v1/models/{model}",
+        "POST /v1/files",
+        "GET /v1/files",
+        "GET /v1/files/{file_id}",
+        "DELETE /v1/files/{file_id}",
+        "GET /v1/files/{file_id}/content",
+        "POST /v1/batches",
+        "GET /v1/batches",
+        "GET /v1/batches/{batch_id}",
+        "POST /v1/batches/{batch_id}/cancel",
     }, executed
 
 

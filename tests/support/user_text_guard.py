@@ -65,16 +65,16 @@ class UserTexts:
 
     def record_path(self, path: Any) -> None:
         """An API request's path: its segments are the caller's (a model name, a route that is none), except
-        the ids this service made (a request's sha256, a completion's id), which log lines name."""
+        the ids this service made (a request's sha256, a completion's, file's or batch's id), which log lines name."""
         if isinstance(path, str):
             for segment in path.split("/"):
                 if not _ID.fullmatch(segment):
                     self.record(segment)
 
 
-#: Ids of results and completions, well-formed or not: hexadecimal, as this service makes them (log lines name
-#: ids; a made-up one of the same alphabet is no text of the caller's).
-_ID = re.compile(r"(chatcmpl-)?[0-9a-fA-F]*")
+#: Ids of results, completions, files and batches, well-formed or not: hexadecimal, as this service makes them (log
+#: lines name ids; a made-up one of the same alphabet is no text of the caller's).
+_ID = re.compile(r"(chatcmpl-|file-|batch_)?[0-9a-fA-F]*")
 
 
 class RecordedLogs(logging.Handler):

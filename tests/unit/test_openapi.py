@@ -59,6 +59,15 @@ def test_openapi_declares_every_route_and_its_answers() -> None:
         ("GET", "/v1/chat/completions/{completion_id}"): {"200", "202", "400", "404", "405", "429", "503"},
         ("GET", "/v1/models"): {"200", "405"},
         ("GET", "/v1/models/{model}"): {"200", "400", "404", "405"},
+        ("POST", "/v1/files"): {"200", "400", "401", "405", "413", "415", "503"},
+        ("GET", "/v1/files"): {"200", "400", "401", "405", "503"},
+        ("GET", "/v1/files/{file_id}"): {"200", "400", "401", "404", "405", "503"},
+        ("DELETE", "/v1/files/{file_id}"): {"200", "400", "401", "404", "405", "503"},
+        ("GET", "/v1/files/{file_id}/content"): {"200", "400", "401", "404", "405", "503"},
+        ("POST", "/v1/batches"): {"200", "400", "401", "404", "405", "413", "415", "429", "503"},
+        ("GET", "/v1/batches"): {"200", "400", "401", "405", "503"},
+        ("GET", "/v1/batches/{batch_id}"): {"200", "400", "401", "404", "405", "503"},
+        ("POST", "/v1/batches/{batch_id}/cancel"): {"200", "400", "401", "404", "405", "409", "503"},
     }
     for (_, path), op in operations.items():
         if path.startswith("/v1/"):
@@ -78,13 +87,27 @@ def test_openapi_openai_routes_answer_in_openai_shapes() -> None:
         "/v1/chat/completions/{completion_id}": "ChatCompletion",
         "/v1/models": "ModelList",
         "/v1/models/{model}": "ModelCard",
+        "/v1/files": "FileObject",
+        "/v1/files/{file_id}": "FileObject",
+        "/v1/batches": "Batch",
+        "/v1/batches/{batch_id}": "Batch",
+        "/v1/batches/{batch_id}/cancel": "Batch",
     }
+    listed = {("GET", "/v1/files"): "FileList", ("GET", "/v1/batches"): "BatchList"}
+    deleted = {("DELETE", "/v1/files/{file_id}"): "FileDeleted"}
 
-    for (_, path), op in operations.items():
+    for (method, path), op in operations.items():
         if not path.startswith("/v1/"):
             continue
         for status, response in op["responses"].items():
+            if path == "/v1/files/{file_id}/content" and status == "200":
+                assert set(response["content"]) == {"application/x-ndjson"}  # the file's bytes
+                continue
             schema = response["content"]["application/json"]["schema"]
+            if status == "200":
+                expected = {**listed, **deleted}.get((method, path), answers[path])
+                assert schema == {"$ref": f"#/components/schemas/{expected}"}, (path, status)
+                continue
             expected = answers[path] if status in {"200", "202"} else "OpenAIErrorAnswer"
             assert schema == {"$ref": f"#/components/schemas/{expected}"}, (path, status)
 

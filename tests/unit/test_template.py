@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import importlib
+import json
 import re
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from handler.entry.api_request_body import MULTIPART_FORM_DATA
 from handler.storage import attributes as store
+from handler.storage import bucket as batch_bucket
+from handler.storage import caller_files
 from scripts.local.cfn_template import load_template, table_spec_from_template, ttl_spec_from_template
 from scripts.repository import ROOT, TEMPLATE
+from scripts.sam.api import API_ROUTES
+from scripts.sam.template import UNAUTHENTICATED_OWNER, local_template
 
 
 def _resource(logical_id: str) -> dict[str, Any]:
@@ -66,17 +75,72 @@ def test_template_grants_exactly_the_dynamodb_actions_the_code_uses() -> None:
             assert statement["Resource"] == {"Fn::GetAtt": ["ResultsTable", "Arn"]}
 
 
-def test_template_grants_exactly_the_s3_actions_the_code_uses() -> None:
-    statements = _resource("BatchFilesPolicy")["Properties"]["PolicyDocument"]["Statement"]
-    granted = {action.removeprefix("s3:") for statement in statements for action in statement["Action"]}
-    text = (ROOT / "handler" / "storage" / "bucket.py").read_text(encoding="utf-8")
-    calls = set(re.findall(r"self\._s3\.(\w+)\b", text))
-    # list_objects_v2 is authorized as ListBucket; the others by their own names.
-    used = {
-        "ListBucket" if call == "list_objects_v2" else "".join(p.capitalize() for p in call.split("_"))
-        for call in calls
+def _s3_grants(policy: str) -> dict[str, set[str]]:
+    """What ``policy`` allows in the batch bucket: each S3 action, and the keys (patterns) of the objects it may
+    touch, or ``*`` for ListBucket (the whole bucket: S3 answers a missing key 404 only to a caller that may list
+    the bucket, and a GetObject request carries no prefix that a condition could match)."""
+    statements = _resource(policy)["Properties"]["PolicyDocument"]["Statement"]
+    bucket_name, bucket_variables = _resource("BatchBucket")["Properties"]["BucketName"]["Fn::Sub"]
+    bucket_arn = "arn:${AWS::Partition}:s3:::" + bucket_name
+    grants: dict[str, set[str]] = defaultdict(set)
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for resource in resources:
+            arn, variables = resource["Fn::Sub"]
+            assert variables == bucket_variables
+            for action in statement["Action"]:
+                if action == "s3:ListBucket":
+                    assert arn == bucket_arn
+                    assert "Condition" not in statement, "a prefix condition turns S3's 404 for a missing key into 403"
+                    patterns = ["*"]
+                else:
+                    assert arn.startswith(f"{bucket_arn}/")
+                    patterns = [arn.removeprefix(f"{bucket_arn}/")]
+                grants[action.removeprefix("s3:")].update(patterns)
+    return dict(grants)
+
+
+def _s3_calls() -> set[str]:
+    # Every call the storage code makes on its S3 client, e.g. self._s3.put_object( -> PutObject;
+    # list_objects_v2 is authorized as ListBucket.
+    text = "".join(path.read_text(encoding="utf-8") for path in sorted((ROOT / "handler" / "storage").glob("*.py")))
+    return {
+        "ListBucket" if call == "list_objects_v2" else "".join(part.capitalize() for part in call.split("_"))
+        for call in re.findall(r"self\._s3\.(\w+)\b", text)
     }
-    assert granted == used
+
+
+@pytest.mark.parametrize("policy", ["BatchFilesPolicy", "FilesApiPolicy"])
+def test_template_grants_exactly_the_s3_actions_the_code_uses(policy: str) -> None:
+    assert set(_s3_grants(policy)) == _s3_calls()
+
+
+def test_template_lets_the_api_reach_only_callers_files_batches_and_new_open_batches() -> None:
+    files, batches = caller_files.FILES_PREFIX + "*", caller_files.BATCHES_PREFIX + "*"
+
+    assert _s3_grants("FilesApiPolicy") == {
+        "GetObject": {files, batches},
+        "PutObject": {files, batches, batch_bucket.OPEN_PREFIX + "*"},
+        "DeleteObject": {files, batches},
+        "ListBucket": {"*"},
+    }
+
+
+def test_template_lets_the_batch_functions_write_api_batches_files_and_records() -> None:
+    files, batches = caller_files.FILES_PREFIX + "*", caller_files.BATCHES_PREFIX + "*"
+    open_batches = batch_bucket.OPEN_PREFIX + "*"
+    manifests = "manifests/*"
+    assert batch_bucket.OPEN_PREFIX.startswith("manifests/")
+    assert batch_bucket.DONE_PREFIX.startswith("manifests/")
+
+    assert _s3_grants("BatchFilesPolicy") == {
+        "GetObject": {"*"},
+        "PutObject": {batch_bucket.OUTPUT_PREFIX + "*", manifests, files, batches},
+        "DeleteObject": {open_batches},
+        # Listing open batches; and S3's 404 (not 403) for an object that is gone.
+        "ListBucket": {"*"},
+    }
 
 
 def test_template_functions_use_the_results_policy_and_their_entry_points() -> None:
@@ -88,13 +152,19 @@ def test_template_functions_use_the_results_policy_and_their_entry_points() -> N
         "ApiFunction": ["handler.entry.api.stream_handler"],
         "KeyApiFunction": ["handler.entry.api.stream_handler"],
     }
-    # The functions that read batch files or write their outputs have the bucket's policy too.
-    with_files = {"BatchFunction", "BatchFilesFunction"}
+    # The functions that read batch files or write their outputs have the bucket's policy too, and the API
+    # functions the one for callers' files and batches.
+    bucket_policies = {
+        "BatchFunction": "BatchFilesPolicy",
+        "BatchFilesFunction": "BatchFilesPolicy",
+        "ApiFunction": "FilesApiPolicy",
+        "KeyApiFunction": "FilesApiPolicy",
+    }
     for logical_id, command in commands.items():
         properties = _resource(logical_id)["Properties"]
         policies = [
             {"Ref": "ResultsAccessPolicy"},
-            *([{"Ref": "BatchFilesPolicy"}] if logical_id in with_files else []),
+            *([{"Ref": bucket_policies[logical_id]}] if logical_id in bucket_policies else []),
         ]
         assert properties["Policies"] == policies
         assert properties.get("ImageConfig", {}).get("Command") == command
@@ -148,3 +218,29 @@ def test_template_api_functions_stream_through_the_streaming_runtime_on_every_ro
         for event in properties["Events"].values():
             assert event["Properties"]["ResponseTransferMode"] == "RESPONSE_STREAM"
             assert event["Properties"]["TimeoutInMillis"] == 900_000
+
+
+def test_template_both_apis_serve_every_route_and_pass_uploads_as_binary() -> None:
+    for api, function in (("Api", "ApiFunction"), ("KeyApi", "KeyApiFunction")):
+        # A multipart upload (POST /v1/files) reaches the function base64-encoded, its bytes as sent
+        # (API Gateway writes "/" in a media type as "~1").
+        assert _resource(api)["Properties"]["BinaryMediaTypes"] == [MULTIPART_FORM_DATA.replace("/", "~1")]
+        events = list(_resource(function)["Properties"]["Events"].values())
+        assert sorted(event["Properties"]["Path"] for event in events) == sorted(API_ROUTES)
+        for event in events:
+            assert event["Type"] == "Api"
+            assert event["Properties"]["RestApiId"] == {"Ref": api}
+            assert event["Properties"]["Method"] == "any"
+
+
+def test_only_the_local_template_lets_requests_without_an_identity_through() -> None:
+    # Deployed, every request carries an API key's id or an IAM principal: nothing names an owner for the others.
+    assert UNAUTHENTICATED_OWNER not in TEMPLATE.read_text(encoding="utf-8")
+
+    # sam local start-api gives none: the local template declares the variable (unset) on the API function, for
+    # the local loop's --env-vars file to set (sam local passes only the variables a template declares).
+    for auth, function in (("IAM", "ApiFunction"), ("API_KEY", "KeyApiFunction")):
+        resources = local_template(load_template(TEMPLATE), {"ApiAuth": auth})["Resources"]
+        declaring = {name for name, resource in resources.items() if UNAUTHENTICATED_OWNER in json.dumps(resource)}
+        assert declaring == {function}
+        assert resources[function]["Properties"]["Environment"]["Variables"] == {UNAUTHENTICATED_OWNER: ""}
