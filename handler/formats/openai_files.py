@@ -100,7 +100,8 @@ class BatchCreate(BaseModel):
     )
     endpoint: Literal["/v1/chat/completions"] = Field(description=f"The one endpoint served here: {OPENAI_URL}.")
     completion_window: Literal["24h"] = Field(description="OpenAI's one window: unfinished lines expire after it.")
-    metadata: dict[str, str] | None = Field(
+    # Values are checked by metadata_problems, not by type: a type error would name the key, the caller's text.
+    metadata: dict[str, Any] | None = Field(
         None,
         max_length=MAX_METADATA_PAIRS,
         description=f"Up to {MAX_METADATA_PAIRS} pairs: keys of at most {MAX_METADATA_KEY} characters, values of "
@@ -193,10 +194,14 @@ def page_of(objects: list[Any], has_more: bool) -> dict[str, Any]:
     }
 
 
-def metadata_problems(metadata: dict[str, str] | None) -> list[dict[str, Any]]:
-    """What is wrong with a batch's metadata, naming the limit and the size found (never a key or value)."""
+def metadata_problems(metadata: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What is wrong with a batch's metadata, naming the pair by its place, the limit and the size found (never a
+    key or value: both are the caller's text)."""
     problems: list[dict[str, Any]] = []
     for number, (key, value) in enumerate((metadata or {}).items(), start=1):
+        if not isinstance(value, str):
+            problems.append({"field": "metadata", "problem": f"the value of key {number} is not a string"})
+            continue
         if len(key) > MAX_METADATA_KEY:
             problem = f"key {number} has {len(key)} characters; the limit is {MAX_METADATA_KEY}"
             problems.append({"field": "metadata", "problem": problem})

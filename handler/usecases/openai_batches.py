@@ -19,6 +19,7 @@ its error file. A batch not ended within its 24 hours is ``expired`` the same wa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import time
@@ -248,7 +249,10 @@ class CallerBatches:
 
     def batch_list(self, after: str | None, limit: int) -> dict[str, Any]:
         page = self.files.batch_page(after, limit)
-        batches = [self.batch(batch_id) for batch_id in page.ids if self.files.batch(batch_id) is not None]
+        batches = []
+        for batch_id in page.ids:
+            with contextlib.suppress(NotFound):  # removed since it was listed
+                batches.append(self.batch(batch_id))
         return page_of(batches, page.has_more)
 
     def cancel(self, batch_id: str) -> Batch:

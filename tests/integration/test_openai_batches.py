@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -16,6 +17,7 @@ from handler.core.settings import get_settings
 from handler.entry import api, batch_bucket, schedule
 from handler.entry.api_request_body import MAX_UPLOAD_BYTES
 from handler.entry.runtime import get_service
+from scripts.batch import export as export_results
 from tests.support.apigw import ApiAnswer, decode, proxy_event
 from tests.support.events import s3_put_event
 from tests.support.lambda_context import FakeLambdaContext
@@ -111,8 +113,8 @@ def records(text: str) -> list[dict[str, Any]]:
 # -- the lifecycle --------------------------------------------------------------------------------------------
 
 
-def test_a_batch_runs_from_upload_to_output_file_and_matches_the_s3_route(
-    call: Call, s3: Any, api_env: Table, lambda_context: FakeLambdaContext
+def test_a_batch_runs_from_upload_to_output_file_and_matches_the_s3_route_and_the_export_script(
+    call: Call, s3: Any, api_env: Table, lambda_context: FakeLambdaContext, tmp_path: Path
 ) -> None:
     # GIVEN a batch file of two good lines and one whose body the chat route refuses (temperature 9)
     content = jsonl(line("a", "Say hi to Ann."), line("b", "Say hi to Bo.", seed=3), line("c", temperature=9))
@@ -171,6 +173,14 @@ def test_a_batch_runs_from_upload_to_output_file_and_matches_the_s3_route(
     scheduled_run(lambda_context)
     by_s3 = s3.get_object(Bucket=BUCKET, Key="output/same.output.jsonl")["Body"].read().decode("utf-8")
     assert by_s3 == output.body
+
+    # AND the export script, given the same file, finds the batch's results in the table and writes the same file
+    source, exported = tmp_path / "nightly.jsonl", tmp_path / "exported.jsonl"
+    source.write_bytes(content)
+    model = str(get_settings().model_path)
+    argv = ["--table", api_env.name, "--model", model, "--input", str(source), "--out", str(exported)]
+    assert export_results.main([*argv, "--errors", str(tmp_path / "errors.jsonl")]) == 0
+    assert exported.read_text(encoding="utf-8") == output.body
 
     # AND a later run leaves the ended batch alone
     assert scheduled_run(lambda_context)["batches"] == []
@@ -372,6 +382,9 @@ def test_no_caller_text_reaches_the_logs(call: Call, capsys: pytest.CaptureFixtu
     content = jsonl(line(f"id-{marker}", f"Say {marker}."), line(f"id-{marker}", "Again."))
     file_id = upload(call, content, filename=f"{marker}.jsonl").body["id"]
     create_batch(call, file_id, metadata={marker: marker})
+    refused = create_batch(call, file_id, metadata={marker: 7, "k" * 65: "v"})
+    assert refused.status == 400
+    assert refused.error["param"] == "metadata"
     call("GET", f"/v1/files/{marker}")
     captured = capsys.readouterr()
     assert marker not in captured.out + captured.err
