@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from handler.core.errors import Conflict, InvalidRequest, NotFound
+from handler.core.errors import Conflict, InvalidRequest, NotFound, StoreError
 from handler.core.observability import logger
 from handler.domain.requests import parse_request
 from handler.engine import prompt_counter
@@ -187,7 +187,13 @@ class CallerBatches:
         self.files.bucket.write_json(f"{OPEN_PREFIX}{batch.id}.json", manifest)
         batch.status, batch.in_progress_at = "in_progress", _now()
         self.files.put_batch(batch)
-        queued = top_up(self.service, manifest, validated.lines, {})
+        try:
+            queued = top_up(self.service, manifest, validated.lines, {})
+        except StoreError as exc:
+            # The batch exists and its manifest is open: the next scheduled run queues its lines. Answered as made,
+            # so that the caller does not create it a second time.
+            logger.warning("batch created, its lines queued by the next run", batch=batch.id, error=exc.log_message)
+            return batch
         logger.info("batch created", batch=batch.id, lines=len(validated.lines), invalid=invalid, queued=queued)
         return batch
 

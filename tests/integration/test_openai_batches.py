@@ -13,10 +13,12 @@ from typing import Any
 import boto3
 import pytest
 
+from handler.core.errors import StoreError
 from handler.core.settings import get_settings
 from handler.entry import api, batch_bucket, schedule
 from handler.entry.api_request_body import MAX_UPLOAD_BYTES
 from handler.entry.runtime import get_service
+from handler.usecases import openai_batches
 from scripts.batch import export as export_results
 from tests.support.apigw import ApiAnswer, decode, proxy_event
 from tests.support.events import s3_put_event
@@ -214,6 +216,35 @@ def test_files_and_batches_are_listed_newest_first_and_paged(call: Call, lambda_
     orphan = call("GET", f"/v1/batches/{batches[0]}").body
     assert orphan["status"] == "failed"
     assert orphan["errors"]["data"][0]["code"] == "input_file_deleted"
+
+
+def test_a_batch_whose_first_lines_cannot_be_queued_is_answered_as_made_and_queued_by_the_next_run(
+    call: Call, api_env: Table, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the table refuses the create call's queueing (throttled), after the batch was made
+    def throttled(*args: Any) -> int:
+        raise StoreError("the table is over its capacity", throttled=True)
+
+    file_id = upload(call, jsonl(line("t1", "Say one."), line("t2", "Say two."))).body["id"]
+    with monkeypatch.context() as patched:
+        patched.setattr(openai_batches, "top_up", throttled)
+        created = create_batch(call, file_id)
+
+    # THEN the caller gets its batch (no reason to create it twice), nothing queued yet
+    assert created.status == 200, created.body
+    assert created.body["status"] == "in_progress"
+    assert api_env.items() == []
+    # AND the next scheduled run queues, generates and ends it
+    scheduled_run(lambda_context)
+    assert call("GET", f"/v1/batches/{created.body['id']}").body["request_counts"] == {
+        "total": 2,
+        "completed": 0,
+        "failed": 0,
+    }
+    scheduled_run(lambda_context)
+    ended = call("GET", f"/v1/batches/{created.body['id']}").body
+    assert ended["status"] == "completed"
+    assert ended["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
 
 
 # -- whose it is ----------------------------------------------------------------------------------------------
