@@ -59,8 +59,13 @@ from handler.usecases.text_service import TextService
 
 #: Validation errors listed in a failed batch; a count of the rest follows them.
 MAX_LISTED_ERRORS = 100
-#: The id is the caller's text: answered, never logged.
-_NO_FILE = "no such file of this caller's"
+
+
+def _no_file(file_id: str, param: str) -> NotFound:
+    # The id is the caller's text: answered, never logged.
+    return NotFound(
+        f"No such File object: {file_id}", log_message="no such file of this caller's", code="not_found", param=param
+    )
 
 
 def owner_key(kind: str, identity: str) -> str:
@@ -108,14 +113,14 @@ class CallerBatches:
     def file(self, file_id: str) -> FileObject:
         record = self.files.file(file_id)
         if record is None:
-            raise NotFound(f"No such File object: {file_id}", log_message=_NO_FILE, code="not_found", param="file_id")
+            raise _no_file(file_id, "file_id")
         return record
 
     def content(self, file_id: str) -> bytes:
         self.file(file_id)
         data = self.files.content(file_id)
         if data is None:
-            raise NotFound(f"No such File object: {file_id}", log_message=_NO_FILE, code="not_found", param="file_id")
+            raise _no_file(file_id, "file_id")
         return data
 
     def delete(self, file_id: str) -> FileDeleted:
@@ -139,12 +144,7 @@ class CallerBatches:
             raise InvalidRequest("; ".join(f"{p['field']}: {p['problem']}" for p in problems), param="metadata")
         source = self.files.file(params.input_file_id)
         if source is None:
-            raise NotFound(
-                f"No such File object: {params.input_file_id}",
-                log_message=_NO_FILE,
-                code="not_found",
-                param="input_file_id",
-            )
+            raise _no_file(params.input_file_id, "input_file_id")
         if source.purpose != BATCH_PURPOSE:
             raise InvalidRequest(
                 f"input_file_id: file {source.id} has purpose {source.purpose!r}; a batch reads a file uploaded "

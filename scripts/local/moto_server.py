@@ -25,18 +25,26 @@ DUMMY_CREDENTIALS: dict[str, str] = {
 DEFAULT_REGION = "us-east-1"
 
 
-def dynamodb_client(endpoint_url: str, region: str = DEFAULT_REGION) -> DynamoDBClient:
-    """A DynamoDB client for a local endpoint, with dummy credentials passed explicitly."""
+def local_client(service: str, endpoint_url: str, region: str = DEFAULT_REGION) -> Any:
+    """A client of ``service`` for a local endpoint (moto server serves them all), with dummy credentials passed
+    explicitly."""
     import boto3
 
-    client: DynamoDBClient = boto3.client(
-        "dynamodb",
+    # The stubs type boto3.client per literal service name; this one is a parameter.
+    make_client: Any = boto3.client
+    return make_client(
+        service,
         endpoint_url=endpoint_url,
         region_name=region,
         aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
     )
+
+
+def dynamodb_client(endpoint_url: str, region: str = DEFAULT_REGION) -> DynamoDBClient:
+    """A DynamoDB client for a local endpoint."""
+    client: DynamoDBClient = local_client("dynamodb", endpoint_url, region)
     return client
 
 
@@ -64,17 +72,8 @@ def create_table_from_template(
 
 
 def s3_client(endpoint_url: str, region: str = DEFAULT_REGION) -> Any:
-    """An S3 client for a local endpoint (moto server serves S3 beside DynamoDB), with dummy credentials."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=region,
-        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
-    )
+    """An S3 client for a local endpoint (moto server serves S3 beside DynamoDB)."""
+    return local_client("s3", endpoint_url, region)
 
 
 def create_bucket(endpoint_url: str, bucket_name: str) -> None:

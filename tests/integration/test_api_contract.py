@@ -11,7 +11,6 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import boto3
 import pytest
 import requests
 import schemathesis
@@ -28,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 from handler.entry import api
 from tests.support.apigw import proxy_event
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.local_aws import Table
+from tests.support.local_aws import Table, local_batch_bucket
 
 CONTRACT_BUCKET = "llm-batches-contract"
 #: Per operation and generation mode; eight operations, positive and negative data: at least 200 cases in all.
@@ -97,15 +96,9 @@ def contract_env(api_env: Table, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ta
     the batch bucket that files and batches are kept in (generated requests come with no identity: one is set)."""
     # Generated texts may be documents of many chunks: a short budget queues them (202) instead of waiting.
     monkeypatch.setenv("API_BUDGET_S", "4")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", api_env.endpoint_url)
-    monkeypatch.setenv("BATCH_BUCKET", CONTRACT_BUCKET)
     monkeypatch.setenv("UNAUTHENTICATED_OWNER", "contract-tests")
-    s3 = boto3.client("s3", endpoint_url=api_env.endpoint_url)
-    s3.create_bucket(Bucket=CONTRACT_BUCKET)
-    yield api_env
-    for entry in s3.list_objects_v2(Bucket=CONTRACT_BUCKET).get("Contents", []):
-        s3.delete_object(Bucket=CONTRACT_BUCKET, Key=entry["Key"])
-    s3.delete_bucket(Bucket=CONTRACT_BUCKET)
+    with local_batch_bucket(monkeypatch, api_env.endpoint_url, CONTRACT_BUCKET):
+        yield api_env
 
 
 def test_api_contract_generated_requests_get_documented_answers(

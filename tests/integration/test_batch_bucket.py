@@ -6,32 +6,26 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from handler.entry import batch_bucket, schedule
 from handler.entry.runtime import get_service
 from tests.support.events import s3_put_event
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.local_aws import Table
+from tests.support.local_aws import Table, local_batch_bucket
 
 BUCKET = "llm-batches-test"
 MARKER = "zq-s3-marker-41d0"
 
 
 @pytest.fixture
-def s3(service_env: Table, monkeypatch: pytest.MonkeyPatch) -> Any:
+def s3(service_env: Table, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The batch bucket on the moto server, and the environment the function reaches it with."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", service_env.endpoint_url)
-    monkeypatch.setenv("BATCH_BUCKET", BUCKET)
-    client = boto3.client("s3", endpoint_url=service_env.endpoint_url)
-    client.create_bucket(Bucket=BUCKET)
-    yield client
-    for entry in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        client.delete_object(Bucket=BUCKET, Key=entry["Key"])
-    client.delete_bucket(Bucket=BUCKET)
+    with local_batch_bucket(monkeypatch, service_env.endpoint_url, BUCKET) as client:
+        yield client
 
 
 def put_event(client: Any, key: str) -> dict[str, Any]:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from handler.core.errors import StoreError
@@ -23,7 +22,7 @@ from scripts.batch import export as export_results
 from tests.support.apigw import ApiAnswer, decode, proxy_event
 from tests.support.events import s3_put_event
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.local_aws import Table
+from tests.support.local_aws import Table, local_batch_bucket
 
 BUCKET = "llm-batches-api-test"
 ALICE = "key-alice-0001"
@@ -33,15 +32,9 @@ Call = Callable[..., ApiAnswer]
 
 
 @pytest.fixture
-def s3(api_env: Table, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", api_env.endpoint_url)
-    monkeypatch.setenv("BATCH_BUCKET", BUCKET)
-    client = boto3.client("s3", endpoint_url=api_env.endpoint_url)
-    client.create_bucket(Bucket=BUCKET)
-    yield client
-    for entry in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        client.delete_object(Bucket=BUCKET, Key=entry["Key"])
-    client.delete_bucket(Bucket=BUCKET)
+def s3(api_env: Table, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    with local_batch_bucket(monkeypatch, api_env.endpoint_url, BUCKET) as client:
+        yield client
 
 
 @pytest.fixture

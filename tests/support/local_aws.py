@@ -1,13 +1,17 @@
-"""AWS on this machine for the tests: the credentials moto accepts, and a results table in moto server."""
+"""AWS on this machine for the tests: the credentials moto accepts, a results table and a batch bucket in moto
+server."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
-from scripts.local.moto_server import dynamodb_client
+from scripts.local.moto_server import dynamodb_client, s3_client
 
 #: Credentials and region for moto: never real ones, and no request leaves this machine.
 DUMMY_AWS = {
@@ -37,3 +41,20 @@ class Table:
 
     def delete(self, item_id: str) -> None:
         self.client().delete_item(TableName=self.name, Key={"id": {"S": item_id}})
+
+
+@contextlib.contextmanager
+def local_batch_bucket(monkeypatch: pytest.MonkeyPatch, endpoint_url: str, name: str) -> Iterator[Any]:
+    """A batch bucket on the moto server for one test, named to the function (BATCH_BUCKET, AWS_ENDPOINT_URL_S3):
+    its S3 client; emptied and removed afterwards."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint_url)
+    monkeypatch.setenv("BATCH_BUCKET", name)
+    client = s3_client(endpoint_url)
+    client.create_bucket(Bucket=name)
+    try:
+        yield client
+    finally:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for entry in page.get("Contents", []):
+                client.delete_object(Bucket=name, Key=entry["Key"])
+        client.delete_bucket(Bucket=name)
