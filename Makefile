@@ -24,6 +24,7 @@ help:
 	@echo "           [SCHEDULE_EVERY=10]                                         batch runs every N s (files, batches; 0: none)"
 	@echo "make load  [LOAD_ARGS=...]                                             bounded load on the API, tiny model (bench-results/load.json)"
 	@echo "make test                                                              lint and the whole test suite"
+	@echo "make screenshots                                                       the console's browser test, its screenshots into docs/screenshots/"
 	@echo "make test-unit                                                         the pure tests only (tests/unit/: no model, no AWS; seconds)"
 	@echo "make bench | make bench-quick                                          speed benchmark (table, JSON, plot in bench-results/)"
 	@echo "make bench-sweep                                                       engine settings against the defaults (bench-results/sweep.json)"
@@ -120,10 +121,30 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# The tests by tier (tests/conftest.py): unit, integration, runtime, faults and real_model; tests/image/ is make
-# test-image's. The faults tier writes what each fault case survived to bench-results/faults.json and faults.md.
-test: setup $(TEST_MODEL) $(SLOW_MODEL) $(REAL_MODEL_FILE) lint
-	TEST_MODEL_PATH=$(TEST_MODEL) SLOW_MODEL_PATH=$(SLOW_MODEL) REAL_MODEL_PATH=$(REAL_MODEL_FILE) $(PY) -m pytest $(PYTEST_ARGS)
+# The browser the console's tests drive (tests/browser/): Debian's Chromium, installed with apt-get where it is
+# missing (Playwright's own browser download is not used). Elsewhere, CHROMIUM=/path/to/chromium names one.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "no Chromium at $@ and no apt-get to install it: set CHROMIUM=/path/to/chromium" >&2; exit 1; }
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium
+	test -x $@
+
+# The tests by tier (tests/conftest.py): unit, integration, runtime, faults, real_model and browser; tests/image/ is
+# make test-image's. The faults tier writes what each fault case survived to bench-results/faults.json and faults.md.
+# The browser tier is required here (BROWSER_REQUIRED): a missing Chromium fails it instead of skipping it.
+test: setup $(TEST_MODEL) $(SLOW_MODEL) $(REAL_MODEL_FILE) $(CHROMIUM) lint
+	TEST_MODEL_PATH=$(TEST_MODEL) SLOW_MODEL_PATH=$(SLOW_MODEL) REAL_MODEL_PATH=$(REAL_MODEL_FILE) \
+		CHROMIUM_PATH=$(CHROMIUM) BROWSER_REQUIRED=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: chromium screenshots
+chromium: $(CHROMIUM)
+
+# The console's screenshots in docs/screenshots/, taken by its browser test (tests/browser/) as it runs.
+screenshots: $(VENV)/.installed $(REAL_MODEL_FILE) $(CHROMIUM)
+	REAL_MODEL_PATH=$(REAL_MODEL_FILE) CHROMIUM_PATH=$(CHROMIUM) BROWSER_REQUIRED=1 CONSOLE_SCREENSHOTS=docs/screenshots \
+		$(PY) -m pytest tests/browser -p no:cacheprovider $(PYTEST_ARGS)
 
 # The fast tier alone, without lint or models: pure tests, in seconds.
 test-unit: $(VENV)/.installed

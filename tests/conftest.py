@@ -10,6 +10,7 @@ A test's tier is its folder under tests/, and each test is marked with it (pypro
   faults/       the machinery broken on purpose: functions killed in child processes, AWS calls throttled or failed
                 through a proxy in front of moto, messages delivered twice; every item checked afterwards
   real_model/   the real instruct model (SmolLM2-135M-Instruct) is what is tested
+  browser/      the console page in a real browser (Debian's Chromium through Playwright) against ``make serve``
   image/        the image ``make sam-build`` made, through Docker and ``sam local`` (``make test-image`` only: not in
                 pyproject.toml's testpaths, so ``make test`` does not collect it)
 A test of any tier that uses the ``real_model`` fixture is also marked ``real_model``.
@@ -167,7 +168,7 @@ def out_dir(tmp_path: Path) -> Path:
 
 
 TESTS = Path(__file__).resolve().parent
-TIERS = ("unit", "integration", "runtime", "faults", "real_model", "image")
+TIERS = ("unit", "integration", "runtime", "faults", "real_model", "browser", "image")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

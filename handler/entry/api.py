@@ -32,8 +32,9 @@ from handler.core.observability import logger, metrics
 from handler.domain.answers import Answer, Status
 from handler.domain.requests import ChatRequest, SummarizeRequest, TextRequest, TranslateRequest
 
-# The OpenAI-style routes register on the resolver when their module is imported, before any event is resolved.
-from handler.entry import api_batches, api_openai  # noqa: F401
+# The OpenAI-style routes and the console's register on the resolver when their modules are imported, before any
+# event is resolved.
+from handler.entry import api_batches, api_console, api_openai  # noqa: F401
 from handler.entry.api_request_body import MAX_BODY_BYTES
 from handler.entry.api_resolver import Prefer, app, prefers_async, route, route_prefix
 from handler.entry.api_responses import SUBMIT_NOTE, SUBMIT_RESPONSES, responses

@@ -42,6 +42,18 @@ def emit_cached(task: str) -> None:
     metrics.add_metric(name=f"cached_answers_{task}", unit=MetricUnit.Count, value=1)
 
 
+#: What a run through queued requests counts (handler/usecases/queued_work.RunSummary), each as ``batch_<name>``.
+RUN_COUNTS = ("claimed", "done", "failed", "requeued", "left", "dispatched")
+
+
+def emit_run(counts: dict[str, int], tokens_per_s: float | None) -> None:
+    """Emit a run's counts, and its decode speed when it generated anything."""
+    for name in RUN_COUNTS:
+        metrics.add_metric(name=f"batch_{name}", unit=MetricUnit.Count, value=counts[name])
+    if tokens_per_s is not None:
+        metrics.add_metric(name="batch_tokens_per_s", unit=MetricUnit.CountPerSecond, value=tokens_per_s)
+
+
 def _environment(engine: Engine, loaded_now: bool, cold_start: bool) -> dict[str, Any]:
     """The metrics of the execution environment a generation ran in: its load, its threads, its memory."""
     return {

@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any, Literal
 
-from aws_lambda_powertools.metrics import MetricUnit
-
 from handler.core.errors import (
     ChunkFailed,
     DeadlineReached,
@@ -31,7 +29,7 @@ from handler.core.errors import (
     ServiceError,
     StoreError,
 )
-from handler.core.observability import logger, metrics
+from handler.core.observability import logger
 from handler.domain.answers import Metrics, Status
 from handler.domain.requests import TextRequest, parse_request
 from handler.domain.stored_item import StoredItem
@@ -40,6 +38,7 @@ from handler.storage.attributes import result_too_large
 from handler.storage.document_steps import WAITING_FOR_CHUNKS
 from handler.usecases.documents import DocumentWaiting
 from handler.usecases.generation_result import GenerationResult, generation_result
+from handler.usecases.metrics import RUN_COUNTS, emit_run
 from handler.usecases.preparation import PreparedRequest, prepare
 from handler.usecases.text_service import TextService
 
@@ -179,10 +178,8 @@ def _count(processed: Processed, summary: RunSummary) -> None:
 
 def _report(summary: RunSummary) -> None:
     logger.info("batch run finished", **summary.as_dict())
-    for name in ("claimed", "done", "failed", "requeued", "left", "dispatched"):
-        metrics.add_metric(name=f"batch_{name}", unit=MetricUnit.Count, value=getattr(summary, name))
-    if summary.generation_seconds > 0:
-        metrics.add_metric(name="batch_tokens_per_s", unit=MetricUnit.CountPerSecond, value=summary.tokens_per_s)
+    counts = {name: getattr(summary, name) for name in RUN_COUNTS}
+    emit_run(counts, summary.tokens_per_s if summary.generation_seconds > 0 else None)
 
 
 # -- claim, generate, complete or release ----------------------------------------------------------

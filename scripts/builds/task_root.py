@@ -2,10 +2,10 @@
 
     python -m scripts.builds.task_root --out DIR [--requirements FILE] [--no-deps]
 
-DIR receives ``handler/`` (its ``.py`` files only) and, unless ``--no-deps``, every distribution of
-the requirements file (default ``layers/runtime/requirements.txt``) installed with ``pip install
---target`` by the running interpreter's pip, so a llama-cpp-python wheel that pip built before comes
-from its wheel cache. The result holds only what the function needs at run time, then it is
+DIR receives ``handler/`` (its ``.py`` files and the console page's static files) and, unless
+``--no-deps``, every distribution of the requirements file (default ``layers/runtime/requirements.txt``)
+installed with ``pip install --target`` by the running interpreter's pip, so a llama-cpp-python wheel that
+pip built before comes from its wheel cache. The result holds only what the function needs at run time, then it is
 byte-compiled, and ``DIR/.task-root.json`` describes it. DIR is built beside itself and swapped in
 whole, so re-running replaces it cleanly; a non-empty DIR that is not a task root is never replaced.
 
@@ -36,6 +36,8 @@ from scripts.repository import ROOT
 HANDLER_DIR = ROOT / "handler"
 DEFAULT_REQUIREMENTS = ROOT / "layers" / "runtime" / "requirements.txt"
 MANIFEST_NAME = ".task-root.json"
+#: What of handler/ the function serves besides its modules: the console page's files (handler/entry/console/).
+STATIC_SUFFIXES = (".html", ".js", ".css")
 
 # Top-level folders that wheels install beside their packages: console scripts (whose shebang names the
 # build interpreter), C headers, CMake and pkg-config files, and llama-cpp-python's second copy of its
@@ -188,7 +190,13 @@ def _prune(root: Path, required: set[str]) -> list[str]:
 
 
 def _copy_handler(source: Path, target: Path) -> None:
-    files = sorted(path for path in source.rglob("*.py") if "__pycache__" not in path.relative_to(source).parts)
+    files = sorted(
+        path
+        for path in source.rglob("*")
+        if path.suffix in (".py", *STATIC_SUFFIXES)
+        and path.is_file()
+        and "__pycache__" not in path.relative_to(source).parts
+    )
     if not (source / "__init__.py").is_file():
         raise TaskRootError(f"{source} is not a Python package (no __init__.py)")
     shutil.rmtree(target, ignore_errors=True)

@@ -26,8 +26,12 @@ from scripts.sam.aws import local_aws
 from scripts.sam.invoke import SEED_EVENTS, sam_invoke
 from scripts.sam.loop import BUILT_TEMPLATE, LOCAL_DIR, LoopError, log, sam_command, sam_environment
 
+#: The console page and its static files: GET only, and served without the API's auth (a browser's navigation can
+#: neither sign a request nor send x-api-key; the page asks for the key for its own calls).
+CONSOLE_ROUTES = ("/", "/console/{asset}")
 #: The paths each API mode's function serves (template.yaml's events on Api and KeyApi; tests compare them).
 API_ROUTES = (
+    *CONSOLE_ROUTES,
     "/summarize",
     "/translate",
     "/chat",

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from handler.entry import api, api_batches, api_openai, api_resolver
+from handler.entry import api, api_batches, api_console, api_openai, api_resolver
 from tests.support.apigw import ApiAnswer, post, proxy_event, sample
 from tests.support.local_aws import Table
 
@@ -28,7 +28,7 @@ def cors_origin(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 def _reload_api() -> None:
     # The resolver is built at import, then the route modules register on it.
-    for module in (api_resolver, api_openai, api_batches, api):
+    for module in (api_resolver, api_openai, api_batches, api_console, api):
         importlib.reload(module)
 
 

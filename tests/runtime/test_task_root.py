@@ -43,6 +43,15 @@ def test_handler_only_task_root_holds_the_package_sources_and_rebuilds_cleanly(t
     sources = {path.relative_to(ROOT).as_posix() for path in (ROOT / "handler").rglob("*.py")}
     built = {path.relative_to(out).as_posix() for path in out.rglob("*.py")}
     assert built == sources
+    # AND the console page's static files, as they are (the API function serves them: handler/entry/api_console.py)
+    static = {
+        path.relative_to(ROOT).as_posix()
+        for suffix in build_task_root.STATIC_SUFFIXES
+        for path in (ROOT / "handler").rglob(f"*{suffix}")
+    }
+    assert {f"handler/entry/console/{name}" for name in ("index.html", "app.js", "app.css")} <= static
+    for name in static:
+        assert (out / name).read_bytes() == (ROOT / name).read_bytes(), name
     assert not (out / "stale.txt").exists()
     assert not list(tmp_path.glob(".task.*")), "staging folders are removed"
     manifest = json.loads((out / build_task_root.MANIFEST_NAME).read_text())

@@ -17,7 +17,7 @@ from handler.storage import bucket as batch_bucket
 from handler.storage import caller_files
 from scripts.local.cfn_template import load_template, table_spec_from_template, ttl_spec_from_template
 from scripts.repository import ROOT, TEMPLATE
-from scripts.sam.api import API_ROUTES
+from scripts.sam.api import API_ROUTES, CONSOLE_ROUTES
 from scripts.sam.template import UNAUTHENTICATED_OWNER, local_template
 
 
@@ -230,7 +230,32 @@ def test_template_both_apis_serve_every_route_and_pass_uploads_as_binary() -> No
         for event in events:
             assert event["Type"] == "Api"
             assert event["Properties"]["RestApiId"] == {"Ref": api}
-            assert event["Properties"]["Method"] == "any"
+            # The console serves pages and files (GET); every other route takes the methods its handler answers.
+            console = event["Properties"]["Path"] in CONSOLE_ROUTES
+            assert event["Properties"]["Method"] == ("get" if console else "any")
+
+
+@pytest.mark.parametrize(
+    ("api", "function", "api_auth", "console_auth"),
+    [
+        # SigV4 on every route by default; the console's routes turn the authorizer off.
+        ("Api", "ApiFunction", {"DefaultAuthorizer": "AWS_IAM"}, {"Authorizer": "NONE"}),
+        # An API key on every route by default; the console's routes do without one.
+        ("KeyApi", "KeyApiFunction", {"ApiKeyRequired": True}, {"ApiKeyRequired": False}),
+    ],
+)
+def test_template_serves_the_console_without_auth_and_every_other_route_with_it(
+    api: str, function: str, api_auth: dict[str, Any], console_auth: dict[str, Any]
+) -> None:
+    # A browser's navigation to the page can neither sign a request nor send x-api-key: the page and its files are
+    # open, and the routes its calls reach keep the API's auth.
+    assert api_auth.items() <= _resource(api)["Properties"]["Auth"].items()
+    events = _resource(function)["Properties"]["Events"].values()
+
+    # An event without Auth takes the API's; only the console's events set their own.
+    auth_by_path = {event["Properties"]["Path"]: event["Properties"].get("Auth") for event in events}
+    overridden = {path: auth for path, auth in auth_by_path.items() if auth is not None}
+    assert overridden == dict.fromkeys(CONSOLE_ROUTES, console_auth)
 
 
 def test_only_the_local_template_lets_requests_without_an_identity_through() -> None:
