@@ -42,6 +42,11 @@ def emit_cached(task: str) -> None:
     metrics.add_metric(name=f"cached_answers_{task}", unit=MetricUnit.Count, value=1)
 
 
+def emit_failed(task: str) -> None:
+    """Count a stored request that failed for good (FAILED after its last attempt)."""
+    metrics.add_metric(name=f"failed_{task}", unit=MetricUnit.Count, value=1)
+
+
 #: What a run through queued requests counts (handler/usecases/queued_work.RunSummary), each as ``batch_<name>``.
 RUN_COUNTS = ("claimed", "done", "failed", "requeued", "left", "dispatched")
 

@@ -21,6 +21,7 @@ from handler.engine import model_identity
 from handler.formats.prompts import PROMPT_VERSION
 from handler.storage.result_store import ResultStore
 from handler.storage.workqueue import WorkQueue
+from handler.usecases.metrics import emit_failed
 
 #: Lambda's longest invocation: the lease of a generation without a deadline.
 MAX_INVOCATION_S = 900.0
@@ -72,7 +73,10 @@ class StoredRequests:
         attempts = self.settings.max_attempts if max_attempts is None else max_attempts
         status = self.table.leases.release(item_id, owner, error, attempts)
         if status == Status.FAILED:
-            self.tell_waiting_documents(self.table.items.get(item_id))
+            item = self.table.items.get(item_id)
+            if item is not None and item.task:
+                emit_failed(item.task)
+            self.tell_waiting_documents(item)
         return status
 
     def requeue(self, item_id: str, owner: str) -> None:

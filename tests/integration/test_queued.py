@@ -137,7 +137,10 @@ def test_run_skips_an_item_whose_lease_is_live(service_env: Table, generations: 
 
 
 def test_poison_item_fails_after_max_attempts_and_the_others_finish(
-    service_env: Table, monkeypatch: pytest.MonkeyPatch, lambda_context: FakeLambdaContext
+    service_env: Table,
+    monkeypatch: pytest.MonkeyPatch,
+    lambda_context: FakeLambdaContext,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # GIVEN one request that always breaks generation among good ones
     monkeypatch.setenv("MAX_ATTEMPTS", "3")
@@ -163,6 +166,14 @@ def test_poison_item_fails_after_max_attempts_and_the_others_finish(
     assert (poison.status, poison.attempts) == ("FAILED", 3)
     assert "llama_decode failed" in (poison.error or "")
     assert [_statuses(service_env)[i] for i in ids[:-1]] == ["DONE"] * 3
+    # AND its failure is counted once, under its task, in the runs' metrics (the dashboard's failed_<task>)
+    failed = [
+        value
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith('{"_aws"')
+        for value in json.loads(line).get(f"failed_{poison.task}", [])
+    ]
+    assert failed == [1.0]
 
 
 def test_invalid_queued_request_fails_at_once(service_env: Table) -> None:

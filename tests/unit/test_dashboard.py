@@ -18,7 +18,14 @@ import pytest
 from handler.core.observability import metrics
 from handler.domain.answers import Metrics as GenerationMetrics
 from handler.domain.requests import TASKS
-from handler.usecases.metrics import METRIC_UNITS, RUN_COUNTS, emit_cached, emit_generation, emit_run
+from handler.usecases.metrics import (
+    METRIC_UNITS,
+    RUN_COUNTS,
+    emit_cached,
+    emit_failed,
+    emit_generation,
+    emit_run,
+)
 from scripts.batch.export import PRICE_PER_GB_S
 from scripts.local.cfn_template import load_template
 from scripts.repository import TEMPLATE
@@ -58,6 +65,7 @@ def _emit_answers() -> None:
     for task in TASKS:
         emit_generation(task, _every_generation_field())
         emit_cached(task)
+        emit_failed(task)
 
 
 def _emit_scheduled_run() -> None:
@@ -148,12 +156,12 @@ def test_dashboard_names_only_metrics_the_code_emits_with_their_namespace_and_di
     assert {namespace for namespace, *_ in rows} == {SERVICE_NAMESPACE, "AWS/SQS", "AWS/Lambda"}
 
 
-def test_dashboard_counts_answers_by_task_generated_and_cached(emitted: list[dict[str, Any]]) -> None:
+def test_dashboard_counts_answers_by_task_generated_cached_and_failed(emitted: list[dict[str, Any]]) -> None:
     _, body, _ = _dashboard()
     [answers] = [w for w in _metric_widgets(body) if w["properties"]["title"].startswith("Per minute, by task")]
-    # Every count the answer emitters make (generations_<task>, cached_answers_<task>), per minute, summed.
+    # Every count the answer emitters make (generations_, cached_answers_, failed_<task>), per minute, summed.
     counts = _metric_names(emitted[0]) - set(METRIC_UNITS)
-    assert len(counts) == 2 * len(TASKS)
+    assert len(counts) == 3 * len(TASKS)
 
     assert {row[1] for row in answers["properties"]["metrics"]} == counts
     assert (answers["properties"]["stat"], answers["properties"]["period"]) == ("Sum", 60)
