@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -412,6 +413,22 @@ def test_the_openai_sdk_s_batch_is_completed_by_the_scheduled_batch_function(
     # AND the caller's lists show the batch and its files
     assert created.id in [batch.id for batch in client.batches.list()]
     assert {uploaded.id, ended.output_file_id} <= {listed.id for listed in client.files.list()}
+
+
+# --- the console page, from the image's task root -----------------------------------------------------------
+
+
+def test_the_console_page_and_its_files_are_served_from_the_image(api_url: str) -> None:
+    page = http("GET", f"{api_url}/")
+    assert page.status == 200, page.body
+    assert page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    scripts = re.findall(r'<script[^>]*\ssrc="([^"]+)"', str(page.body))
+    assert scripts, page.body
+    for source in scripts:
+        asset = http("GET", f"{api_url}{source}" if source.startswith("/") else f"{api_url}/{source}")
+        assert asset.status == 200, (source, asset.body)
+        assert asset.headers["content-type"].startswith("text/javascript")
 
 
 # --- the image's own entry point (no sam) --------------------------------------------------------------

@@ -41,7 +41,7 @@ def test_api_malformed_result_id_is_422_naming_it(api_env: Table, call: Callable
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/"),
+        ("GET", "/index.html"),
         ("POST", "/summarise"),
         ("GET", "/results"),
         ("GET", "/results/a/b"),
