@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 
 from handler.formats.openai_files import BATCH_ID_PATTERN, FILE_ID_PATTERN, Batch, FileObject
 from handler.storage.bucket import BatchBucket
@@ -24,14 +23,6 @@ BATCHES_PREFIX = "batches/"
 _RECORD = ".json"
 _DATA = ".data"
 _CANCEL = ".cancel"
-
-
-@dataclass(frozen=True)
-class Page:
-    """Ids of one list page, newest first, and whether more follow."""
-
-    ids: list[str]
-    has_more: bool
 
 
 class CallerFiles:
@@ -67,8 +58,9 @@ class CallerFiles:
         self.bucket.delete(f"{self._files}{file_id}{_RECORD}")
         self.bucket.delete(self.data_key(file_id))
 
-    def file_page(self, after: str | None, limit: int, newest_first: bool = True) -> Page:
-        return _page(self.bucket.keys(self._files), self._files, after, limit, newest_first)
+    def file_ids(self, after: str | None, newest_first: bool = True) -> list[str]:
+        """The ids of this caller's files after ``after`` (exclusive), in list order."""
+        return _ids_after(self.bucket.keys(self._files), self._files, after, newest_first)
 
     # -- batches ---------------------------------------------------------------------------------------
 
@@ -91,12 +83,13 @@ class CallerFiles:
         raw = self.bucket.read_if_present(f"{self._batches}{batch_id}{_CANCEL}")
         return int(json.loads(raw)["cancelling_at"]) if raw is not None else None
 
-    def batch_page(self, after: str | None, limit: int) -> Page:
-        return _page(self.bucket.keys(self._batches), self._batches, after, limit, newest_first=True)
+    def batch_ids(self, after: str | None) -> list[str]:
+        """The ids of this caller's batches after ``after`` (exclusive), newest first."""
+        return _ids_after(self.bucket.keys(self._batches), self._batches, after, newest_first=True)
 
 
-def _page(keys: list[str], prefix: str, after: str | None, limit: int, newest_first: bool) -> Page:
-    """The ids after ``after`` (exclusive) in list order, at most ``limit``. Ids sort newest first
+def _ids_after(keys: list[str], prefix: str, after: str | None, newest_first: bool) -> list[str]:
+    """The ids after ``after`` (exclusive) in list order. Ids sort newest first
     (handler/formats/openai_files.py), so S3's ascending key order is the newest-first order, and a cursor
     whose object was deleted since still says where the page starts."""
     ids = [key[len(prefix) : -len(_RECORD)] for key in keys if key.endswith(_RECORD)]
@@ -104,4 +97,4 @@ def _page(keys: list[str], prefix: str, after: str | None, limit: int, newest_fi
         ids.reverse()
     if after is not None:
         ids = [found for found in ids if (found > after) == newest_first and found != after]
-    return Page(ids[:limit], len(ids) > limit)
+    return ids

@@ -94,7 +94,7 @@ def advance(service: TextService, bucket: BatchBucket, manifest_key: str, manife
     elif all(statuses.get(item_id) in (Status.DONE, Status.FAILED) for item_id in ids):
         ending = "completed"
     elif len(statuses) < len(ids):
-        content = files.content(_file_id_of(manifest["input"]))
+        content = files.content(batch.input_file_id)
         if content is None:
             return _fail_input_gone(files, bucket, manifest_key, manifest, batch)
         _, lines = read_lines(jsonl_values(io.BytesIO(content)), service.served_model())
@@ -110,10 +110,6 @@ def advance(service: TextService, bucket: BatchBucket, manifest_key: str, manife
     return _finish(service, files, bucket, manifest_key, manifest, batch, ending)
 
 
-def _file_id_of(data_key: str) -> str:
-    return data_key.rsplit("/", 1)[-1].removesuffix(".data")
-
-
 def _finish(
     service: TextService,
     files: CallerFiles,
@@ -127,7 +123,7 @@ def _finish(
     files' ids are the batch's own, so a second finish replaces the first's files rather than adding to them."""
     batch.status, batch.finalizing_at = "finalizing", batch.finalizing_at or _now()
     files.put_batch(batch)
-    content = files.content(_file_id_of(manifest["input"]))
+    content = files.content(batch.input_file_id)
     if content is None:
         return _fail_input_gone(files, bucket, manifest_key, manifest, batch)
     unanswered = {"cancelled": CANCELLED, "expired": EXPIRED}.get(ending)

@@ -19,13 +19,13 @@ its error file. A batch not ended within its 24 hours is ``expired`` the same wa
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from handler.core.errors import Conflict, InvalidRequest, NotFound, StoreError
 from handler.core.observability import logger
@@ -57,8 +57,26 @@ from handler.usecases.batch_export import refuse_unfit
 from handler.usecases.openai_batch_runs import top_up
 from handler.usecases.text_service import TextService
 
+#: A file or a batch, as a list page holds it.
+Listed = TypeVar("Listed", FileObject, Batch)
+
 #: Validation errors listed in a failed batch; a count of the rest follows them.
 MAX_LISTED_ERRORS = 100
+
+
+def _page(
+    ids: list[str], read: Callable[[str], Listed | None], limit: int, keep: Callable[[Listed], bool]
+) -> dict[str, Any]:
+    """A list page: the objects of ``ids`` that are there and kept, read in order until one more than ``limit``
+    says whether more follow (a filter or a removal makes the ids alone say nothing of that)."""
+    kept: list[Listed] = []
+    for object_id in ids:
+        found = read(object_id)
+        if found is not None and keep(found):
+            kept.append(found)
+            if len(kept) > limit:
+                break
+    return page_of(kept[:limit], len(kept) > limit)
 
 
 def _no_file(file_id: str, param: str) -> NotFound:
@@ -129,12 +147,8 @@ class CallerBatches:
         return FileDeleted(id=file_id, deleted=True)
 
     def file_list(self, after: str | None, limit: int, order: str, purpose: str | None) -> dict[str, Any]:
-        page = self.files.file_page(after, limit if purpose is None else 10**9, newest_first=order == "desc")
-        records = [record for record in map(self.files.file, page.ids) if record is not None]
-        if purpose is not None:
-            matching = [record for record in records if record.purpose == purpose]
-            return page_of(matching[:limit], len(matching) > limit)
-        return page_of(records, page.has_more)
+        ids = self.files.file_ids(after, newest_first=order == "desc")
+        return _page(ids, self.files.file, limit, lambda record: purpose is None or record.purpose == purpose)
 
     # -- batches ---------------------------------------------------------------------------------------
 
@@ -254,12 +268,13 @@ class CallerBatches:
         return batch
 
     def batch_list(self, after: str | None, limit: int) -> dict[str, Any]:
-        page = self.files.batch_page(after, limit)
-        batches = []
-        for batch_id in page.ids:
-            with contextlib.suppress(NotFound):  # removed since it was listed
-                batches.append(self.batch(batch_id))
-        return page_of(batches, page.has_more)
+        return _page(self.files.batch_ids(after), self._batch_if_present, limit, lambda batch: True)
+
+    def _batch_if_present(self, batch_id: str) -> Batch | None:
+        try:
+            return self.batch(batch_id)
+        except NotFound:  # removed since it was listed
+            return None
 
     def cancel(self, batch_id: str) -> Batch:
         batch = self.batch(batch_id)
