@@ -15,9 +15,10 @@ import boto3
 from handler.domain.requests import parse_request
 from handler.entry import runtime
 from handler.usecases import queueing
-from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.fault_proxy import COMPLETE, Fault, FaultProxy
 from tests.support.function_process import FunctionProcess
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.ledger import Settled, settle
 from tests.support.local_aws import Table
 from tests.support.sqs import EventSource
 
@@ -171,3 +172,13 @@ def deliver_here(aws: FaultyAws, remaining_ms: int = 6_000, first_remaining_ms: 
             return None
 
     return until_empty(aws, here)
+
+
+def done_once(aws: FaultyAws, ids: list[str]) -> Settled:
+    """Every request DONE, whole and not held, none lost, each result written exactly once (the proxy's count of
+    completions that took effect); what settled, for the ledger."""
+    settled = settle(aws.table, ids)
+    assert (settled.lost, settled.problems, len(settled.done)) == ([], [], len(ids)), settled
+    written = aws.proxy.written(COMPLETE)
+    assert written == dict.fromkeys(ids, 1), written
+    return settled

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from handler.entry import api
-from tests.faults.recovery import FAST_ENOUGH, WORKER, FaultyAws, deliver, enqueue, summaries
+from tests.faults.recovery import FAST_ENOUGH, WORKER, FaultyAws, deliver, done_once, enqueue, summaries
 from tests.support import apigw
 from tests.support.fault_proxy import COMPLETE
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.ledger import Ledger, settle
+from tests.support.ledger import Ledger
 
 
 def test_a_worker_whose_deadline_comes_mid_generation_gives_the_request_back_for_the_next_invocation(
@@ -38,9 +38,7 @@ def test_a_worker_whose_deadline_comes_mid_generation_gives_the_request_back_for
     deliver(aws, remaining_ms=60_000, env={"MODEL_PATH": str(slow_model)})
 
     # THEN it is DONE, stored once, after two attempts
-    settled = settle(aws.table, [item_id])
-    assert (settled.lost, settled.problems, len(settled.done)) == ([], [], 1)
-    assert aws.proxy.written(COMPLETE) == {item_id: 1}
+    settled = done_once(aws, [item_id])
     [item] = [item for item in aws.table.items() if item["id"] == item_id]
     assert item["attempts"] == 2
     ledger.record(
@@ -74,9 +72,7 @@ def test_an_api_call_whose_budget_ends_mid_generation_answers_202_and_a_worker_f
     item_id = answer.body["id"]
     # AND a worker finishes it
     deliver(aws, remaining_ms=60_000, env={"MODEL_PATH": str(slow_model)})
-    settled = settle(aws.table, [item_id])
-    assert (settled.lost, settled.problems, len(settled.done)) == ([], [], 1)
-    assert aws.proxy.written(COMPLETE) == {item_id: 1}
+    settled = done_once(aws, [item_id])
     ledger.record(
         "deadline reached mid-generation",
         "API function (3 s budget, slow model)",

@@ -16,6 +16,7 @@ from tests.faults.recovery import (
     FaultyAws,
     answer_of,
     deliver,
+    done_once,
     enqueue,
     first_one_hit_by,
     generations,
@@ -94,9 +95,7 @@ def test_a_worker_killed_mid_generation_leaves_its_requests_done_once(
 
     # THEN the kill came mid-generation, and both requests are DONE once, generated once after it
     assert killed_generating == [True]
-    settled = settle(aws.table, ids)
-    assert (settled.lost, settled.problems, len(settled.done)) == ([], [], 2)
-    assert aws.proxy.written(COMPLETE) == dict.fromkeys(ids, 1)
+    settled = done_once(aws, ids)
     assert generations(invocations) == 2
     ledger.record(
         "SIGKILL mid-generation",
@@ -119,9 +118,7 @@ def test_a_scheduled_run_killed_after_its_claims_is_finished_by_the_next_run(aws
     # THEN the first run died holding two leases; later runs finished all six, each written once
     assert runs[0].killed
     assert fault.hits == 1
-    settled = settle(aws.table, ids)
-    assert (settled.lost, settled.problems, len(settled.done)) == ([], [], 6)
-    assert aws.proxy.written(COMPLETE) == dict.fromkeys(ids, 1)
+    settled = done_once(aws, ids)
     assert generations(runs) == 6
     ledger.record(
         "SIGKILL after the claims' writes",
@@ -164,9 +161,7 @@ def test_an_api_function_killed_after_its_claim_answers_the_retried_request_once
     assert body["cached"] is False
     item_id = body["id"]
     assert expired(aws.table, item_id)
-    settled = settle(aws.table, [item_id])
-    assert (settled.lost, settled.problems, len(settled.done)) == ([], [], 1)
-    assert aws.proxy.written(COMPLETE) == {item_id: 1}
+    settled = done_once(aws, [item_id])
     ledger.record(
         "SIGKILL after the claim's write",
         "API function (buffered)",

@@ -10,11 +10,20 @@ import pytest
 from botocore.exceptions import ClientError
 
 from handler.entry import api, schedule
-from tests.faults.recovery import FAST_ENOUGH, WORKER, FaultyAws, deliver, enqueue, generations, summaries
+from tests.faults.recovery import (
+    FAST_ENOUGH,
+    WORKER,
+    FaultyAws,
+    deliver,
+    done_once,
+    enqueue,
+    generations,
+    summaries,
+)
 from tests.support import apigw
 from tests.support.fault_proxy import COMPLETE, Fault
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.ledger import Ledger, settle
+from tests.support.ledger import Ledger
 
 
 def test_the_same_message_delivered_twice_at_once_is_generated_once(aws: FaultyAws, ledger: Ledger) -> None:
@@ -32,9 +41,7 @@ def test_the_same_message_delivered_twice_at_once_is_generated_once(aws: FaultyA
     invocations = workers + deliver(aws)  # and whatever they gave back, until the queue is empty
 
     # THEN one generated and stored it; the other's copy came back and found it done
-    settled = settle(aws.table, [item_id])
-    assert (settled.lost, settled.problems, len(settled.done)) == ([], [], 1)
-    assert aws.proxy.written(COMPLETE) == {item_id: 1}
+    settled = done_once(aws, [item_id])
     assert generations(invocations) == 1
     ledger.record(
         "SQS delivers one message twice at once",
@@ -73,9 +80,7 @@ def test_a_message_delivered_again_while_its_first_worker_still_works_is_stored_
 
     # THEN the later worker waited for the stalled one's lease to expire, then generated and stored the result;
     # the stalled worker's late write failed its condition: one output, the later one
-    settled = settle(aws.table, [item_id])
-    assert (settled.lost, settled.problems, len(settled.done)) == ([], [], 1)
-    assert aws.proxy.written(COMPLETE) == {item_id: 1}
+    settled = done_once(aws, [item_id])
     assert "lease lost before the result was written" in stalled.logs()
     assert stalled_answer == {"batchItemFailures": []}
     assert generations(later) == 1
@@ -110,9 +115,7 @@ def test_sqs_refusing_to_send_leaves_the_request_to_the_scheduled_run(
     # AND the next scheduled run finds the item without a message, and finishes it
     run = schedule.schedule_handler({"dispatch": False}, FakeLambdaContext(remaining_ms=30_000, function_name="run"))
     assert run["run"]["done"] == 1, run
-    settled = settle(aws.table, [item_id])
-    assert (settled.lost, settled.problems, len(settled.done)) == ([], [], 1)
-    assert aws.proxy.written(COMPLETE) == {item_id: 1}
+    settled = done_once(aws, [item_id])
     ledger.record(
         "SQS send fails past the SDK's retries",
         "API, Prefer: respond-async",
@@ -142,9 +145,7 @@ def test_sqs_refusing_to_delete_redelivers_messages_of_finished_requests_without
     # THEN the requests were generated once, by the first worker; the redeliveries found them done
     assert fault.hits == 5
     assert answer == {"batchItemFailures": []}
-    settled = settle(aws.table, ids)
-    assert (settled.lost, settled.problems, len(settled.done)) == ([], [], 3)
-    assert aws.proxy.written(COMPLETE) == dict.fromkeys(ids, 1)
+    settled = done_once(aws, ids)
     assert first.generations() == 3
     assert generations(later) == 0
     ledger.record(
