@@ -17,7 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scripts.local.moto_server import DEFAULT_REGION, DUMMY_CREDENTIALS, MotoDynamoDB, create_table_from_template
+from scripts.local.moto_server import (
+    MotoDynamoDB,
+    create_table_from_template,
+    local_client,
+)
 from scripts.repository import ROOT, TEMPLATE
 from scripts.sam.loop import ENV_FILE, LoopError, docker_gateway, require_docker
 from scripts.sam.template import UNAUTHENTICATED_OWNER
@@ -58,17 +62,7 @@ class LocalAws:
     env: dict[str, str] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
-        import boto3
-
-        make_client: Any = boto3.client  # one client per service name given at run time
-        return make_client(
-            service,
-            endpoint_url=self.endpoint_url,
-            region_name=DEFAULT_REGION,
-            aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
-        )
+        return local_client(service, self.endpoint_url)
 
     def item(self, item_id: str) -> dict[str, Any] | None:
         from boto3.dynamodb.types import TypeDeserializer

@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from handler import engine as engine_module
-from scripts.local.moto_server import create_table_from_template
+from scripts.local.moto_server import create_table_from_template, local_client
 from scripts.models import random_model
 from scripts.repository import ROOT, TEMPLATE
 from tests.faults.recovery import FaultyAws
@@ -85,10 +84,4 @@ def aws(
 
 def _direct(service: str, endpoint_url: str) -> Any:
     """A client straight to moto, past the proxy."""
-    return boto3.client(
-        service,  # type: ignore[call-overload]
-        endpoint_url=endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id=DUMMY_AWS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=DUMMY_AWS["AWS_SECRET_ACCESS_KEY"],
-    )
+    return local_client(service, endpoint_url)

@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from handler.domain.requests import parse_request
 from handler.entry import runtime
 from handler.usecases import queueing
+from scripts.local.moto_server import local_client
 from tests.support.fault_proxy import COMPLETE, Fault, FaultProxy
 from tests.support.function_process import FunctionProcess
 from tests.support.lambda_context import FakeLambdaContext
@@ -43,7 +42,7 @@ class FaultyAws:
 
     def client(self, service: str) -> Any:
         """A client through the proxy (the event source's SQS calls can be broken too)."""
-        return boto3.client(service, endpoint_url=self.proxy.endpoint_url, region_name="us-east-1")  # type: ignore[call-overload]
+        return local_client(service, self.proxy.endpoint_url)
 
     def event_source(self) -> EventSource:
         return EventSource(self.client("sqs"), self.queue_url)

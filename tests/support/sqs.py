@@ -5,17 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from scripts.local.moto_server import local_client
+
 
 def client(endpoint_url: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "sqs",
-        endpoint_url=endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return local_client("sqs", endpoint_url)
 
 
 def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
